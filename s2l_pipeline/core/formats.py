@@ -1,0 +1,144 @@
+"""The input schemas we understand, how each maps onto (prompt, response, answer), and detection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .answers import final_answer, gsm8k_answer, last_boxed
+
+
+class UnknownSchemaError(ValueError):
+    """A file whose fields match none of the supported schemas."""
+
+
+class FieldError(ValueError):
+    """One record violates its schema; ``field`` names the culprit."""
+
+    def __init__(self, field: str | None, reason: str):
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Normalized:
+    prompt: str
+    response: str
+    answer: str | None
+    source: str | None
+
+
+@dataclass(frozen=True)
+class Format:
+    """A supported input schema: the string fields it needs and the task it feeds."""
+
+    name: str
+    prompt_field: str
+    response_field: str
+    task: str
+    description: str
+    optional: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> tuple[str, str]:
+        return (self.prompt_field, self.response_field)
+
+    def normalize(self, rec: dict) -> Normalized:
+        """Map one record onto our columns, or raise FieldError naming the bad field."""
+        for name in self.required:
+            _require_text(rec, name)
+        for name in self.optional:
+            if rec.get(name) is not None and not isinstance(rec[name], str):
+                raise FieldError(name, f"field '{name}' is not a string (got {_kind(rec[name])})")
+        prompt, response = rec[self.prompt_field], rec[self.response_field]
+        if self.name == "alpaca" and (rec.get("input") or "").strip():
+            prompt = f"{prompt}\n\n{rec['input']}"
+        source = rec.get("source")
+        return Normalized(prompt, response, self._answer(rec), source or None)
+
+    def _answer(self, rec: dict) -> str | None:
+        if self.name == "gsm8k":
+            return gsm8k_answer(rec["answer"])
+        if self.name == "math":
+            given = rec.get("answer")
+            return (
+                given.strip()
+                if isinstance(given, str) and given.strip()
+                else last_boxed(rec["solution"])
+            )
+        if self.name == "alpaca":
+            return final_answer(rec["output"])
+        return None
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _require_text(rec: dict, name: str) -> None:
+    if name not in rec:
+        raise FieldError(name, f"missing field '{name}'")
+    value = rec[name]
+    if not isinstance(value, str):
+        raise FieldError(name, f"field '{name}' is not a string (got {_kind(value)})")
+    if not value.strip():
+        raise FieldError(name, f"field '{name}' is empty")
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "radiology",
+            "findings",
+            "impression",
+            "summarization",
+            "MIMIC-III radiology reports: findings -> impression",
+        ),
+        Format(
+            "math",
+            "problem",
+            "solution",
+            "math",
+            "MATH: problem, solution with \\boxed{} (optional answer)",
+            ("answer",),
+        ),
+        Format("gsm8k", "question", "answer", "math", "GSM8K: question, answer ending in '#### N'"),
+        Format(
+            "alpaca",
+            "instruction",
+            "output",
+            "math",
+            "Alpaca / MathInstruct: instruction, optional input, output, optional source",
+            ("input", "source"),
+        ),
+    )
+}
+
+
+def supported_schemas() -> str:
+    return "; ".join(f"{f.name} ({', '.join(f.required + f.optional)})" for f in FORMATS.values())
+
+
+def detect_format(records: Iterable[dict], file: str) -> Format:
+    """The first schema (most specific first) whose required fields the sampled records carry."""
+    keys: set[str] = set()
+    for rec in records:
+        keys.update(rec)
+    for fmt in FORMATS.values():
+        if set(fmt.required) <= keys:
+            return fmt
+    raise UnknownSchemaError(
+        f"{file}: unknown schema (fields seen: {sorted(keys) or 'none'}); "
+        f"supported schemas: {supported_schemas()}"
+    )
+
+
+def get_format(name: str, file: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise UnknownSchemaError(
+            f"{file}: unknown format {name!r}; supported schemas: {supported_schemas()}"
+        ) from None

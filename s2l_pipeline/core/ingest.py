@@ -1,0 +1,273 @@
+"""Build the clean training table from every configured input, keeping every rejected row.
+
+The rules: a record must decode, carry its schema's prompt and response as non-empty strings,
+and not repeat an example already seen (same prompt and response). Each violation becomes a row
+of the rejected table with its file, line, field and reason; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from . import storage
+from .embedded import generate_mixture
+from .formats import FieldError, Format, detect_format, get_format
+from .hashing import example_ids
+from .hf_source import hf_display, iter_hf_records
+from .readers import SUFFIXES, FileReadError, RecordError, iter_records
+from .schema import EVAL_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_FILE = "embedded:reasoning-gym"
+_DETECT_SAMPLE = 200
+
+
+@dataclass(frozen=True)
+class EmbeddedSource:
+    size: int = 20_000
+    seed: int = 0
+    heldout_per_family: int = 300
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A local path or s3:// uri: one file, or a folder/prefix of JSONL, JSON and Parquet files."""
+
+    path: str
+    format: str | None = None  # None: detect from the fields
+    source: str | None = None  # None: the record's own 'source', else the format's name
+    task: str | None = None  # None: the format's task
+
+
+@dataclass(frozen=True)
+class HFSource:
+    name: str
+    config: str | None = None
+    split: str = "train"
+    format: str | None = None
+    source: str | None = None
+    task: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    embedded: EmbeddedSource | None = field(default_factory=EmbeddedSource)
+    files: tuple[FileSource, ...] = ()
+    hf: tuple[HFSource, ...] = ()
+    heldout_per_source: int = 0  # in-domain held-out rows carved from each file/hf source
+    max_rejected_share: float = 0.01
+
+
+@dataclass
+class LoadedDataset:
+    train: pl.DataFrame  # RAW_SCHEMA
+    heldout: pl.DataFrame  # EVAL_SCHEMA, in-domain
+    rejected: pl.DataFrame  # REJECTED_SCHEMA
+
+    @property
+    def rows_seen(self) -> int:
+        return self.train.height + self.heldout.height + self.rejected.height
+
+    @property
+    def rejected_share(self) -> float:
+        return self.rejected.height / self.rows_seen if self.rows_seen else 0.0
+
+
+class TooManyRejected(ValueError):
+    """The rejected share passed the configured threshold."""
+
+
+class RecordCollector:
+    """Accumulates accepted and rejected rows as column lists (one DataFrame build at the end)."""
+
+    def __init__(self) -> None:
+        self.ok: dict[str, list] = {
+            k: [] for k in ("source", "prompt", "response", "answer", "task", "_file", "_line")
+        }
+        self.bad: dict[str, list] = {k: [] for k in REJECTED_SCHEMA}
+
+    def reject(self, file: str, line: int, fld: str | None, reason: str, raw: str) -> None:
+        for k, v in zip(REJECTED_SCHEMA, (file, line, fld, reason, raw), strict=True):
+            self.bad[k].append(v)
+
+    def add_records(
+        self,
+        records: Iterable[tuple[int, dict | RecordError]],
+        file: str,
+        fmt_name: str | None,
+        source: str | None,
+        task: str | None,
+    ) -> None:
+        records = list(records)
+        decoded = (r for _, r in records if isinstance(r, dict))
+        fmt: Format = (
+            get_format(fmt_name, file)
+            if fmt_name
+            else detect_format(
+                (r for _, r in zip(range(_DETECT_SAMPLE), decoded, strict=False)), file
+            )
+        )
+        log.info("%s: %d records, schema %s", file, len(records), fmt.name)
+        for line, rec in records:
+            if isinstance(rec, RecordError):
+                self.reject(file, line, None, rec.reason, rec.raw)
+                continue
+            try:
+                norm = fmt.normalize(rec)
+            except FieldError as err:
+                self.reject(file, line, err.field, err.reason, _raw(rec))
+                continue
+            self.ok["source"].append(source or norm.source or fmt.name)
+            self.ok["prompt"].append(norm.prompt)
+            self.ok["response"].append(norm.response)
+            self.ok["answer"].append(norm.answer)
+            self.ok["task"].append(task or fmt.task)
+            self.ok["_file"].append(file)
+            self.ok["_line"].append(line)
+
+    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        accepted = pl.DataFrame(
+            self.ok,
+            schema={**{k: pl.String for k in self.ok}, "_line": pl.Int64},
+        )
+        return accepted, pl.DataFrame(self.bad, schema=REJECTED_SCHEMA)
+
+
+def _raw(rec: dict) -> str:
+    return json.dumps(rec, ensure_ascii=False, default=str)
+
+
+def expand_path(path: str, endpoint_url: str | None = None) -> list[str]:
+    """A folder or prefix becomes its data files (sorted); a single file stays as it is."""
+    is_dir = not storage.is_s3(path) and storage.Path(path).expanduser().is_dir()
+    if is_dir or (storage.is_s3(path) and path.endswith("/")):
+        uris = [u for u in storage.list_uris(path, endpoint_url) if u.lower().endswith(SUFFIXES)]
+        if not uris:
+            raise FileReadError(f"{path}: no {', '.join(SUFFIXES)} files under this folder")
+        return uris
+    return [path]
+
+
+def _file_records(uri: str, endpoint_url: str | None) -> Iterator[tuple[int, dict | RecordError]]:
+    try:
+        local = storage.fetch(uri, endpoint_url)
+    except FileNotFoundError as exc:
+        raise FileReadError(str(exc)) from exc
+    return iter_records(local, uri)
+
+
+def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDataset:
+    """Read every input of ``spec`` into (train, in-domain held-out, rejected) tables."""
+    collector = RecordCollector()
+    for fs in spec.files:
+        for uri in expand_path(fs.path, endpoint_url):
+            collector.add_records(
+                _file_records(uri, endpoint_url), uri, fs.format, fs.source, fs.task
+            )
+    for hs in spec.hf:
+        collector.add_records(
+            iter_hf_records(hs.name, hs.config, hs.split),
+            hf_display(hs.name, hs.config, hs.split),
+            hs.format,
+            hs.source,
+            hs.task,
+        )
+    accepted, rejected = collector.frames()
+    external_train, external_held = _split_heldout(_with_ids(accepted), spec.heldout_per_source)
+
+    parts, held_parts = [], [external_held]
+    if spec.embedded is not None:
+        e = spec.embedded
+        emb_train, emb_held = generate_mixture(e.size, e.seed, e.heldout_per_family)
+        parts.append(
+            emb_train.with_columns(
+                _file=pl.lit(EMBEDDED_FILE),
+                _line=pl.int_range(1, emb_train.height + 1, dtype=pl.Int64),
+            )
+        )
+        held_parts.insert(0, emb_held)
+    parts.append(external_train)
+    combined = pl.concat(parts, how="vertical")
+    train, dups = _drop_duplicates(combined)
+    return LoadedDataset(
+        train=train.select(list(RAW_SCHEMA)),
+        heldout=pl.concat(held_parts, how="vertical").cast(EVAL_SCHEMA),
+        rejected=pl.concat([rejected, dups], how="vertical"),
+    )
+
+
+def _with_ids(df: pl.DataFrame) -> pl.DataFrame:
+    ids = example_ids(df["prompt"].to_list(), df["response"].to_list())
+    return df.with_columns(example_id=pl.Series(ids, dtype=pl.String)).select(
+        [*RAW_SCHEMA, "_file", "_line"]
+    )
+
+
+def _drop_duplicates(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Keep the first occurrence of each example_id; later ones become rejected rows."""
+    first = df.filter(pl.col("example_id").is_first_distinct())
+    dups = df.filter(~pl.col("example_id").is_first_distinct()).join(
+        first.select("example_id", _ffile="_file", _fline="_line"), on="example_id", how="left"
+    )
+    rejected = dups.select(
+        file=pl.col("_file"),
+        line=pl.col("_line"),
+        field=pl.lit(None, dtype=pl.String),
+        reason=pl.format(
+            "duplicate example: same prompt and response as {}:{} (example_id {})",
+            "_ffile",
+            "_fline",
+            "example_id",
+        ),
+        raw=pl.struct("source", "prompt", "response").struct.json_encode(),
+    )
+    return first, rejected.cast(REJECTED_SCHEMA)
+
+
+def _split_heldout(df: pl.DataFrame, per_source: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Carve up to ``per_source`` rows (at most half) of each source as an in-domain test set.
+
+    Rows are chosen by example_id order: a content hash, so the choice is random-like yet the
+    same on every run and independent of file order.
+    """
+    empty_held = pl.DataFrame(schema=EVAL_SCHEMA)
+    if per_source <= 0 or df.is_empty():
+        return df, empty_held
+    ranked = df.with_columns(
+        _rank=pl.col("example_id").rank("ordinal").over("source"),
+        _cap=pl.min_horizontal(pl.lit(per_source), pl.len().over("source") // 2),
+    )
+    held_mask = pl.col("_rank") <= pl.col("_cap")
+    held = ranked.filter(held_mask).with_columns(
+        eval_set=pl.col("source"), domain=pl.lit("in_domain"), metadata=pl.lit(None, pl.String)
+    )
+    train = ranked.filter(~held_mask).drop("_rank", "_cap")
+    return train, held.select(list(EVAL_SCHEMA)).cast(EVAL_SCHEMA)
+
+
+def check_rejections(loaded: LoadedDataset, max_share: float, rejected_uri: str = "") -> None:
+    """Raise TooManyRejected past ``max_share`` of rejected rows, naming the top reasons."""
+    share = loaded.rejected_share
+    if share <= max_share:
+        return
+    top = (
+        loaded.rejected.group_by("file", "reason")
+        .agg(pl.len().alias("n"), pl.col("line").min().alias("first_line"))
+        .sort("n", descending=True)
+        .head(5)
+    )
+    lines = [
+        f"  {r['n']} x {r['file']} (first at line {r['first_line']}): {r['reason']}"
+        for r in top.iter_rows(named=True)
+    ]
+    where = f"; every rejected row is in {rejected_uri}" if rejected_uri else ""
+    raise TooManyRejected(
+        f"{loaded.rejected.height} of {loaded.rows_seen} rows rejected ({share:.2%}), more than "
+        f"the allowed {max_share:.2%}{where}. Most common:\n" + "\n".join(lines)
+    )

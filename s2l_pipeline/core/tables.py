@@ -1,0 +1,41 @@
+"""Parquet tables in the artifact store, each described by a small reference with its hash."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+from .hashing import table_hash
+from .storage import ArtifactStore
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """What downstream steps need to find and trust a table: where, how many rows, which content."""
+
+    uri: str
+    rows: int
+    content_hash: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TableRef:
+        return cls(uri=d["uri"], rows=int(d["rows"]), content_hash=d["content_hash"])
+
+
+def write_table(
+    df: pl.DataFrame, store: ArtifactStore, key: str, content_hash: str | None = None
+) -> TableRef:
+    """Write ``df`` as zstd Parquet at ``key``; pass ``content_hash`` if already computed."""
+    with store.writing(key) as path:
+        df.write_parquet(path, compression="zstd", statistics=True, row_group_size=64_000)
+    return TableRef(store.uri(key), df.height, content_hash or table_hash(df))
+
+
+def read_table(ref: TableRef | str, store: ArtifactStore | None = None) -> pl.DataFrame:
+    uri = ref.uri if isinstance(ref, TableRef) else ref
+    path = store.fetch(uri) if store else ArtifactStore(".").fetch(uri)
+    return pl.read_parquet(path)

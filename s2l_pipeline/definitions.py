@@ -1,0 +1,40 @@
+"""The code location: every asset, check, resource and job of s2l_pipeline."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from .defs.data_assets import eval_sets, raw_dataset
+from .defs.profiles import run_config
+from .defs.resources import ArtifactStoreResource, ManifestIOManager, default_artifact_root
+
+ASSETS = [raw_dataset, eval_sets]
+
+
+def artifact_store_resource() -> ArtifactStoreResource:
+    """Local folder by default; S2L_ARTIFACT_ROOT=s3://... and AWS_ENDPOINT_URL for S3."""
+    endpoint = dg.EnvVar("AWS_ENDPOINT_URL") if os.environ.get("AWS_ENDPOINT_URL") else None
+    return ArtifactStoreResource(root=default_artifact_root(), endpoint_url=endpoint)
+
+
+def resources() -> dict:
+    store = artifact_store_resource()
+    return {"artifact_store": store, "manifest_io_manager": ManifestIOManager(artifact_store=store)}
+
+
+s2l_job = dg.define_asset_job(
+    "s2l_job",
+    selection=dg.AssetSelection.all(),
+    config=run_config("default"),
+    description="The whole S2L graph at the default scale (about 20K examples).",
+)
+s2l_tiny_job = dg.define_asset_job(
+    "s2l_tiny_job",
+    selection=dg.AssetSelection.all(),
+    config=run_config("tiny"),
+    description="The whole graph on a few hundred examples: a smoke run in a minute or two.",
+)
+
+defs = dg.Definitions(assets=ASSETS, resources=resources(), jobs=[s2l_job, s2l_tiny_job])

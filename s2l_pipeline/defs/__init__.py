@@ -1,0 +1,1 @@
+"""The Dagster layer: assets, checks, resources, IO managers. No algorithm lives here."""

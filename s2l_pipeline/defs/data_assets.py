@@ -1,0 +1,192 @@
+"""Data assets: the normalized training table and the evaluation sets."""
+
+import dagster as dg
+from pydantic import Field
+
+from ..core.eval_sets import EvalFile, build_eval_sets, eval_summary
+from ..core.formats import UnknownSchemaError
+from ..core.hashing import table_hash
+from ..core.ingest import (
+    DatasetSpec,
+    EmbeddedSource,
+    FileSource,
+    HFSource,
+    TooManyRejected,
+    check_rejections,
+    load_dataset,
+)
+from ..core.readers import FileReadError
+from ..core.stats import length_summary, rejection_counts, source_counts
+from ..core.tables import TableRef, read_table, write_table
+from .metadata import md, preview, table_ref_metadata
+from .resources import ArtifactStoreResource
+
+
+class EmbeddedConfig(dg.Config):
+    enabled: bool = Field(True, description="Include the embedded reasoning-gym mixture.")
+    size: int = Field(20_000, description="Training examples generated over 12 families.")
+    seed: int = Field(0, description="Generator seed: same seed, same table.")
+    heldout_per_family: int = Field(300, description="In-domain test problems per family.")
+
+
+class FileInput(dg.Config):
+    path: str = Field(description="Local path or s3:// uri of a file, or a folder/prefix of them.")
+    format: str | None = Field(
+        None, description="alpaca | gsm8k | math | radiology; empty: detect from the fields."
+    )
+    source: str | None = Field(None, description="Source label; default: the record's own.")
+    task: str | None = Field(None, description="math | summarization; default: the format's.")
+
+
+class HFInput(dg.Config):
+    name: str = Field(description="Hub name (TIGER-Lab/MathInstruct) or a local dataset folder.")
+    config: str | None = None
+    split: str = "train"
+    format: str | None = None
+    source: str | None = None
+    task: str | None = None
+
+
+class RawDatasetConfig(dg.Config):
+    embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
+    files: list[FileInput] = Field(default_factory=list)
+    hf: list[HFInput] = Field(default_factory=list)
+    heldout_per_source: int = Field(
+        0, description="In-domain test rows carved from each file/hf source (at most half)."
+    )
+    max_rejected_share: float = Field(
+        0.01, description="Fail when more than this share of rows is rejected."
+    )
+
+    def to_spec(self) -> DatasetSpec:
+        e = self.embedded
+        return DatasetSpec(
+            embedded=EmbeddedSource(e.size, e.seed, e.heldout_per_family) if e.enabled else None,
+            files=tuple(FileSource(f.path, f.format, f.source, f.task) for f in self.files),
+            hf=tuple(
+                HFSource(h.name, h.config, h.split, h.format, h.source, h.task) for h in self.hf
+            ),
+            heldout_per_source=self.heldout_per_source,
+            max_rejected_share=self.max_rejected_share,
+        )
+
+
+@dg.asset(
+    group_name="data",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    io_manager_key="manifest_io_manager",
+    description="Every configured input as one clean table: example_id, source, prompt, "
+    "response, answer, task. Rejected rows are kept, with file, line and reason.",
+)
+def raw_dataset(
+    context: dg.AssetExecutionContext,
+    config: RawDatasetConfig,
+    artifact_store: ArtifactStoreResource,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    spec = config.to_spec()
+    try:
+        loaded = load_dataset(spec, store.endpoint_url)
+    except (FileReadError, UnknownSchemaError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    version = table_hash(loaded.train)
+    prefix = f"raw_dataset/{version[:16]}"
+    rejected = write_table(loaded.rejected, store, f"{prefix}/rejected.parquet")
+    reasons = rejection_counts(loaded.rejected)
+    try:
+        check_rejections(loaded, spec.max_rejected_share, rejected.uri)
+    except TooManyRejected as exc:
+        raise dg.Failure(
+            description=str(exc),
+            metadata={
+                "rejected_rows": loaded.rejected.height,
+                "rejected_share": loaded.rejected_share,
+                "rejected_by_reason": md(reasons),
+                "rejected_path": dg.MetadataValue.path(rejected.uri),
+            },
+            allow_retries=False,
+        ) from exc
+    train = write_table(loaded.train, store, f"{prefix}/train.parquet", version)
+    heldout = write_table(loaded.heldout, store, f"{prefix}/heldout.parquet")
+    context.log.info(
+        f"{train.rows} examples from {loaded.train['source'].n_unique()} sources; "
+        f"{rejected.rows} rejected ({loaded.rejected_share:.2%}); {heldout.rows} held out"
+    )
+    manifest = {
+        "train": train.to_dict(),
+        "heldout": heldout.to_dict(),
+        "rejected": rejected.to_dict(),
+    }
+    metadata = {
+        "dagster/row_count": train.rows,
+        "content_hash": version,
+        "rows_per_source": md(source_counts(loaded.train)),
+        "token_lengths": md(length_summary(loaded.train)),
+        "rejected_rows": rejected.rows,
+        "rejected_share": round(loaded.rejected_share, 6),
+        "rejected_by_reason": md(reasons),
+        "rejected_preview": preview(loaded.rejected),
+        "preview": preview(loaded.train),
+        **table_ref_metadata("train", train),
+        **table_ref_metadata("heldout", heldout),
+        **table_ref_metadata("rejected", rejected),
+    }
+    return dg.Output(manifest, data_version=dg.DataVersion(version), metadata=metadata)
+
+
+class EvalFileInput(dg.Config):
+    path: str = Field(description="Local path or s3:// uri, e.g. a GSM8K test.jsonl or MATH-500.")
+    name: str | None = Field(None, description="Set name; default: folder_stem, e.g. gsm8k_test.")
+    format: str | None = None
+
+
+class EvalSetsConfig(dg.Config):
+    ood_per_family: int = Field(
+        300, description="Problems per out-of-domain reasoning-gym family (0: none)."
+    )
+    seed: int = 0
+    files: list[EvalFileInput] = Field(default_factory=list)
+
+
+@dg.asset(
+    group_name="data",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    io_manager_key="manifest_io_manager",
+    description="Evaluation rows: in-domain held-out problems of each training source, "
+    "out-of-domain reasoning-gym families, and test files by path.",
+)
+def eval_sets(
+    context: dg.AssetExecutionContext,
+    config: EvalSetsConfig,
+    raw_dataset: dict,
+    artifact_store: ArtifactStoreResource,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    heldout = read_table(TableRef.from_dict(raw_dataset["heldout"]), store)
+    files = tuple(EvalFile(f.path, f.name, f.format) for f in config.files)
+    try:
+        table, rejected = build_eval_sets(
+            heldout, config.ood_per_family, config.seed, files, store.endpoint_url
+        )
+    except (FileReadError, UnknownSchemaError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    version = table_hash(table)
+    prefix = f"eval_sets/{version[:16]}"
+    ref = write_table(table, store, f"{prefix}/eval.parquet", version)
+    rejected_ref = write_table(rejected, store, f"{prefix}/rejected.parquet")
+    summary = eval_summary(table)
+    context.log.info(f"{ref.rows} evaluation rows in {summary.height} sets")
+    metadata = {
+        "dagster/row_count": ref.rows,
+        "content_hash": version,
+        "sets": md(summary),
+        "rejected_rows": rejected_ref.rows,
+        "rejected_by_reason": md(rejection_counts(rejected)),
+        "preview": preview(table),
+        **table_ref_metadata("eval", ref),
+        **table_ref_metadata("rejected", rejected_ref),
+    }
+    manifest = {"eval": ref.to_dict(), "rejected": rejected_ref.to_dict()}
+    return dg.Output(manifest, data_version=dg.DataVersion(version), metadata=metadata)

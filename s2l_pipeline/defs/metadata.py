@@ -1,0 +1,29 @@
+"""Helpers that turn core summaries into Dagster metadata values."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from ..core.stats import markdown_table
+from ..core.tables import TableRef
+
+
+def md(df: pl.DataFrame, max_rows: int = 50) -> dg.MetadataValue:
+    return dg.MetadataValue.md(markdown_table(df, max_rows))
+
+
+def preview(df: pl.DataFrame, rows: int = 5, width: int = 120) -> dg.MetadataValue:
+    """First rows with long strings cut, so the UI stays readable."""
+    short = df.head(rows).with_columns(
+        pl.col(c).str.slice(0, width) for c, t in df.schema.items() if t == pl.String
+    )
+    return md(short, rows)
+
+
+def table_ref_metadata(name: str, ref: TableRef) -> dict[str, dg.MetadataValue]:
+    return {
+        f"{name}_path": dg.MetadataValue.path(ref.uri),
+        f"{name}_rows": dg.MetadataValue.int(ref.rows),
+        f"{name}_content_hash": dg.MetadataValue.text(ref.content_hash),
+    }
