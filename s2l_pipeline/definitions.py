@@ -7,10 +7,12 @@ import os
 import dagster as dg
 
 from .defs.data_assets import eval_sets, raw_dataset
+from .defs.data_checks import eval_sets_not_in_training, raw_dataset_rows_valid
 from .defs.profiles import run_config
 from .defs.resources import ArtifactStoreResource, ManifestIOManager, default_artifact_root
 
 ASSETS = [raw_dataset, eval_sets]
+CHECKS = [raw_dataset_rows_valid, eval_sets_not_in_training]
 
 
 def artifact_store_resource() -> ArtifactStoreResource:
@@ -37,4 +39,6 @@ s2l_tiny_job = dg.define_asset_job(
     description="The whole graph on a few hundred examples: a smoke run in a minute or two.",
 )
 
-defs = dg.Definitions(assets=ASSETS, resources=resources(), jobs=[s2l_job, s2l_tiny_job])
+defs = dg.Definitions(
+    assets=ASSETS, asset_checks=CHECKS, resources=resources(), jobs=[s2l_job, s2l_tiny_job]
+)

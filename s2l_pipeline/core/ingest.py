@@ -213,7 +213,10 @@ def _drop_duplicates(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Keep the first occurrence of each example_id; later ones become rejected rows."""
     first = df.filter(pl.col("example_id").is_first_distinct())
     dups = df.filter(~pl.col("example_id").is_first_distinct()).join(
-        first.select("example_id", _ffile="_file", _fline="_line"), on="example_id", how="left"
+        first.select("example_id", _ffile="_file", _fline="_line"),
+        on="example_id",
+        how="left",
+        maintain_order="left",
     )
     rejected = dups.select(
         file=pl.col("_file"),
@@ -259,7 +262,7 @@ def check_rejections(loaded: LoadedDataset, max_share: float, rejected_uri: str 
     top = (
         loaded.rejected.group_by("file", "reason")
         .agg(pl.len().alias("n"), pl.col("line").min().alias("first_line"))
-        .sort("n", descending=True)
+        .sort(["n", "file", "first_line"], descending=[True, False, False])
         .head(5)
     )
     lines = [

@@ -5,6 +5,8 @@ A profile only fills asset config; every value stays editable in the Dagster lau
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from typing import Any
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -21,11 +23,21 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def run_config(profile: str = "default", overrides: dict[str, dict] | None = None) -> dict:
-    """Run config ``{"ops": {asset: {"config": ...}}}`` for a profile, with per-asset overrides."""
+def run_config(
+    profile: str = "default",
+    overrides: dict[str, dict] | None = None,
+    assets: Iterable[str] | None = None,
+) -> dict:
+    """Run config ``{"ops": {asset: {"config": ...}}}`` for a profile, with per-asset overrides.
+
+    ``assets`` keeps only those assets' entries, for runs that materialize part of the graph.
+    """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
-    ops = {name: {"config": dict(cfg)} for name, cfg in PROFILES[profile].items()}
+    ops = {name: {"config": copy.deepcopy(cfg)} for name, cfg in PROFILES[profile].items()}
     for name, cfg in (overrides or {}).items():
         ops.setdefault(name, {"config": {}})["config"].update(cfg)
+    if assets is not None:
+        keep = set(assets)
+        ops = {name: cfg for name, cfg in ops.items() if name in keep}
     return {"ops": ops}

@@ -1,0 +1,48 @@
+"""Core table checks, and the layering rule: core never imports dagster."""
+
+import subprocess
+import sys
+
+import polars as pl
+
+from s2l_pipeline.core.checks import check_contamination, check_training_table
+
+from .conftest import PROJECT_ROOT
+
+
+def test_training_table_check_counts_each_problem() -> None:
+    df = pl.DataFrame(
+        {
+            "example_id": ["a", "a", None, "d"],
+            "prompt": ["p", "p", "q", " "],
+            "response": ["r", "r", "", "s"],
+        }
+    )
+    f = check_training_table(df)
+    assert not f.passed
+    assert f.counts == {"null_ids": 1, "duplicate_ids": 1, "empty_prompts": 1, "empty_responses": 1}
+    assert check_training_table(df.slice(0, 1)).passed
+
+
+def test_contamination_counts_per_set() -> None:
+    train = pl.DataFrame({"prompt": ["a", "b"]})
+    evals = pl.DataFrame({"prompt": ["a", "x", "b"], "eval_set": ["s1", "s1", "s2"]})
+    f = check_contamination(train, evals)
+    assert not f.passed and f.counts == {"leaked_rows": 2, "s1": 1, "s2": 1}
+
+
+def test_core_never_imports_dagster() -> None:
+    offenders = [
+        p.relative_to(PROJECT_ROOT)
+        for p in (PROJECT_ROOT / "s2l_pipeline" / "core").rglob("*.py")
+        if "import dagster" in p.read_text() or "from dagster" in p.read_text()
+    ]
+    assert offenders == []
+    code = (
+        "import sys, importlib, pkgutil, s2l_pipeline.core as c\n"
+        "for m in pkgutil.iter_modules(c.__path__):\n"
+        "    importlib.import_module(f'{c.__name__}.{m.name}')\n"
+        "print(any(k == 'dagster' or k.startswith('dagster.') for k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,218 @@
+"""Real in-process Dagster materializations of the data assets."""
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from s2l_pipeline.core.hashing import table_hash
+from s2l_pipeline.defs.data_assets import eval_sets, raw_dataset
+from s2l_pipeline.defs.profiles import run_config
+from s2l_pipeline.defs.resources import ArtifactStoreResource, ManifestIOManager
+
+from .conftest import FIXTURES, PROJECT_ROOT
+
+
+def make_resources(root: str, endpoint_url: str | None = None) -> dict:
+    store = ArtifactStoreResource(root=root, endpoint_url=endpoint_url)
+    return {"artifact_store": store, "manifest_io_manager": ManifestIOManager(artifact_store=store)}
+
+
+def meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [mat] = result.asset_materializations_for_node(asset)
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def test_tiny_profile_materializes_both_assets(tmp_path: Path) -> None:
+    result = dg.materialize(
+        [raw_dataset, eval_sets],
+        resources=make_resources(str(tmp_path / "art")),
+        run_config=run_config("tiny"),
+    )
+    assert result.success
+    raw = meta(result, "raw_dataset")
+    assert raw["dagster/row_count"] == 400 and raw["rejected_rows"] == 0
+    train = pl.read_parquet(raw["train_path"])
+    assert train.columns == ["example_id", "source", "prompt", "response", "answer", "task"]
+    assert raw["content_hash"] == table_hash(train) == raw["train_content_hash"]
+    assert "basic_arithmetic" in raw["rows_per_source"] and "p99" in raw["token_lengths"]
+    manifest = json.loads(Path(raw["manifest"]).read_text())
+    assert manifest["train"]["uri"] == raw["train_path"]
+
+    [mat] = result.asset_materializations_for_node("raw_dataset")
+    assert mat.tags["dagster/data_version"] == raw["content_hash"]
+
+    ev = meta(result, "eval_sets")
+    table = pl.read_parquet(ev["eval_path"])
+    domains = dict(table.group_by("domain").len().iter_rows())
+    assert domains == {"in_domain": 12 * 10, "out_of_domain": 4 * 10}
+
+
+def test_same_config_same_data_version(tmp_path: Path) -> None:
+    hashes = []
+    for run in range(2):
+        result = dg.materialize(
+            [raw_dataset],
+            resources=make_resources(str(tmp_path / f"art{run}")),
+            run_config=run_config("tiny", assets=["raw_dataset"]),
+        )
+        hashes.append(meta(result, "raw_dataset")["content_hash"])
+    assert hashes[0] == hashes[1]
+
+
+def files_config(max_share: float) -> dict:
+    return run_config(
+        "tiny",
+        {
+            "raw_dataset": {
+                "embedded": {"enabled": False},
+                "files": [
+                    {"path": str(FIXTURES / "gsm8k_train_sample.jsonl")},
+                    {"path": str(FIXTURES / "radiology_sample.jsonl")},
+                    {"path": str(FIXTURES / "bad_rows.jsonl")},
+                ],
+                "max_rejected_share": max_share,
+            }
+        },
+        assets=["raw_dataset"],
+    )
+
+
+def test_too_many_rejected_fails_with_a_clear_message_and_keeps_rejects(tmp_path: Path) -> None:
+    result = dg.materialize(
+        [raw_dataset],
+        resources=make_resources(str(tmp_path / "art")),
+        run_config=files_config(0.01),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    text = failure.step_failure_data.user_failure_data.description
+    # 7 bad rows + the 3 good bad_rows lines that repeat gsm8k lines 1-3, out of 20 + 12 + 10.
+    assert "10 of 42 rows rejected" in text and "bad_rows.jsonl" in text
+    rejected_files = list((tmp_path / "art" / "raw_dataset").rglob("rejected.parquet"))
+    assert len(rejected_files) == 1 and pl.read_parquet(rejected_files[0]).height == 10
+
+
+def test_rejects_under_threshold_are_counted_in_metadata(tmp_path: Path) -> None:
+    result = dg.materialize(
+        [raw_dataset],
+        resources=make_resources(str(tmp_path / "art")),
+        run_config=files_config(0.5),
+    )
+    raw = meta(result, "raw_dataset")
+    assert raw["dagster/row_count"] == 32 and raw["rejected_rows"] == 10
+    assert raw["rejected_share"] == pytest.approx(10 / 42, abs=1e-6)
+    assert "duplicate example" in raw["rejected_by_reason"]
+    assert "radiology" in raw["rows_per_source"] and "gsm8k" in raw["rows_per_source"]
+
+
+def test_unknown_schema_fails_at_once(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.jsonl"
+    bad.write_text('{"text": "hello"}\n')
+    cfg = run_config(
+        "tiny",
+        {"raw_dataset": {"embedded": {"enabled": False}, "files": [{"path": str(bad)}]}},
+        assets=["raw_dataset"],
+    )
+    result = dg.materialize(
+        [raw_dataset],
+        resources=make_resources(str(tmp_path / "art")),
+        run_config=cfg,
+        raise_on_error=False,
+    )
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    text = failure.step_failure_data.user_failure_data.description
+    assert str(bad) in text and "supported schemas" in text
+
+
+def test_eval_files_are_their_own_sets(tmp_path: Path) -> None:
+    cfg = run_config(
+        "tiny",
+        {
+            "eval_sets": {
+                "files": [
+                    {"path": str(FIXTURES / "gsm8k_test_sample.jsonl"), "name": "gsm8k_test"},
+                    {"path": str(FIXTURES / "math500_sample.jsonl"), "name": "math500"},
+                ]
+            }
+        },
+    )
+    result = dg.materialize(
+        [raw_dataset, eval_sets], resources=make_resources(str(tmp_path / "art")), run_config=cfg
+    )
+    table = pl.read_parquet(meta(result, "eval_sets")["eval_path"])
+    ext = dict(table.filter(pl.col("domain") == "external").group_by("eval_set").len().iter_rows())
+    assert ext == {"gsm8k_test": 20, "math500": 20}
+
+
+def test_artifacts_and_manifests_in_s3(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> None:
+    import boto3
+
+    result = dg.materialize(
+        [raw_dataset, eval_sets],
+        resources=make_resources(f"s3://{s3_bucket}/s2l", s3_endpoint),
+        run_config=run_config("tiny"),
+    )
+    assert result.success
+    raw = meta(result, "raw_dataset")
+    assert raw["train_path"].startswith(f"s3://{s3_bucket}/s2l/raw_dataset/")
+    keys = {
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=s3_bucket)[
+            "Contents"
+        ]
+    }
+    assert "s2l/_manifests/raw_dataset/__unpartitioned__.json" in keys
+    assert any(
+        k.endswith("eval_sets/" + meta(result, "eval_sets")["content_hash"][:16] + "/eval.parquet")
+        for k in keys
+    )
+
+
+def test_definitions_jobs_and_tiny_job_runs(tmp_path: Path) -> None:
+    from s2l_pipeline.definitions import ASSETS, defs, s2l_tiny_job
+
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"s2l_job", "s2l_tiny_job"}
+    local = dg.Definitions(
+        assets=ASSETS, resources=make_resources(str(tmp_path / "art")), jobs=[s2l_tiny_job]
+    )
+    result = local.resolve_job_def("s2l_tiny_job").execute_in_process()
+    assert result.success
+    materialized = {e.asset_key.path[0] for e in result.get_asset_materialization_events()}
+    assert materialized == {"raw_dataset", "eval_sets"}
+
+
+def test_instance_config_limits_the_gpu_pool(tmp_path: Path, monkeypatch) -> None:
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    assert instance.event_log_storage.get_concurrency_info("gpu").limit == 1
+    assert (tmp_path / "data" / "dagster" / "storage").is_dir()
+
+
+def test_checks_pass_on_clean_data_and_flag_contamination(tmp_path: Path) -> None:
+    from s2l_pipeline.definitions import CHECKS
+
+    sample = str(FIXTURES / "gsm8k_train_sample.jsonl")
+    cfg = run_config(
+        "tiny",
+        {
+            "raw_dataset": {"files": [{"path": sample}]},
+            # The training file itself as an "eval" file: every prompt leaks.
+            "eval_sets": {"files": [{"path": sample, "name": "leaky"}]},
+        },
+    )
+    result = dg.materialize(
+        [raw_dataset, eval_sets, *CHECKS],
+        resources=make_resources(str(tmp_path / "art")),
+        run_config=cfg,
+    )
+    evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evals["raw_dataset_rows_valid"].passed
+    leak = evals["eval_sets_not_in_training"]
+    assert not leak.passed and leak.severity == dg.AssetCheckSeverity.WARN
+    assert leak.metadata["leaky"].value == 20

@@ -1,0 +1,250 @@
+"""Loaders, schemas and the rejection rules of the core data layer."""
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from s2l_pipeline.core.formats import FORMATS, UnknownSchemaError
+from s2l_pipeline.core.ingest import (
+    DatasetSpec,
+    FileSource,
+    HFSource,
+    TooManyRejected,
+    check_rejections,
+    load_dataset,
+)
+from s2l_pipeline.core.readers import FileReadError
+from s2l_pipeline.core.schema import RAW_SCHEMA, REJECTED_SCHEMA
+
+from .conftest import FIXTURES
+
+
+def files_only(*sources: FileSource, **kw) -> DatasetSpec:
+    return DatasetSpec(embedded=None, files=sources, **kw)
+
+
+def _lines(name: str) -> list[dict]:
+    return [json.loads(x) for x in (FIXTURES / name).read_text().splitlines()]
+
+
+def test_gsm8k_file_is_detected_and_normalized() -> None:
+    out = load_dataset(files_only(FileSource(str(FIXTURES / "gsm8k_train_sample.jsonl"))))
+    raw = _lines("gsm8k_train_sample.jsonl")
+    assert out.train.schema == pl.Schema(RAW_SCHEMA)
+    assert out.train.height == len(raw) and out.rejected.height == 0
+    first = out.train.row(0, named=True)
+    assert first["prompt"] == raw[0]["question"] and first["response"] == raw[0]["answer"]
+    assert first["answer"] == raw[0]["answer"].split("####")[-1].strip()
+    assert set(out.train["source"]) == {"gsm8k"} and set(out.train["task"]) == {"math"}
+    assert out.train["example_id"].n_unique() == out.train.height
+
+
+def test_math_file_keeps_given_answer() -> None:
+    out = load_dataset(files_only(FileSource(str(FIXTURES / "math500_sample.jsonl"))))
+    raw = _lines("math500_sample.jsonl")
+    assert out.train["answer"].to_list() == [r["answer"] for r in raw]
+    assert out.train["response"].to_list() == [r["solution"] for r in raw]
+
+
+def test_mathinstruct_jsonl_keeps_record_sources_and_joins_input() -> None:
+    out = load_dataset(files_only(FileSource(str(FIXTURES / "mathinstruct_sample.jsonl"))))
+    raw = _lines("mathinstruct_sample.jsonl")
+    assert out.train["source"].to_list() == [r["source"] for r in raw]
+    with_input = out.train.filter(pl.col("source") == "data/CoT/math50k_camel.json").row(
+        0, named=True
+    )
+    assert with_input["prompt"] == "Solve for x.\n\n2x + 6 = 14"
+    assert with_input["answer"] == "4"
+    answers = dict(zip(out.train["prompt"], out.train["answer"], strict=True))
+    assert answers["A box holds 12 pens. How many pens are in 5 boxes?"] == "60"
+    assert answers[raw[2]["instruction"]] is None  # a program has no final answer to extract
+
+
+def test_json_array_and_source_override() -> None:
+    out = load_dataset(
+        files_only(FileSource(str(FIXTURES / "mathinstruct_sample.json"), source="mi"))
+    )
+    assert out.train.height == 5 and set(out.train["source"]) == {"mi"}
+
+
+def test_json_object_holding_one_list(tmp_path: Path) -> None:
+    path = tmp_path / "wrapped.json"
+    path.write_text(json.dumps({"data": _lines("gsm8k_test_sample.jsonl")[:3]}))
+    assert load_dataset(files_only(FileSource(str(path)))).train.height == 3
+
+
+def test_radiology_is_summarization() -> None:
+    out = load_dataset(files_only(FileSource(str(FIXTURES / "radiology_sample.jsonl"))))
+    raw = _lines("radiology_sample.jsonl")
+    assert out.train["prompt"].to_list() == [r["findings"] for r in raw]
+    assert out.train["response"].to_list() == [r["impression"] for r in raw]
+    assert set(out.train["task"]) == {"summarization"} and out.train["answer"].null_count() == 12
+
+
+def test_parquet_input_with_line_numbers(tmp_path: Path) -> None:
+    rows = _lines("gsm8k_test_sample.jsonl")[:5]
+    rows[3]["answer"] = ""
+    path = tmp_path / "gsm.parquet"
+    pl.DataFrame(rows).write_parquet(path)
+    out = load_dataset(files_only(FileSource(str(path))))
+    assert out.train.height == 4
+    assert out.rejected.select("line", "field", "reason").row(0) == (
+        4,
+        "answer",
+        "field 'answer' is empty",
+    )
+
+
+def test_named_format_overrides_detection(tmp_path: Path) -> None:
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps({"findings": "x", "impression": "y", "question": "q"}) + "\n")
+    out = load_dataset(files_only(FileSource(str(path), format="radiology")))
+    assert out.train["prompt"].to_list() == ["x"]
+    with pytest.raises(UnknownSchemaError, match="unknown format 'csv'"):
+        load_dataset(files_only(FileSource(str(path), format="csv")))
+
+
+def test_bad_rows_are_rejected_with_file_line_field_and_reason() -> None:
+    path = str(FIXTURES / "bad_rows.jsonl")
+    out = load_dataset(
+        files_only(FileSource(path)),
+    )
+    rej = out.rejected.sort("line")
+    assert rej.schema == pl.Schema(REJECTED_SCHEMA)
+    got = [(r["line"], r["field"], r["reason"].split(" (")[0]) for r in rej.iter_rows(named=True)]
+    assert got == [
+        (3, None, "undecodable line: invalid JSON"),
+        (4, "answer", "missing field 'answer'"),
+        (5, "question", "field 'question' is not a string"),
+        (6, "answer", "field 'answer' is empty"),
+        (7, None, f"duplicate example: same prompt and response as {path}:1"),
+        (10, None, "undecodable line: not UTF-8"),
+        (11, None, "undecodable line: a JSON list, not an object"),
+    ]
+    assert set(rej["file"]) == {path}
+    assert "#### 4" in rej.filter(pl.col("line") == 3)["raw"][0]  # raw text kept
+    # Nothing is lost: every non-blank line is either accepted or rejected.
+    non_blank = sum(1 for x in Path(path).read_bytes().splitlines() if x.strip())
+    assert out.train.height + out.rejected.height == non_blank == 10
+    assert out.train.height == 3
+
+
+def test_rejected_share_threshold() -> None:
+    out = load_dataset(files_only(FileSource(str(FIXTURES / "bad_rows.jsonl"))))
+    assert out.rejected_share == pytest.approx(7 / 10)
+    with pytest.raises(TooManyRejected) as err:
+        check_rejections(out, 0.01, "/tmp/rejected.parquet")
+    msg = str(err.value)
+    assert "7 of 10 rows rejected (70.00%)" in msg and "/tmp/rejected.parquet" in msg
+    assert "bad_rows.jsonl (first at line 3)" in msg
+    check_rejections(out, 0.75)  # under the threshold: no error
+
+
+def test_duplicates_across_files_keep_the_first() -> None:
+    a = FileSource(str(FIXTURES / "gsm8k_train_sample.jsonl"))
+    out = load_dataset(files_only(a, a))
+    assert out.train.height == 20 and out.rejected.height == 20
+    assert out.rejected["reason"].str.starts_with("duplicate example").all()
+
+
+def test_unknown_schema_fails_naming_file_and_supported(tmp_path: Path) -> None:
+    path = tmp_path / "weird.jsonl"
+    path.write_text(json.dumps({"text": "hello"}) + "\n")
+    with pytest.raises(UnknownSchemaError) as err:
+        load_dataset(files_only(FileSource(str(path))))
+    msg = str(err.value)
+    assert str(path) in msg and "fields seen: ['text']" in msg
+    for name in FORMATS:
+        assert name in msg
+
+
+@pytest.mark.parametrize(
+    "content,name",
+    [
+        (b"\x00\x01garbage", "blob.bin"),
+        (b"[{not json", "broken.json"),
+        (b"PAR1 not really", "fake.parquet"),
+    ],
+)
+def test_unreadable_file_fails_at_once(tmp_path: Path, content: bytes, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(FileReadError, match=str(path)):
+        load_dataset(files_only(FileSource(str(path))))
+
+
+def test_missing_file_fails_naming_it() -> None:
+    with pytest.raises(FileReadError, match="nope.jsonl"):
+        load_dataset(files_only(FileSource("/no/such/nope.jsonl")))
+
+
+def test_folder_of_shards(tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "gsm8k_train_sample.jsonl", tmp_path / "part-0.jsonl")
+    shutil.copy(FIXTURES / "gsm8k_test_sample.jsonl", tmp_path / "part-1.jsonl")
+    (tmp_path / "notes.txt").write_text("ignored: not a data file")
+    out = load_dataset(files_only(FileSource(str(tmp_path))))
+    assert out.train.height == 40
+
+
+def test_heldout_per_source_is_carved_and_stable() -> None:
+    spec = files_only(
+        FileSource(str(FIXTURES / "gsm8k_train_sample.jsonl")),
+        FileSource(str(FIXTURES / "math500_sample.jsonl")),
+        heldout_per_source=4,
+    )
+    a, b = load_dataset(spec), load_dataset(spec)
+    assert a.heldout.group_by("eval_set").len().sort("eval_set").rows() == [
+        ("gsm8k", 4),
+        ("math", 4),
+    ]
+    assert set(a.heldout["example_id"]).isdisjoint(a.train["example_id"])
+    assert a.train.height == 32 and a.heldout.equals(b.heldout)
+    assert set(a.heldout["domain"]) == {"in_domain"}
+
+
+def test_hf_local_dataset_folder_and_save_to_disk(tmp_path: Path) -> None:
+    import datasets
+
+    rows = _lines("gsm8k_train_sample.jsonl")
+    folder = tmp_path / "hub_like"
+    folder.mkdir()
+    pl.DataFrame(rows).write_parquet(folder / "train.parquet")
+    out = load_dataset(DatasetSpec(embedded=None, hf=(HFSource(str(folder)),)))
+    assert out.train.height == 20 and set(out.train["source"]) == {"gsm8k"}
+
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:7])}).save_to_disk(saved)
+    out = load_dataset(DatasetSpec(embedded=None, hf=(HFSource(str(saved), source="g"),)))
+    assert out.train.height == 7 and set(out.train["source"]) == {"g"}
+
+
+def test_hf_unknown_name_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(FileReadError, match=r"hf:.*missing_ds\[train\]: cannot load"):
+        load_dataset(DatasetSpec(embedded=None, hf=(HFSource(str(tmp_path / "missing_ds")),)))
+
+
+def test_s3_files_through_a_real_s3_server(s3_endpoint: str, s3_bucket: str) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    for name in ("gsm8k_train_sample.jsonl", "bad_rows.jsonl"):
+        client.upload_file(str(FIXTURES / name), s3_bucket, f"raw/{name}")
+    one = load_dataset(
+        files_only(FileSource(f"s3://{s3_bucket}/raw/gsm8k_train_sample.jsonl")), s3_endpoint
+    )
+    assert one.train.height == 20
+    both = load_dataset(files_only(FileSource(f"s3://{s3_bucket}/raw/")), s3_endpoint)
+    # bad_rows.jsonl sorts first; its 3 good rows are gsm8k lines 1-3, which become duplicates.
+    bad_uri, gsm_uri = (f"s3://{s3_bucket}/raw/{n}" for n in ("bad_rows", "gsm8k_train_sample"))
+    assert both.train.height == 20
+    dups = both.rejected.filter(pl.col("reason").str.starts_with("duplicate"))
+    assert dups.select("file", "line").rows() == [(f"{bad_uri}.jsonl", 7)] + [
+        (f"{gsm_uri}.jsonl", i) for i in (1, 2, 3)
+    ]
+    assert dups["reason"].str.contains(f"{bad_uri}.jsonl:1 ", literal=True).sum() == 2
+    assert both.rejected.height == 7 + 3
+    with pytest.raises(FileReadError, match="missing.jsonl"):
+        load_dataset(files_only(FileSource(f"s3://{s3_bucket}/missing.jsonl")), s3_endpoint)
