@@ -9,10 +9,24 @@ import dagster as dg
 from .defs.data_assets import eval_sets, raw_dataset
 from .defs.data_checks import eval_sets_not_in_training, raw_dataset_rows_valid
 from .defs.profiles import run_config
+from .defs.proxy_assets import proxy_checkpoints
 from .defs.resources import ArtifactStoreResource, ManifestIOManager, default_artifact_root
+from .defs.tracking import MlflowTracking
+from .defs.trajectory_assets import loss_trajectories
+from .defs.trajectory_checks import (
+    trajectories_cover_dataset,
+    trajectories_finite,
+    trajectories_loss_decreases,
+)
 
-ASSETS = [raw_dataset, eval_sets]
-CHECKS = [raw_dataset_rows_valid, eval_sets_not_in_training]
+ASSETS = [raw_dataset, eval_sets, proxy_checkpoints, loss_trajectories]
+CHECKS = [
+    raw_dataset_rows_valid,
+    eval_sets_not_in_training,
+    trajectories_cover_dataset,
+    trajectories_finite,
+    trajectories_loss_decreases,
+]
 
 
 def artifact_store_resource() -> ArtifactStoreResource:
@@ -21,9 +35,20 @@ def artifact_store_resource() -> ArtifactStoreResource:
     return ArtifactStoreResource(root=default_artifact_root(), endpoint_url=endpoint)
 
 
+def mlflow_resource() -> MlflowTracking:
+    """Local SQLite store by default; MLFLOW_TRACKING_URI points at a server."""
+    uri = dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else None
+    return MlflowTracking(tracking_uri=uri)
+
+
 def resources() -> dict:
+    """Every output, asset or op, goes through the JSON manifest IO manager: no pickles."""
     store = artifact_store_resource()
-    return {"artifact_store": store, "manifest_io_manager": ManifestIOManager(artifact_store=store)}
+    return {
+        "artifact_store": store,
+        "io_manager": ManifestIOManager(artifact_store=store),
+        "mlflow": mlflow_resource(),
+    }
 
 
 s2l_job = dg.define_asset_job(

@@ -12,13 +12,27 @@ from s2l_pipeline.core.hashing import table_hash
 from s2l_pipeline.defs.data_assets import eval_sets, raw_dataset
 from s2l_pipeline.defs.profiles import run_config
 from s2l_pipeline.defs.resources import ArtifactStoreResource, ManifestIOManager
+from s2l_pipeline.defs.tracking import MlflowTracking
 
 from .conftest import FIXTURES, PROJECT_ROOT
 
 
-def make_resources(root: str, endpoint_url: str | None = None) -> dict:
-    store = ArtifactStoreResource(root=root, endpoint_url=endpoint_url)
-    return {"artifact_store": store, "manifest_io_manager": ManifestIOManager(artifact_store=store)}
+def make_resources(
+    root: str, endpoint_url: str | None = None, mlflow_uri: str | None = None
+) -> dict:
+    """Resources rooted in a test folder; MLflow in a SQLite file beside the artifacts."""
+    store = ArtifactStoreResource(
+        root=root, endpoint_url=endpoint_url, work_dir=str(Path(root).parent / "work")
+    )
+    mlflow_uri = mlflow_uri or f"sqlite:///{Path(root).parent / 'mlflow.db'}"
+    return {
+        "artifact_store": store,
+        "io_manager": ManifestIOManager(artifact_store=store),
+        "mlflow": MlflowTracking(tracking_uri=mlflow_uri),
+    }
+
+
+DATA = ["raw_dataset", "eval_sets"]
 
 
 def meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
@@ -30,7 +44,7 @@ def test_tiny_profile_materializes_both_assets(tmp_path: Path) -> None:
     result = dg.materialize(
         [raw_dataset, eval_sets],
         resources=make_resources(str(tmp_path / "art")),
-        run_config=run_config("tiny"),
+        run_config=run_config("tiny", assets=DATA),
     )
     assert result.success
     raw = meta(result, "raw_dataset")
@@ -132,7 +146,8 @@ def test_unknown_schema_fails_at_once(tmp_path: Path) -> None:
 def test_eval_files_are_their_own_sets(tmp_path: Path) -> None:
     cfg = run_config(
         "tiny",
-        {
+        assets=DATA,
+        overrides={
             "eval_sets": {
                 "files": [
                     {"path": str(FIXTURES / "gsm8k_test_sample.jsonl"), "name": "gsm8k_test"},
@@ -155,7 +170,7 @@ def test_artifacts_and_manifests_in_s3(tmp_path: Path, s3_endpoint: str, s3_buck
     result = dg.materialize(
         [raw_dataset, eval_sets],
         resources=make_resources(f"s3://{s3_bucket}/s2l", s3_endpoint),
-        run_config=run_config("tiny"),
+        run_config=run_config("tiny", assets=DATA),
     )
     assert result.success
     raw = meta(result, "raw_dataset")
@@ -173,19 +188,6 @@ def test_artifacts_and_manifests_in_s3(tmp_path: Path, s3_endpoint: str, s3_buck
     )
 
 
-def test_definitions_jobs_and_tiny_job_runs(tmp_path: Path) -> None:
-    from s2l_pipeline.definitions import ASSETS, defs, s2l_tiny_job
-
-    assert {j.name for j in defs.resolve_all_job_defs()} >= {"s2l_job", "s2l_tiny_job"}
-    local = dg.Definitions(
-        assets=ASSETS, resources=make_resources(str(tmp_path / "art")), jobs=[s2l_tiny_job]
-    )
-    result = local.resolve_job_def("s2l_tiny_job").execute_in_process()
-    assert result.success
-    materialized = {e.asset_key.path[0] for e in result.get_asset_materialization_events()}
-    assert materialized == {"raw_dataset", "eval_sets"}
-
-
 def test_instance_config_limits_the_gpu_pool(tmp_path: Path, monkeypatch) -> None:
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     monkeypatch.chdir(tmp_path)
@@ -200,7 +202,8 @@ def test_checks_pass_on_clean_data_and_flag_contamination(tmp_path: Path) -> Non
     sample = str(FIXTURES / "gsm8k_train_sample.jsonl")
     cfg = run_config(
         "tiny",
-        {
+        assets=DATA,
+        overrides={
             "raw_dataset": {"files": [{"path": sample}]},
             # The training file itself as an "eval" file: every prompt leaks.
             "eval_sets": {"files": [{"path": sample, "name": "leaky"}]},

@@ -38,3 +38,44 @@ def check_contamination(train: pl.DataFrame, evals: pl.DataFrame) -> Finding:
         + ", ".join(f"{k}: {v}" for k, v in per_set.items())
     )
     return Finding(not per_set, summary, {"leaked_rows": leaked.height, **per_set})
+
+
+def check_trajectory_coverage(train_ids: pl.Series, traj: pl.DataFrame) -> Finding:
+    """Every training example_id appears exactly once in the trajectory table."""
+    ids = traj["example_id"]
+    counts = {
+        "missing": int((~train_ids.is_in(ids.implode())).sum()),
+        "unknown": int((~ids.is_in(train_ids.implode())).sum()),
+        "repeated": ids.len() - ids.n_unique(),
+    }
+    bad = {k: v for k, v in counts.items() if v}
+    summary = (
+        f"all {train_ids.len()} examples present once"
+        if not bad
+        else ", ".join(f"{v} {k} example_ids" for k, v in bad.items())
+    )
+    return Finding(not bad, summary, counts)
+
+
+def check_trajectory_finite(traj: pl.DataFrame, loss_cols: list[str]) -> Finding:
+    """No NaN or inf loss except in rows flagged ``truncated`` (whose response may be gone)."""
+    bad_expr = pl.any_horizontal(~pl.col(c).is_finite() | pl.col(c).is_null() for c in loss_cols)
+    bad = traj.filter(bad_expr)
+    unflagged = bad.filter(~pl.col("truncated")).height
+    counts = {"non_finite_unflagged": unflagged, "non_finite_flagged": bad.height - unflagged}
+    summary = (
+        f"all losses finite ({bad.height} flagged truncated rows without a response excepted)"
+        if not unflagged
+        else f"{unflagged} rows have NaN/inf losses without being flagged truncated"
+    )
+    return Finding(unflagged == 0, summary, counts)
+
+
+def check_loss_decreases(traj: pl.DataFrame, loss_cols: list[str]) -> Finding:
+    """The mean loss at the last checkpoint is below the first: the proxy learned something."""
+    first, last = loss_cols[0], loss_cols[-1]
+    finite = traj.filter(pl.col(first).is_finite() & pl.col(last).is_finite())
+    m_first, m_last = float(finite[first].mean() or 0), float(finite[last].mean() or 0)
+    passed = m_last < m_first
+    summary = f"mean loss {m_first:.4f} at {first} -> {m_last:.4f} at {last}"
+    return Finding(passed, summary, {})

@@ -129,6 +129,19 @@ class ArtifactStore:
     def fetch(self, uri: str) -> Path:
         return fetch(uri, self.endpoint_url, self.cache_dir)
 
+    def fetch_dir(self, uri: str) -> Path:
+        """A local folder with every object under ``uri`` (a checkpoint, say)."""
+        if not is_s3(uri):
+            path = Path(uri)
+            if not path.is_dir():
+                raise FileNotFoundError(f"{uri}: no such folder")
+            return path
+        files = list_uris(uri.rstrip("/") + "/", self.endpoint_url)
+        if not files:
+            raise FileNotFoundError(f"{uri}: no objects under this prefix")
+        local = [self.fetch(f) for f in files]
+        return local[0].parent if local else Path()
+
     def read_text(self, key: str) -> str:
         return self.fetch(self.uri(key)).read_text()
 

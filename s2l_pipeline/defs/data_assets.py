@@ -75,7 +75,6 @@ class RawDatasetConfig(dg.Config):
     group_name="data",
     kinds={"polars", "parquet"},
     code_version="1",
-    io_manager_key="manifest_io_manager",
     description="Every configured input as one clean table: example_id, source, prompt, "
     "response, answer, task. Rejected rows are kept, with file, line and reason.",
 )
@@ -153,7 +152,6 @@ class EvalSetsConfig(dg.Config):
     group_name="data",
     kinds={"polars", "parquet"},
     code_version="1",
-    io_manager_key="manifest_io_manager",
     description="Evaluation rows: in-domain held-out problems of each training source, "
     "out-of-domain reasoning-gym families, and test files by path.",
 )

@@ -1,6 +1,7 @@
 """Named run-config presets: the default scale, a tiny one for tests and smoke runs.
 
 A profile only fills asset config; every value stays editable in the Dagster launchpad.
+Graph-backed assets (loss_trajectories) take config per inner op: ``{"ops": {op: {...}}}``.
 """
 
 from __future__ import annotations
@@ -9,16 +10,27 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
+# Asset (or graph-asset op path) -> config values.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # About 20K examples over 12 families; the main job's scale.
     "default": {
         "raw_dataset": {"embedded": {"size": 20_000, "heldout_per_family": 300}},
         "eval_sets": {"ood_per_family": 300},
+        "proxy_checkpoints": {"size": "proxy", "epochs": 3.0, "num_checkpoints": 10},
+        "loss_trajectories.plan_scoring": {"shard_rows": 1_000_000},
     },
     # A few hundred examples: the whole graph in a minute or two, for tests and smoke checks.
     "tiny": {
         "raw_dataset": {"embedded": {"size": 400, "heldout_per_family": 10}},
         "eval_sets": {"ood_per_family": 10},
+        "proxy_checkpoints": {
+            "size": "proxy-tiny",
+            "epochs": 2.0,
+            "num_checkpoints": 4,
+            "batch_size": 32,
+            "max_length": 96,
+        },
+        "loss_trajectories.plan_scoring": {"shard_rows": 150},
     },
 }
 
@@ -28,16 +40,23 @@ def run_config(
     overrides: dict[str, dict] | None = None,
     assets: Iterable[str] | None = None,
 ) -> dict:
-    """Run config ``{"ops": {asset: {"config": ...}}}`` for a profile, with per-asset overrides.
+    """Run config for a profile; ``overrides`` merge per key (``asset`` or ``asset.op``).
 
     ``assets`` keeps only those assets' entries, for runs that materialize part of the graph.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
-    ops = {name: {"config": copy.deepcopy(cfg)} for name, cfg in PROFILES[profile].items()}
-    for name, cfg in (overrides or {}).items():
-        ops.setdefault(name, {"config": {}})["config"].update(cfg)
-    if assets is not None:
-        keep = set(assets)
-        ops = {name: cfg for name, cfg in ops.items() if name in keep}
+    flat = copy.deepcopy(PROFILES[profile])
+    for key, cfg in (overrides or {}).items():
+        flat.setdefault(key, {}).update(cfg)
+    keep = set(assets) if assets is not None else None
+    ops: dict[str, dict] = {}
+    for key, cfg in flat.items():
+        asset, _, op = key.partition(".")
+        if keep is not None and asset not in keep:
+            continue
+        if op:
+            ops.setdefault(asset, {"ops": {}})["ops"][op] = {"config": cfg}
+        else:
+            ops[asset] = {"config": cfg}
     return {"ops": ops}

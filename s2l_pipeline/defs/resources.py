@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -29,35 +30,52 @@ class ArtifactStoreResource(dg.ConfigurableResource):
 
     root: str = os.path.join(DEFAULT_DATA_DIR, "artifacts")
     endpoint_url: str | None = None
+    work_dir: str = os.path.join(DEFAULT_DATA_DIR, "work")  # local resume state (optimizer...)
 
     def store(self) -> ArtifactStore:
         return ArtifactStore(self.root, endpoint_url=self.endpoint_url)
 
+    def work_path(self, name: str) -> Path:
+        path = Path(self.work_dir).expanduser().resolve() / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
 
 class ManifestIOManager(dg.ConfigurableIOManager):
-    """Stores each asset's manifest (a JSON-able dict) next to its artifacts; no pickles."""
+    """Stores every output (an asset's manifest, an op's small dict) as JSON; no pickles."""
 
     artifact_store: ArtifactStoreResource
 
-    def _key(self, asset_key: dg.AssetKey, partition: str | None) -> str:
+    @staticmethod
+    def _asset_key(asset_key: dg.AssetKey, partition: str | None) -> str:
         name = "/".join(asset_key.path)
         return f"_manifests/{name}/{partition or '__unpartitioned__'}.json"
 
-    def handle_output(self, context: dg.OutputContext, obj: dict | None) -> None:
+    @staticmethod
+    def _op_key(identifier: list[str]) -> str:
+        return "_ops/" + "/".join(identifier) + ".json"
+
+    def handle_output(self, context: dg.OutputContext, obj: dict | list | None) -> None:
         if obj is None:
             return
-        partition = context.partition_key if context.has_partition_key else None
-        key = self._key(context.asset_key, partition)
+        if context.has_asset_key:
+            partition = context.partition_key if context.has_partition_key else None
+            key = self._asset_key(context.asset_key, partition)
+        else:
+            key = self._op_key(context.get_identifier())
         uri = self.artifact_store.store().write_text(key, json.dumps(obj, indent=2, sort_keys=True))
-        context.add_output_metadata({"manifest": dg.MetadataValue.path(uri)})
+        if context.has_asset_key:
+            context.add_output_metadata({"manifest": dg.MetadataValue.path(uri)})
 
-    def load_input(self, context: dg.InputContext) -> dict:
-        partition = context.asset_partition_key if context.has_asset_partitions else None
-        key = self._key(context.asset_key, partition)
+    def load_input(self, context: dg.InputContext) -> dict | list:
+        if context.has_asset_key:
+            partition = context.asset_partition_key if context.has_asset_partitions else None
+            key = self._asset_key(context.asset_key, partition)
+            what = context.asset_key.to_user_string()
+        else:
+            key = self._op_key(context.upstream_output.get_identifier())
+            what = f"output of step {context.upstream_output.step_key}"
         store = self.artifact_store.store()
         if not store.exists(key):
-            raise dg.Failure(
-                f"no manifest for {context.asset_key.to_user_string()} at {store.uri(key)}: "
-                "materialize it first"
-            )
+            raise dg.Failure(f"no stored {what} at {store.uri(key)}: materialize it first")
         return json.loads(store.read_text(key))

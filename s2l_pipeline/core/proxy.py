@@ -1,0 +1,109 @@
+"""Train the proxy model and keep its checkpoints in the artifact store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from .encoding import encode, render_prompts
+from .hashing import file_hash
+from .models import SIZES, build_gpt_neox, count_parameters, load_causal_lm, save_model
+from .storage import ArtifactStore
+from .tokenizer import train_bpe_tokenizer
+from .training import CheckpointSchedule, TrainConfig, clean_work_dir, train_with_checkpoints
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``name`` is 'embedded' (a GPT-NeoX of ``size`` with a BPE tokenizer trained on the data)
+    or a Hugging Face name or local folder, e.g. 'EleutherAI/pythia-70m-deduped'."""
+
+    name: str = EMBEDDED
+    size: str = "proxy"
+    vocab_size: int = 512
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ProxyRun:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    schedule: CheckpointSchedule = field(default_factory=CheckpointSchedule)
+
+    def fingerprint(self, data_hash: str) -> str:
+        """Same data and settings -> same folder, so an interrupted run finds its state."""
+        ident = json.dumps([data_hash, asdict(self)], sort_keys=True, default=str)
+        return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def build_model(spec: ModelSpec, train_df: pl.DataFrame):
+    """(model, tokenizer) for training: from scratch for 'embedded', else pretrained."""
+    if spec.name != EMBEDDED:
+        return load_causal_lm(spec.name)
+    if spec.size not in SIZES:
+        raise ValueError(f"unknown model size {spec.size!r}; known: {sorted(SIZES)}")
+    texts = render_prompts(train_df["prompt"].to_list(), train_df["task"].to_list())
+    tokenizer = train_bpe_tokenizer(texts + train_df["response"].to_list(), spec.vocab_size)
+    return build_gpt_neox(SIZES[spec.size], tokenizer, spec.seed), tokenizer
+
+
+def make_exporter(store: ArtifactStore, prefix: str) -> Callable[[object, object, int], dict]:
+    """Write each checkpoint as safetensors + config + tokenizer under ``prefix/step_N``."""
+
+    def export(model, tokenizer, step: int) -> dict:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = save_model(model, tokenizer, Path(tmp) / f"step_{step}")
+            digest = file_hash(local / "model.safetensors")
+            uri = store.put_dir(local, f"{prefix}/step_{step}")
+        log.info("checkpoint step %d -> %s", step, uri)
+        return {"step": step, "uri": uri, "sha256": digest}
+
+    return export
+
+
+def train_proxy(
+    train_df: pl.DataFrame,
+    data_hash: str,
+    run: ProxyRun,
+    store: ArtifactStore,
+    work_root: Path,
+    on_log: Callable[[dict, int], None] | None = None,
+) -> dict:
+    """Train (or resume) the proxy; returns the manifest of its checkpoints."""
+    fp = run.fingerprint(data_hash)
+    model, tokenizer = build_model(run.model, train_df)
+    enc = encode(train_df, tokenizer, run.train.max_length)
+    work_dir = work_root / fp
+    records = train_with_checkpoints(
+        model,
+        tokenizer,
+        enc,
+        run.train,
+        run.schedule,
+        work_dir,
+        make_exporter(store, f"proxy_checkpoints/{fp}"),
+        on_log,
+    )
+    clean_work_dir(work_dir)
+    return {
+        "fingerprint": fp,
+        "data_hash": data_hash,
+        "checkpoints": records,
+        "n_parameters": count_parameters(model),
+        "model": asdict(run.model),
+        "train": run.train.to_dict(),
+        "n_examples": len(enc),
+        "n_truncated": int(enc.truncated.sum()),
+        "train_tokens": int(enc.lengths.sum()),
+    }

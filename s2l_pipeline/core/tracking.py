@@ -1,0 +1,96 @@
+"""Experiment tracking through ``MlflowClient``: one explicit run per call, never global state.
+
+The fluent ``mlflow.start_run`` API keeps an active run per process, which merges runs when
+several assets materialize in one process; the client API names its run every time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def local_tracking_uri(data_dir: str | Path) -> str:
+    path = Path(data_dir).expanduser().resolve() / "mlflow" / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+@dataclass
+class Tracker:
+    """A live MLflow run: log params, metrics and artifacts to it by id."""
+
+    client: Any
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    _metrics: list = field(default_factory=list)
+
+    @property
+    def url(self) -> str | None:
+        """A browser link when the store is a server; None for a local file/sqlite store."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            base = self.tracking_uri.rstrip("/")
+            return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _short(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        self.client.log_text(self.run_id, json.dumps(obj, indent=2, default=str), name)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, _short(v))
+
+
+def _short(value: Any, limit: int = 6000) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:limit]
+
+
+@contextmanager
+def mlflow_run(
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[Tracker]:
+    """Open a run, yield it, and close it FINISHED or FAILED whatever happens inside."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags=dict(tags or {}))
+    tracker = Tracker(client, run.info.run_id, exp_id, tracking_uri)
+    try:
+        yield tracker
+    except BaseException:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.info.run_id, status="FINISHED")

@@ -1,0 +1,189 @@
+"""The loss-trajectory table: one row per example, one float32 column per checkpoint.
+
+Scoring is cut into units of (checkpoint, shard of rows) so that each unit can run as its own
+step on its own worker; each unit writes a small Parquet file, and the table is assembled from
+them. Units are keyed by content, so a unit already on disk is never scored again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+
+from .encoding import Encoded, encode
+from .hashing import file_hash
+from .scoring import score_losses
+from .storage import ArtifactStore
+
+SCORER_VERSION = "1"
+
+
+def loss_column(step: int) -> str:
+    return f"loss_step_{step}"
+
+
+def loss_columns(df: pl.DataFrame) -> list[str]:
+    """Loss columns in step order."""
+    cols = [c for c in df.columns if c.startswith("loss_step_")]
+    return sorted(cols, key=lambda c: int(c.rsplit("_", 1)[1]))
+
+
+def steps_of(df: pl.DataFrame) -> list[int]:
+    return [int(c.rsplit("_", 1)[1]) for c in loss_columns(df)]
+
+
+@dataclass(frozen=True)
+class ScoringUnit:
+    """One checkpoint scored on rows [start, stop) of the training table."""
+
+    step: int
+    checkpoint_uri: str
+    checkpoint_hash: str
+    start: int
+    stop: int
+    data_hash: str
+    max_length: int
+    token_budget: int
+
+    @property
+    def key(self) -> str:
+        """Content key: same checkpoint, rows and settings -> same key -> reuse the result."""
+        ident = json.dumps(
+            [
+                SCORER_VERSION,
+                self.checkpoint_hash,
+                self.data_hash,
+                self.start,
+                self.stop,
+                self.max_length,
+            ],
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(ident.encode()).hexdigest()[:20]
+
+    @property
+    def mapping_key(self) -> str:
+        return f"step_{self.step}_rows_{self.start}_{self.stop}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ScoringUnit:
+        return cls(**d)
+
+
+def plan_units(
+    checkpoints: list[dict],
+    n_rows: int,
+    shard_rows: int,
+    data_hash: str,
+    max_length: int,
+    token_budget: int,
+) -> list[ScoringUnit]:
+    """Every (checkpoint, shard) pair; ``checkpoints`` are records with step, uri, sha256."""
+    shard_rows = max(1, shard_rows)
+    return [
+        ScoringUnit(
+            c["step"],
+            c["uri"],
+            c["sha256"],
+            start,
+            min(start + shard_rows, n_rows),
+            data_hash,
+            max_length,
+            token_budget,
+        )
+        for c in sorted(checkpoints, key=lambda c: c["step"])
+        for start in range(0, max(n_rows, 1), shard_rows)
+    ]
+
+
+def unit_frame(example_ids: list[str], losses: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"example_id": example_ids, "loss": losses.astype(np.float32)},
+        schema={"example_id": pl.String, "loss": pl.Float32},
+    )
+
+
+def assemble(base: pl.DataFrame, unit_tables: dict[int, list[pl.DataFrame]]) -> pl.DataFrame:
+    """Wide table: ``base`` (example_id, n_response_tokens, truncated) + one column per step.
+
+    ``unit_tables`` maps step -> its shard tables; every example must be scored exactly once
+    per step, else the assembly fails loudly rather than leaving holes.
+    """
+    out = base
+    for step in sorted(unit_tables):
+        col = pl.concat(unit_tables[step]).rename({"loss": loss_column(step)})
+        if col.height != base.height or col["example_id"].n_unique() != base.height:
+            raise ValueError(
+                f"step {step}: {col.height} scores for {base.height} examples "
+                "(a shard is missing or repeated)"
+            )
+        out = out.join(col, on="example_id", how="left", maintain_order="left")
+    cols = [
+        "example_id",
+        *[loss_column(s) for s in sorted(unit_tables)],
+        "n_response_tokens",
+        "truncated",
+    ]
+    return out.select(cols)
+
+
+def loss_summary(df: pl.DataFrame) -> pl.DataFrame:
+    """Mean and percentiles of the loss at each checkpoint (NaN rows left out)."""
+    rows = []
+    for col, step in zip(loss_columns(df), steps_of(df), strict=True):
+        s = df[col].drop_nans().drop_nulls()
+        rows.append(
+            {
+                "step": step,
+                "mean": float(s.mean()) if s.len() else float("nan"),
+                "p10": float(s.quantile(0.1)) if s.len() else float("nan"),
+                "p50": float(s.quantile(0.5)) if s.len() else float("nan"),
+                "p90": float(s.quantile(0.9)) if s.len() else float("nan"),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def base_table(example_ids: list[str], enc: Encoded) -> pl.DataFrame:
+    """Per-example facts that do not depend on the checkpoint."""
+    return pl.DataFrame(
+        {
+            "example_id": example_ids,
+            "n_response_tokens": enc.n_response_tokens,
+            "truncated": enc.truncated,
+        },
+        schema={"example_id": pl.String, "n_response_tokens": pl.Int32, "truncated": pl.Boolean},
+    )
+
+
+def load_checkpoint(unit: ScoringUnit, store: ArtifactStore, device: str | None = None):
+    """(model, tokenizer) of the unit's checkpoint, refusing one whose weights changed."""
+    import torch
+
+    from .models import load_causal_lm
+
+    local = store.fetch_dir(unit.checkpoint_uri)
+    digest = file_hash(local / "model.safetensors")
+    if digest != unit.checkpoint_hash:
+        raise ValueError(
+            f"{unit.checkpoint_uri}: weights hash {digest[:12]} does not match the manifest's "
+            f"{unit.checkpoint_hash[:12]}; the checkpoint was modified after training"
+        )
+    model, tokenizer = load_causal_lm(local)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device), tokenizer
+
+
+def score_unit(unit: ScoringUnit, rows: pl.DataFrame, store: ArtifactStore) -> pl.DataFrame:
+    """Losses of ``rows`` (the unit's slice of the training table) at the unit's checkpoint."""
+    model, tokenizer = load_checkpoint(unit, store)
+    enc = encode(rows, tokenizer, unit.max_length)
+    losses = score_losses(model, enc, unit.token_budget)
+    return unit_frame(rows["example_id"].to_list(), losses)

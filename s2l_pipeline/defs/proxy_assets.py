@@ -1,0 +1,113 @@
+"""The proxy model: trained on the whole dataset, with checkpoints kept along the way."""
+
+import dagster as dg
+from pydantic import Field
+
+from ..core.proxy import ModelSpec, ProxyRun, train_proxy
+from ..core.tables import TableRef, read_table
+from ..core.training import CheckpointSchedule, TrainConfig
+from .resources import ArtifactStoreResource
+from .tracking import MlflowTracking, mlflow_metadata
+
+
+class ProxyConfig(dg.Config):
+    model: str = Field(
+        "embedded",
+        description="'embedded' (GPT-NeoX from a config + BPE trained on the data) or a HF "
+        "causal LM name/folder, e.g. EleutherAI/pythia-70m-deduped.",
+    )
+    size: str = Field("proxy", description="Embedded size: proxy-tiny, proxy, proxy-large.")
+    vocab_size: int = Field(512, description="Embedded BPE vocabulary size.")
+    epochs: float = 3.0
+    learning_rate: float = 2e-3
+    batch_size: int = 64
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_length: int = Field(128, description="Tokens per example; longer ones are truncated.")
+    seed: int = 0
+    num_checkpoints: int = Field(10, description="Evenly spaced checkpoints (plus step 0).")
+    checkpoint_every: int | None = Field(
+        None, description="Or a checkpoint every N steps (the paper: 500); overrides the count."
+    )
+
+    def to_run(self) -> ProxyRun:
+        return ProxyRun(
+            model=ModelSpec(self.model, self.size, self.vocab_size, self.seed),
+            train=TrainConfig(
+                epochs=self.epochs,
+                learning_rate=self.learning_rate,
+                batch_size=self.batch_size,
+                grad_accum=self.grad_accum,
+                warmup_ratio=self.warmup_ratio,
+                scheduler=self.scheduler,
+                weight_decay=self.weight_decay,
+                max_length=self.max_length,
+                seed=self.seed,
+            ),
+            schedule=CheckpointSchedule(count=self.num_checkpoints, every=self.checkpoint_every),
+        )
+
+
+@dg.asset(
+    group_name="proxy",
+    kinds={"pytorch", "safetensors"},
+    code_version="1",
+    pool="gpu",
+    retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
+    description="The small proxy LM trained on the whole raw_dataset (loss on response tokens "
+    "only), with its checkpoints as safetensors folders; resumes after an interruption.",
+)
+def proxy_checkpoints(
+    context: dg.AssetExecutionContext,
+    config: ProxyConfig,
+    raw_dataset: dict,
+    artifact_store: ArtifactStoreResource,
+    mlflow: MlflowTracking,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    train_ref = TableRef.from_dict(raw_dataset["train"])
+    train = read_table(train_ref, store)
+    run = config.to_run()
+    with mlflow.run(context, "proxy_checkpoints", {"raw_dataset": train_ref.content_hash}) as mt:
+        mt.log_params(
+            {
+                **run.train.to_dict(),
+                "model": run.model.name,
+                "size": run.model.size,
+                "vocab_size": run.model.vocab_size,
+                "n_examples": train.height,
+            }
+        )
+        manifest = train_proxy(
+            train,
+            train_ref.content_hash,
+            run,
+            store,
+            artifact_store.work_path("proxy"),
+            on_log=lambda logs, step: mt.log_metrics(logs, step),
+        )
+        mt.log_dict(manifest, "proxy_manifest.json")
+        manifest["mlflow_run_id"] = mt.run_id
+        mlflow_meta = mlflow_metadata(mt)
+    steps = [c["step"] for c in manifest["checkpoints"]]
+    context.log.info(f"{len(steps)} checkpoints at steps {steps}")
+    table = "| step | uri | sha256 |\n|---|---|---|\n" + "".join(
+        f"| {c['step']} | {c['uri']} | {c['sha256'][:16]} |\n" for c in manifest["checkpoints"]
+    )
+    version = manifest["fingerprint"] + ":" + manifest["checkpoints"][-1]["sha256"][:16]
+    return dg.Output(
+        manifest,
+        data_version=dg.DataVersion(version),
+        metadata={
+            "checkpoints": dg.MetadataValue.md(table),
+            "num_checkpoints": len(steps),
+            "n_parameters": manifest["n_parameters"],
+            "n_examples": manifest["n_examples"],
+            "n_truncated": manifest["n_truncated"],
+            "train_tokens": manifest["train_tokens"],
+            "train_config": dg.MetadataValue.json(manifest["train"]),
+            **mlflow_meta,
+        },
+    )

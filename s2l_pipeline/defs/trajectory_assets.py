@@ -1,0 +1,175 @@
+"""Loss trajectories, scored as (checkpoint x shard) steps that Dagster fans out.
+
+``plan_scoring`` emits one dynamic output per unit; each ``score_unit`` step runs in the ``gpu``
+pool, on its own worker under a multiprocess/k8s executor, and is retried on failure. A unit
+whose result is already in the artifact store (keyed by checkpoint hash, rows and settings) is
+not scored again, so a crashed run re-executed from failure redoes only the missing units.
+"""
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from ..core.encoding import encode
+from ..core.hashing import table_hash
+from ..core.models import load_causal_lm
+from ..core.plots import loss_curve_png, markdown_image
+from ..core.tables import TableRef, read_table, write_table
+from ..core.trajectories import (
+    ScoringUnit,
+    assemble,
+    base_table,
+    loss_summary,
+    plan_units,
+    score_unit,
+)
+from .metadata import md
+from .resources import ArtifactStoreResource
+from .tracking import MlflowTracking, mlflow_metadata
+
+
+class ScoringConfig(dg.Config):
+    shard_rows: int = Field(
+        1_000_000, description="Rows per scoring step; smaller shards fan out to more workers."
+    )
+    token_budget: int = Field(32_768, description="Padded tokens per batch (memory bound).")
+    max_length: int | None = Field(
+        None, description="Tokens per example; empty: the proxy's training max_length."
+    )
+
+
+@dg.op(
+    out={"units": dg.DynamicOut(dict), "base": dg.Out(dict)},
+    description="Plan the (checkpoint, shard) scoring units and record per-example token facts.",
+)
+def plan_scoring(
+    context: dg.OpExecutionContext,
+    config: ScoringConfig,
+    raw_dataset: dict,
+    proxy_checkpoints: dict,
+    artifact_store: ArtifactStoreResource,
+):
+    store = artifact_store.store()
+    train_ref = TableRef.from_dict(raw_dataset["train"])
+    train = read_table(train_ref, store)
+    max_length = config.max_length or proxy_checkpoints["train"]["max_length"]
+    first = proxy_checkpoints["checkpoints"][0]
+    _, tokenizer = load_causal_lm(store.fetch_dir(first["uri"]))
+    enc = encode(train, tokenizer, max_length)
+    base = base_table(train["example_id"].to_list(), enc)
+    base_ref = write_table(base, store, f"loss_trajectories/base/{table_hash(base)[:16]}.parquet")
+    units = plan_units(
+        proxy_checkpoints["checkpoints"],
+        train.height,
+        config.shard_rows,
+        train_ref.content_hash,
+        max_length,
+        config.token_budget,
+    )
+    context.log.info(f"{len(units)} scoring units over {train.height} examples")
+    yield dg.Output({"base": base_ref.to_dict(), "train": raw_dataset["train"]}, output_name="base")
+    for unit in units:
+        yield dg.DynamicOutput(
+            {"unit": unit.to_dict(), "train": raw_dataset["train"]},
+            mapping_key=unit.mapping_key,
+            output_name="units",
+        )
+
+
+@dg.op(
+    pool="gpu",
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    description="Score one shard of rows at one checkpoint (skipped if already stored).",
+)
+def score_trajectory_unit(
+    context: dg.OpExecutionContext, work: dict, artifact_store: ArtifactStoreResource
+) -> dict:
+    store = artifact_store.store()
+    unit = ScoringUnit.from_dict(work["unit"])
+    key = f"loss_trajectories/units/{unit.key}.parquet"
+    if store.exists(key):
+        context.log.info(f"{unit.mapping_key}: already scored at {store.uri(key)}")
+        return {"step": unit.step, "uri": store.uri(key), "reused": True}
+    rows = read_table(TableRef.from_dict(work["train"]), store).slice(
+        unit.start, unit.stop - unit.start
+    )
+    ref = write_table(score_unit(unit, rows, store), store, key)
+    context.log.info(f"{unit.mapping_key}: scored {ref.rows} rows")
+    return {"step": unit.step, "uri": ref.uri, "reused": False}
+
+
+@dg.op(description="Join every unit's losses into the wide trajectory table.")
+def assemble_trajectories(
+    context: dg.OpExecutionContext,
+    scored: list[dict],
+    base: dict,
+    artifact_store: ArtifactStoreResource,
+    mlflow: MlflowTracking,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    base_df = read_table(TableRef.from_dict(base["base"]), store)
+    by_step: dict[int, list[pl.DataFrame]] = {}
+    for s in sorted(scored, key=lambda s: (s["step"], s["uri"])):
+        by_step.setdefault(s["step"], []).append(read_table(s["uri"], store))
+    table = assemble(base_df, by_step)
+    version = table_hash(table)
+    ref = write_table(
+        table, store, f"loss_trajectories/{version[:16]}/trajectories.parquet", version
+    )
+    summary = loss_summary(table)
+    png = loss_curve_png(summary)
+    n_trunc = int(table["truncated"].sum())
+    n_unscorable = int((table["n_response_tokens"] == 0).sum())
+    with mlflow.run(
+        context, "loss_trajectories", {"raw_dataset": base["train"]["content_hash"]}
+    ) as mt:
+        mt.log_metrics(
+            {
+                f"mean_loss_step_{r['step']}": r["mean"]
+                for r in summary.iter_rows(named=True)
+                if np.isfinite(r["mean"])
+            }
+        )
+        mt.log_metrics({"n_truncated": n_trunc, "n_examples": table.height})
+        mt.client.log_image(mt.run_id, _image(png), "loss_per_checkpoint.png")
+        meta_ml = mlflow_metadata(mt)
+    reused = sum(1 for s in scored if s["reused"])
+    context.log.info(f"{len(scored)} units ({reused} reused); {n_trunc} truncated examples")
+    return dg.Output(
+        {"trajectories": ref.to_dict(), "steps": summary["step"].to_list()},
+        data_version=dg.DataVersion(version),
+        metadata={
+            "dagster/row_count": table.height,
+            "content_hash": version,
+            "checkpoints": summary.height,
+            "n_truncated": n_trunc,
+            "n_no_response_tokens": n_unscorable,
+            "units_scored": len(scored) - reused,
+            "units_reused": reused,
+            "loss_per_checkpoint": dg.MetadataValue.md(markdown_image(png, "loss")),
+            "loss_summary": md(summary.with_columns(pl.exclude("step").round(4))),
+            "trajectories_path": dg.MetadataValue.path(ref.uri),
+            **meta_ml,
+        },
+    )
+
+
+def _image(png: bytes):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png))
+
+
+@dg.graph_asset(
+    group_name="proxy",
+    kinds={"pytorch", "parquet"},
+    description="Every example's mean response loss at every proxy checkpoint: example_id, "
+    "loss_step_<step>..., n_response_tokens, truncated.",
+)
+def loss_trajectories(raw_dataset: dict, proxy_checkpoints: dict) -> dict:
+    units, base = plan_scoring(raw_dataset, proxy_checkpoints)
+    scored = units.map(score_trajectory_unit)
+    return assemble_trajectories(scored.collect(), base)
