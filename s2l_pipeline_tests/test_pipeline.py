@@ -17,9 +17,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("pipeline")
     resources = make_resources(str(root / "art"))
-    result = dg.materialize(
-        [*ASSETS, *CHECKS], resources=resources, run_config=run_config("tiny")
-    )
+    result = dg.materialize([*ASSETS, *CHECKS], resources=resources, run_config=run_config("tiny"))
     return root, resources, result
 
 
@@ -45,7 +43,10 @@ def test_trajectory_table_layout(tiny_run) -> None:
     steps = [int(c.rsplit("_", 1)[1]) for c in traj.columns if c.startswith("loss_step_")]
     assert steps[0] == 0 and steps == sorted(steps) and len(steps) == 5  # step 0 + 4
     assert traj.columns == [
-        "example_id", *[f"loss_step_{s}" for s in steps], "n_response_tokens", "truncated"
+        "example_id",
+        *[f"loss_step_{s}" for s in steps],
+        "n_response_tokens",
+        "truncated",
     ]
     assert all(traj[c].dtype == pl.Float32 for c in traj.columns if c.startswith("loss_"))
     assert traj.height == 400 and proxy["num_checkpoints"] == 5
@@ -89,3 +90,72 @@ def test_rematerializing_reuses_checkpoints_and_scores(tiny_run) -> None:
     m = meta(again, "loss_trajectories")
     assert m["units_scored"] == 0 and m["units_reused"] == 5 * 3  # 5 checkpoints x 3 shards
     assert m["content_hash"] == meta(first, "loss_trajectories")["content_hash"]
+
+
+def test_failed_scoring_steps_rerun_alone(tmp_path: Path) -> None:
+    """A unit that fails leaves the finished ones stored; the rerun scores only what failed."""
+    from s2l_pipeline.definitions import ASSETS
+
+    resources = make_resources(str(tmp_path / "art"))
+    upstream = [a for a in ASSETS if a.key.path[0] != "loss_trajectories"]
+    traj = [a for a in ASSETS if a.key.path[0] == "loss_trajectories"]
+    up_cfg = run_config("tiny", assets=[a.key.path[0] for a in upstream])
+    base = dg.materialize(upstream, resources=resources, run_config=up_cfg)
+    ckpts = base.output_for_node("proxy_checkpoints")["checkpoints"]
+    weights = Path(ckpts[2]["uri"]) / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-8] + b"\0" * 8)  # a corrupted checkpoint: its hash changes
+
+    cfg = run_config("tiny", assets=["loss_trajectories"])
+    failed = dg.materialize(
+        [*traj, *upstream],
+        selection=traj,
+        resources=resources,
+        run_config=cfg,
+        raise_on_error=False,
+    )
+    assert not failed.success
+    failures = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert {e.step_key.split("[")[1].rstrip("]") for e in failures} == {
+        f"step_{ckpts[2]['step']}_rows_{a}_{b}" for a, b in ((0, 150), (150, 300), (300, 400))
+    }
+    text = failures[0].step_failure_data.user_failure_data.description
+    assert "does not match the manifest" in text
+
+    weights.write_bytes(original)
+    again = dg.materialize([*traj, *upstream], selection=traj, resources=resources, run_config=cfg)
+    m = meta(again, "loss_trajectories")
+    assert m["units_scored"] == 3 and m["units_reused"] == 12
+
+
+def test_pretrained_model_path_from_a_local_folder(tmp_path: Path) -> None:
+    """The real path (from_pretrained by name) exercised on a Pythia-architecture folder."""
+    from s2l_pipeline.core.models import NeoXSize, build_gpt_neox, save_model
+    from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
+    from s2l_pipeline.definitions import ASSETS
+
+    tok = train_bpe_tokenizer(["Calculate 12 + 7.\nAnswer: 19", "gcd of 4 and 6 is 2"] * 50, 300)
+    pretrained = save_model(
+        build_gpt_neox(NeoXSize(32, 1, 2, 64), tok, seed=3), tok, tmp_path / "pythia-local"
+    )
+    cfg = run_config(
+        "tiny",
+        overrides={
+            "proxy_checkpoints": {
+                "model": str(pretrained),
+                "learning_rate": 2e-5,
+                "warmup_ratio": 0.03,
+                "epochs": 1.0,
+                "checkpoint_every": 5,
+            }
+        },
+    )
+    result = dg.materialize(ASSETS, resources=make_resources(str(tmp_path / "art")), run_config=cfg)
+    proxy = result.output_for_node("proxy_checkpoints")
+    assert proxy["model"]["name"] == str(pretrained)
+    assert [c["step"] for c in proxy["checkpoints"]] == [0, 5, 10, 13]  # 400 rows / 32 = 13
+    assert proxy["n_parameters"] < 30_000  # the saved model, not an embedded-size one
+    traj = pl.read_parquet(meta(result, "loss_trajectories")["trajectories_path"])
+    assert [c for c in traj.columns if c.startswith("loss_")] == [
+        f"loss_step_{s}" for s in (0, 5, 10, 13)
+    ]

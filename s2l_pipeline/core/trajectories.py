@@ -151,6 +151,10 @@ def loss_summary(df: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+class CheckpointIntegrityError(ValueError):
+    """A checkpoint's weights differ from the hash recorded when it was trained."""
+
+
 def base_table(example_ids: list[str], enc: Encoded) -> pl.DataFrame:
     """Per-example facts that do not depend on the checkpoint."""
     return pl.DataFrame(
@@ -172,7 +176,7 @@ def load_checkpoint(unit: ScoringUnit, store: ArtifactStore, device: str | None 
     local = store.fetch_dir(unit.checkpoint_uri)
     digest = file_hash(local / "model.safetensors")
     if digest != unit.checkpoint_hash:
-        raise ValueError(
+        raise CheckpointIntegrityError(
             f"{unit.checkpoint_uri}: weights hash {digest[:12]} does not match the manifest's "
             f"{unit.checkpoint_hash[:12]}; the checkpoint was modified after training"
         )

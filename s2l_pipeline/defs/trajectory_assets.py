@@ -17,6 +17,7 @@ from ..core.models import load_causal_lm
 from ..core.plots import loss_curve_png, markdown_image
 from ..core.tables import TableRef, read_table, write_table
 from ..core.trajectories import (
+    CheckpointIntegrityError,
     ScoringUnit,
     assemble,
     base_table,
@@ -94,7 +95,11 @@ def score_trajectory_unit(
     rows = read_table(TableRef.from_dict(work["train"]), store).slice(
         unit.start, unit.stop - unit.start
     )
-    ref = write_table(score_unit(unit, rows, store), store, key)
+    try:
+        scores = score_unit(unit, rows, store)
+    except CheckpointIntegrityError as exc:  # not transient: retrying cannot help
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    ref = write_table(scores, store, key)
     context.log.info(f"{unit.mapping_key}: scored {ref.rows} rows")
     return {"step": unit.step, "uri": ref.uri, "reused": False}
 

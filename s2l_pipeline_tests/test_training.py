@@ -1,0 +1,122 @@
+"""Proxy training: checkpoint schedule, safetensors exports, and resume after a crash."""
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import TrainerCallback
+
+from s2l_pipeline.core.embedded import generate_mixture
+from s2l_pipeline.core.encoding import encode, render_prompts
+from s2l_pipeline.core.hashing import file_hash
+from s2l_pipeline.core.models import SIZES, build_gpt_neox, save_model
+from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
+from s2l_pipeline.core.training import (
+    CheckpointSchedule,
+    TrainConfig,
+    last_complete_checkpoint,
+    total_steps,
+    train_with_checkpoints,
+)
+
+
+def test_schedule_evenly_spaced_or_every_n() -> None:
+    assert CheckpointSchedule(count=4).steps(16) == [4, 8, 12, 16]
+    assert CheckpointSchedule(count=3).steps(10) == [3, 7, 10]
+    assert CheckpointSchedule(count=50).steps(5) == [1, 2, 3, 4, 5]
+    assert CheckpointSchedule(every=500).steps(1200) == [500, 1000, 1200]
+    assert total_steps(100, TrainConfig(batch_size=32, epochs=3)) == 12
+    assert total_steps(100, TrainConfig(batch_size=32, epochs=2.5)) == 10
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise Crash(f"simulated crash at step {self.step}")
+
+
+class CountSteps(TrainerCallback):
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def on_step_end(self, args, state, control, **kw):
+        self.steps.append(state.global_step)
+
+
+@pytest.fixture(scope="module")
+def data():
+    train, _ = generate_mixture(256, seed=5, heldout_per_family=1)
+    texts = render_prompts(train["prompt"].to_list(), train["task"].to_list())
+    tok = train_bpe_tokenizer(texts + train["response"].to_list(), 300)
+    return tok, encode(train, tok, 64)
+
+
+def _exporter(root: Path):
+    def export(model, tokenizer, step):
+        out = save_model(model, tokenizer, root / f"step_{step}")
+        return {"step": step, "uri": str(out), "sha256": file_hash(out / "model.safetensors")}
+
+    return export
+
+
+def _train(tmp: Path, data, callbacks=None) -> list[dict]:
+    tok, enc = data
+    model = build_gpt_neox(SIZES["proxy-tiny"], tok, seed=0)
+    cfg = TrainConfig(epochs=2, batch_size=32, learning_rate=3e-3)
+    return train_with_checkpoints(
+        model,
+        tok,
+        enc,
+        cfg,
+        CheckpointSchedule(count=4),
+        tmp / "work",
+        _exporter(tmp / "out"),
+        extra_callbacks=callbacks,
+    )
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, data) -> None:
+    clean = _train(tmp_path / "clean", data)
+    assert [r["step"] for r in clean] == [0, 4, 8, 12, 16]
+    for r in clean:
+        files = {p.name for p in Path(r["uri"]).iterdir()}
+        assert "model.safetensors" in files and "tokenizer.json" in files
+
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        _train(crashed, data, [CrashAt(10)])
+    assert last_complete_checkpoint(crashed / "work").name == "checkpoint-8"
+    exported = json.loads((crashed / "work" / "exports.json").read_text())
+    assert sorted(int(k) for k in exported) == [0, 4, 8]
+
+    counter = CountSteps()
+    resumed = _train(crashed, data, [counter])
+    assert counter.steps == [9, 10, 11, 12, 13, 14, 15, 16]  # steps 1-8 were not redone
+    assert [r["sha256"] for r in resumed] == [r["sha256"] for r in clean]
+
+
+def test_partial_checkpoint_is_not_trusted(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    for step, files in (
+        (4, ["model.safetensors", "trainer_state.json", "optimizer.pt", "scheduler.pt"]),
+        (8, ["model.safetensors"]),
+    ):
+        d = work / f"checkpoint-{step}"
+        d.mkdir(parents=True)
+        for f in files:
+            (d / f).write_text("x")
+    assert last_complete_checkpoint(work).name == "checkpoint-4"
+
+
+def test_finished_training_is_not_repeated(tmp_path: Path, data) -> None:
+    first = _train(tmp_path, data)
+    counter = CountSteps()
+    again = _train(tmp_path, data, [counter])
+    assert counter.steps == [] and again == first
