@@ -47,7 +47,7 @@ class ScoringUnit:
     stop: int
     data_hash: str
     max_length: int
-    token_budget: int
+    token_budget: int | None
 
     @property
     def key(self) -> str:
@@ -83,7 +83,7 @@ def plan_units(
     shard_rows: int,
     data_hash: str,
     max_length: int,
-    token_budget: int,
+    token_budget: int | None,
 ) -> list[ScoringUnit]:
     """Every (checkpoint, shard) pair; ``checkpoints`` are records with step, uri, sha256."""
     shard_rows = max(1, shard_rows)

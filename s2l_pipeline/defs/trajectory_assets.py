@@ -34,7 +34,9 @@ class ScoringConfig(dg.Config):
     shard_rows: int = Field(
         1_000_000, description="Rows per scoring step; smaller shards fan out to more workers."
     )
-    token_budget: int = Field(32_768, description="Padded tokens per batch (memory bound).")
+    token_budget: int | None = Field(
+        None, description="Padded tokens per batch; empty: 8K on CPU, 64K on CUDA."
+    )
     max_length: int | None = Field(
         None, description="Tokens per example; empty: the proxy's training max_length."
     )
