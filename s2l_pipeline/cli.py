@@ -1,0 +1,95 @@
+"""The ``s2l`` command: selection outside Dagster, running the same core code as the assets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from .core.selection import (
+    METHODS,
+    SelectionInputError,
+    SelectionOptions,
+    choose,
+    cluster_table,
+    parse_budget,
+)
+
+
+def _read(path: str, what: str) -> pl.DataFrame:
+    if not Path(path).exists():
+        raise SelectionInputError(f"{path}: no such {what} file")
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars raises several error types for bad files
+        raise SelectionInputError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def _steps(text: str | None) -> tuple[int, ...] | None:
+    return tuple(int(s) for s in text.split(",")) if text else None
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    traj = _read(args.trajectories, "trajectories")
+    data = _read(args.data, "data") if args.data else None
+    opts = SelectionOptions(
+        clusters=args.clusters,
+        stratify_by=args.stratify_by,
+        steps=_steps(args.steps),
+        epoch1_step=args.epoch1_step,
+        max_train_points=args.max_train_points,
+    )
+    budget = parse_budget(args.budget)
+    clusters = None
+    if args.method == "s2l" or args.clusters_out:
+        clusters, summary = cluster_table(traj, data, args.seed, opts)
+        if args.clusters_out:
+            clusters.write_parquet(args.clusters_out)
+    chosen, info = choose(args.method, traj, data, budget, args.seed, opts, clusters)
+    chosen.write_parquet(args.out)
+    print(json.dumps({"out": args.out, "selected": chosen.height, **info}, default=str))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s2l", description="SmallToLarge data selection.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("select", help="choose a subset from a loss-trajectory table")
+    s.add_argument("--trajectories", required=True, help="Parquet: example_id, loss_step_<N>...")
+    s.add_argument(
+        "--data",
+        help="Parquet of raw_dataset rows (needed for --stratify-by and learning_percentage)",
+    )
+    s.add_argument("--method", required=True, choices=sorted(METHODS))
+    s.add_argument("--budget", required=True, help="a count (500) or a fraction (0.1)")
+    s.add_argument("--clusters", type=int, default=100, help="K for S2L (default 100)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--stratify-by", help="split the budget over this data column first")
+    s.add_argument("--steps", help="checkpoint steps to use, e.g. 100,200,300")
+    s.add_argument("--epoch1-step", type=int, help="learning_percentage: checkpoint ending epoch 1")
+    s.add_argument(
+        "--max-train-points",
+        type=int,
+        default=1_000_000,
+        help="K-means trains on all points up to this many (default 1,000,000)",
+    )
+    s.add_argument("--clusters-out", help="write every example's S2L cluster here (Parquet)")
+    s.add_argument("--out", required=True, help="Parquet with example_id (and cluster)")
+    s.set_defaults(func=cmd_select)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SelectionInputError, ValueError) as exc:
+        print(f"s2l {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

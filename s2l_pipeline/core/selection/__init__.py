@@ -1,0 +1,131 @@
+"""Selectors: (trajectories, data, budget, seed) -> chosen example ids, one module each.
+
+``cluster_table`` and ``choose`` are the two entry points the Dagster assets and the ``s2l
+select`` command both call, so the CLI runs exactly the code the assets run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from . import (
+    cartography,
+    facility_location,
+    high_learnability,
+    learning_percentage,
+    least_confidence,
+    middle_perplexity,
+    random_sample,
+    s2l,
+)
+from .budget import parse_budget, resolve_budget
+from .common import (
+    Selection,
+    SelectionInputError,
+    SelectionOptions,
+    scorable,
+    validate_trajectories,
+)
+
+METHODS = {
+    "s2l": s2l.select,
+    "random": random_sample.select,
+    "least_confidence": least_confidence.select,
+    "middle_perplexity": middle_perplexity.select,
+    "high_learnability": high_learnability.select,
+    "learning_percentage": learning_percentage.select,
+    "cartography": cartography.select,
+    "facility_location": facility_location.select,
+}
+
+CLUSTER_SCHEMA = {"example_id": pl.String, "cluster": pl.Int64, "distance": pl.Float32}
+
+
+def usable_rows(trajectories: pl.DataFrame) -> pl.DataFrame:
+    """Validated trajectories without the rows whose response was truncated away."""
+    validate_trajectories(trajectories)
+    return scorable(trajectories)
+
+
+def cluster_table(
+    trajectories: pl.DataFrame, data: pl.DataFrame | None, seed: int, opts: SelectionOptions
+) -> tuple[pl.DataFrame, dict]:
+    """Every usable example's S2L cluster and distance to its centroid, plus a summary."""
+    usable = usable_rows(trajectories)
+    cl = s2l.cluster(usable, data, seed, opts)
+    table = pl.DataFrame(
+        {"example_id": usable["example_id"], "cluster": cl.labels, "distance": cl.distances},
+        schema=CLUSTER_SCHEMA,
+    )
+    summary = {
+        "clusters": len(cl.centroids),
+        "inertia": cl.inertia,
+        "trained_on_points": cl.n_trained_on,
+        "centroids": cl.centroids.round(5).tolist(),
+        "excluded_unscorable": trajectories.height - usable.height,
+    }
+    return table, summary
+
+
+def choose(
+    method: str,
+    trajectories: pl.DataFrame,
+    data: pl.DataFrame | None,
+    budget: int | float,
+    seed: int = 0,
+    opts: SelectionOptions | None = None,
+    clusters: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, dict]:
+    """The chosen example ids (in trajectory order) with their S2L cluster when known."""
+    if method not in METHODS:
+        raise SelectionInputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    opts = opts or SelectionOptions()
+    usable = usable_rows(trajectories)
+    n_budget = resolve_budget(budget, usable.height)
+    labels = _aligned_clusters(usable, clusters)
+    extra = {"labels": labels} if method == "s2l" else {}
+    sel: Selection = METHODS[method](usable, data, n_budget, seed, opts, **extra)
+    if len(sel.rows) != n_budget or len(np.unique(sel.rows)) != n_budget:
+        raise AssertionError(f"{method} chose {len(sel.rows)} rows for a budget of {n_budget}")
+    out = usable.select("example_id")[sel.rows]
+    if labels is not None or sel.clusters is not None:
+        chosen = (labels if labels is not None else sel.clusters)[sel.rows]
+        out = out.with_columns(cluster=pl.Series(chosen, dtype=pl.Int64))
+    info = {
+        **sel.info,
+        "method": method,
+        "seed": seed,
+        "budget": n_budget,
+        "pool": usable.height,
+        "excluded_unscorable": trajectories.height - usable.height,
+    }
+    return out, info
+
+
+def _aligned_clusters(usable: pl.DataFrame, clusters: pl.DataFrame | None) -> np.ndarray | None:
+    if clusters is None:
+        return None
+    aligned = usable.select("example_id").join(
+        clusters.select("example_id", "cluster"),
+        on="example_id",
+        how="left",
+        maintain_order="left",
+    )["cluster"]
+    if aligned.null_count():
+        raise SelectionInputError(
+            f"{aligned.null_count()} examples have no cluster: the cluster table is stale"
+        )
+    return aligned.to_numpy()
+
+
+__all__ = [
+    "METHODS",
+    "Selection",
+    "SelectionInputError",
+    "SelectionOptions",
+    "choose",
+    "cluster_table",
+    "parse_budget",
+    "resolve_budget",
+]

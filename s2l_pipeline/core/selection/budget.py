@@ -1,0 +1,90 @@
+"""Budgets and the S2L balanced allocation rule, shared by every selector."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def resolve_budget(budget: int | float, n: int) -> int:
+    """A count (int >= 1) or a fraction f in (0, 1] meaning floor(f x N); capped at N."""
+    if isinstance(budget, bool) or budget <= 0:
+        raise ValueError(f"budget must be a positive count or a fraction in (0, 1], got {budget}")
+    if isinstance(budget, float) and budget <= 1.0:
+        return min(n, math.floor(budget * n))
+    if isinstance(budget, float) and not budget.is_integer():
+        raise ValueError(f"budget {budget} is neither a fraction in (0, 1] nor a whole count")
+    return min(n, int(budget))
+
+
+def parse_budget(text: str) -> int | float:
+    """'500' -> 500 (a count); '0.1' -> 0.1 (a fraction)."""
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise ValueError(f"budget {text!r} is neither a count nor a fraction") from None
+
+
+def balanced_allocation(
+    sizes: Sequence[int], budget: int, ids: Sequence | None = None
+) -> np.ndarray:
+    """S2L's rule: groups by size ascending (ties by id); the i-th takes
+    min(size, floor(remaining / groups_left)); what a small group leaves rolls on."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    ids = list(range(len(sizes))) if ids is None else list(ids)
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], ids[i]))
+    take = np.zeros(len(sizes), dtype=np.int64)
+    remaining = budget
+    for pos, i in enumerate(order):
+        share = remaining // (len(order) - pos)
+        take[i] = min(int(sizes[i]), share)
+        remaining -= take[i]
+    return take
+
+
+def proportional_allocation(sizes: Sequence[int], budget: int) -> np.ndarray:
+    """floor(budget x size / N) per group, the remainder by largest fraction (ties by index)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    if total == 0:
+        return np.zeros_like(sizes)
+    raw = budget * sizes / total
+    take = np.minimum(np.floor(raw).astype(np.int64), sizes)
+    left = budget - int(take.sum())
+    order = sorted(range(len(sizes)), key=lambda i: (-(raw[i] - take[i]), i))
+    for i in order:
+        if left <= 0:
+            break
+        if take[i] < sizes[i]:
+            take[i] += 1
+            left -= 1
+    return take
+
+
+def group_rows(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(group ids sorted, row indices of each group) without an O(N x K) scan."""
+    order = np.argsort(labels, kind="stable")
+    uniq, starts = np.unique(labels[order], return_index=True)
+    return uniq, np.split(order, starts[1:])
+
+
+def sample_balanced(labels: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices: the balanced allocation over clusters, uniform without replacement inside
+    each; any shortfall is filled uniformly from rows not yet chosen. Sorted."""
+    budget = min(budget, len(labels))
+    uniq, members = group_rows(labels)
+    take = balanced_allocation([len(m) for m in members], budget, uniq.tolist())
+    order = sorted(range(len(uniq)), key=lambda i: (len(members[i]), uniq[i]))
+    chosen = [
+        members[i] if take[i] == len(members[i]) else rng.choice(members[i], take[i], replace=False)
+        for i in order
+        if take[i] > 0
+    ]
+    picked = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+    short = budget - len(picked)
+    if short > 0:
+        rest = np.setdiff1d(np.arange(len(labels)), picked, assume_unique=True)
+        picked = np.sort(np.concatenate([picked, rng.choice(rest, short, replace=False)]))
+    return picked

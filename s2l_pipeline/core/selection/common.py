@@ -1,0 +1,94 @@
+"""What every selector shares: options, input validation, trajectory features, ranking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from ..trajectories import loss_column, loss_columns, steps_of
+
+
+class SelectionInputError(ValueError):
+    """Bad selector input: the message names the file or column and what is wrong."""
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """Knobs of the selectors; each selector reads the ones it needs."""
+
+    clusters: int = 100  # K for S2L (and per source when stratified)
+    kmeans_iterations: int = 20
+    max_train_points: int | None = 1_000_000  # K-means trains on all points up to this cap
+    stratify_by: str | None = None  # e.g. 'source', as in the official S2L code
+    steps: tuple[int, ...] | None = None  # checkpoints that feed the trajectories
+    epoch1_step: int | None = None  # learning percentage: the checkpoint ending epoch 1
+    lp_variant: str = "lp1"  # 'lp1' or 'lp_app'
+    embedding_clusters: int = 1000  # learning percentage: K of the sentence-embedding K-means
+    knn: int = 20  # facility location: neighbours per point in the sparse graph
+
+
+@dataclass
+class Selection:
+    """Chosen rows (indices into the trajectory table, ascending) and, for S2L, every row's
+    cluster."""
+
+    rows: np.ndarray
+    clusters: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+
+def validate_trajectories(traj: pl.DataFrame, where: str = "trajectories") -> None:
+    if "example_id" not in traj.columns:
+        raise SelectionInputError(f"{where}: missing column 'example_id'")
+    if not loss_columns(traj):
+        raise SelectionInputError(f"{where}: no loss_step_<step> columns")
+    if traj["example_id"].n_unique() != traj.height:
+        raise SelectionInputError(f"{where}: example_id values repeat")
+
+
+def scorable(traj: pl.DataFrame, where: str = "trajectories") -> pl.DataFrame:
+    """Rows usable for selection: NaN losses are allowed only in rows flagged ``truncated``
+    (their response was cut away: nothing to train on), and those are left out."""
+    cols = loss_columns(traj)
+    bad = pl.any_horizontal(pl.col(c).is_null() | ~pl.col(c).is_finite() for c in cols)
+    flagged = pl.col("truncated") if "truncated" in traj.columns else pl.lit(False)
+    unflagged = traj.filter(bad & ~flagged)
+    if unflagged.height:
+        first = unflagged["example_id"][0]
+        col = next(c for c in cols if not np.isfinite(unflagged[c][0] or np.nan))
+        raise SelectionInputError(
+            f"{where}: {unflagged.height} rows have NaN/inf losses and are not flagged "
+            f"truncated (first: example_id {first}, column {col})"
+        )
+    return traj.filter(~bad)
+
+
+def pick_steps(traj: pl.DataFrame, steps: tuple[int, ...] | None, default: str) -> list[str]:
+    """Loss columns to use: ``steps`` if given, else 'all', 'trained' (step > 0) or 'last'."""
+    available = steps_of(traj)
+    if steps:
+        missing = [s for s in steps if s not in available]
+        if missing:
+            raise SelectionInputError(
+                f"checkpoint steps {missing} are not in the trajectories (have {available})"
+            )
+        return [loss_column(s) for s in sorted(steps)]
+    if default == "trained":
+        chosen = [s for s in available if s > 0] or available
+    elif default == "last":
+        chosen = available[-1:]
+    else:
+        chosen = available
+    return [loss_column(s) for s in chosen]
+
+
+def matrix(traj: pl.DataFrame, cols: list[str]) -> np.ndarray:
+    return np.ascontiguousarray(traj.select(cols).to_numpy(), dtype=np.float32)
+
+
+def top_rows(scores: np.ndarray, budget: int, ids: pl.Series) -> np.ndarray:
+    """Indices of the ``budget`` highest scores; ties broken by example_id, so runs agree."""
+    order = np.lexsort((ids.to_numpy(), -scores))
+    return np.sort(order[:budget])
