@@ -11,6 +11,7 @@ from .defs.data_checks import eval_sets_not_in_training, raw_dataset_rows_valid
 from .defs.profiles import run_config
 from .defs.proxy_assets import proxy_checkpoints
 from .defs.resources import ArtifactStoreResource, ManifestIOManager, default_artifact_root
+from .defs.selection_assets import selected_subset, trajectory_clusters
 from .defs.tracking import MlflowTracking
 from .defs.trajectory_assets import loss_trajectories
 from .defs.trajectory_checks import (
@@ -19,7 +20,14 @@ from .defs.trajectory_checks import (
     trajectories_loss_decreases,
 )
 
-ASSETS = [raw_dataset, eval_sets, proxy_checkpoints, loss_trajectories]
+ASSETS = [
+    raw_dataset,
+    eval_sets,
+    proxy_checkpoints,
+    loss_trajectories,
+    trajectory_clusters,
+    selected_subset,
+]
 CHECKS = [
     raw_dataset_rows_valid,
     eval_sets_not_in_training,

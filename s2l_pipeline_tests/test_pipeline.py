@@ -25,7 +25,14 @@ def test_every_asset_materializes_and_checks_pass(tiny_run) -> None:
     _, _, result = tiny_run
     assert result.success
     done = {e.asset_key.path[0] for e in result.get_asset_materialization_events()}
-    assert done == {"raw_dataset", "eval_sets", "proxy_checkpoints", "loss_trajectories"}
+    assert done == {
+        "raw_dataset",
+        "eval_sets",
+        "proxy_checkpoints",
+        "loss_trajectories",
+        "trajectory_clusters",
+        "selected_subset",
+    }
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
         "raw_dataset_rows_valid": True,
@@ -90,6 +97,10 @@ def test_rematerializing_reuses_checkpoints_and_scores(tiny_run) -> None:
     m = meta(again, "loss_trajectories")
     assert m["units_scored"] == 0 and m["units_reused"] == 5 * 3  # 5 checkpoints x 3 shards
     assert m["content_hash"] == meta(first, "loss_trajectories")["content_hash"]
+    # Same inputs and seed: the same subset, byte for byte.
+    a, b = (meta(r, "selected_subset") for r in (first, again))
+    assert a["content_hash"] == b["content_hash"]
+    assert Path(a["subset_path"]).read_bytes() == Path(b["subset_path"]).read_bytes()
 
 
 def test_failed_scoring_steps_rerun_alone(tmp_path: Path) -> None:
@@ -97,7 +108,7 @@ def test_failed_scoring_steps_rerun_alone(tmp_path: Path) -> None:
     from s2l_pipeline.definitions import ASSETS
 
     resources = make_resources(str(tmp_path / "art"))
-    upstream = [a for a in ASSETS if a.key.path[0] != "loss_trajectories"]
+    upstream = [a for a in ASSETS if a.key.path[0] in ("raw_dataset", "proxy_checkpoints")]
     traj = [a for a in ASSETS if a.key.path[0] == "loss_trajectories"]
     up_cfg = run_config("tiny", assets=[a.key.path[0] for a in upstream])
     base = dg.materialize(upstream, resources=resources, run_config=up_cfg)
@@ -159,3 +170,33 @@ def test_pretrained_model_path_from_a_local_folder(tmp_path: Path) -> None:
     assert [c for c in traj.columns if c.startswith("loss_")] == [
         f"loss_step_{s}" for s in (0, 5, 10, 13)
     ]
+
+
+def test_selected_subset_holds_raw_rows_and_clusters(tiny_run) -> None:
+    _, _, result = tiny_run
+    sub_meta = meta(result, "selected_subset")
+    subset = pl.read_parquet(sub_meta["subset_path"])
+    raw = pl.read_parquet(meta(result, "raw_dataset")["train_path"])
+    clusters = pl.read_parquet(meta(result, "trajectory_clusters")["clusters_path"])
+    assert subset.columns == [*raw.columns, "cluster"] and subset.height == 120  # 30% of 400
+    assert subset.drop("cluster").join(raw, on=raw.columns, how="anti").height == 0
+    assert clusters["cluster"].n_unique() == 8 and clusters.height == 400
+    for key in ("per_source", "per_cluster", "per_source_chart", "content_hash"):
+        assert key in sub_meta
+    assert "basic_arithmetic" in sub_meta["per_source"]
+    clusters_meta = meta(result, "trajectory_clusters")
+    assert clusters_meta["trained_on_points"] == 400 and len(clusters_meta["centroids"]) == 8
+
+
+@pytest.mark.parametrize("method", ["learning_percentage", "facility_location", "random"])
+def test_baselines_through_the_asset(tiny_run, method) -> None:
+    from s2l_pipeline.definitions import ASSETS
+
+    _, resources, _ = tiny_run
+    sel = [a for a in ASSETS if a.key.path[0] == "selected_subset"]
+    cfg = run_config(
+        "tiny", {"selected_subset": {"method": method, "budget": "50"}}, assets=["selected_subset"]
+    )
+    result = dg.materialize([*ASSETS], selection=sel, resources=resources, run_config=cfg)
+    m = meta(result, "selected_subset")
+    assert m["method"] == method and m["dagster/row_count"] == 50

@@ -40,3 +40,63 @@ def loss_curve_png(summary: pl.DataFrame, title: str = "Response loss per checkp
 def markdown_image(png: bytes, alt: str = "plot") -> str:
     """Inline a PNG in Markdown metadata (the Dagster UI renders data URIs)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def cluster_trajectories_png(
+    steps: list[int], centroids: list[list[float]], sizes: list[int]
+) -> bytes:
+    """Each cluster's mean trajectory (its centroid), line width by cluster size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    biggest = max(sizes) if sizes else 1
+    for c, n in zip(centroids, sizes, strict=True):
+        ax.plot(steps, c, lw=0.4 + 2.0 * n / biggest, alpha=0.6)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("cluster mean loss")
+    ax.set_title(f"Mean loss trajectory of each of {len(sizes)} clusters")
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def histogram_png(values: list[int], xlabel: str, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(values, bins=min(40, max(5, len(values) // 3)))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def compare_bars_png(
+    labels: list[str], full: list[float], subset: list[float], title: str
+) -> bytes:
+    """Share of each group in the full set and in the subset, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(labels)), 3.5))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, full, 0.4, label="full set")
+    ax.bar(x + 0.2, subset, 0.4, label="subset")
+    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("share of rows")
+    ax.set_title(title)
+    ax.legend()
+    data = _png(fig)
+    plt.close(fig)
+    return data

@@ -18,6 +18,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "eval_sets": {"ood_per_family": 300},
         "proxy_checkpoints": {"size": "proxy", "epochs": 3.0, "num_checkpoints": 10},
         "loss_trajectories.plan_scoring": {"shard_rows": 1_000_000},
+        "trajectory_clusters": {"clusters": 100},
+        "selected_subset": {"method": "s2l", "budget": "0.3"},
     },
     # A few hundred examples: the whole graph in a minute or two, for tests and smoke checks.
     "tiny": {
@@ -31,6 +33,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "max_length": 96,
         },
         "loss_trajectories.plan_scoring": {"shard_rows": 150},
+        "trajectory_clusters": {"clusters": 8},
+        "selected_subset": {"method": "s2l", "budget": "0.3", "embedding_clusters": 20},
     },
 }
 

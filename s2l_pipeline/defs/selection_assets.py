@@ -1,0 +1,216 @@
+"""Trajectory clusters and the selected subset."""
+
+import dagster as dg
+from pydantic import Field
+
+from ..core.hashing import table_hash
+from ..core.plots import (
+    cluster_trajectories_png,
+    compare_bars_png,
+    histogram_png,
+    markdown_image,
+)
+from ..core.selection import (
+    METHODS,
+    SelectionInputError,
+    SelectionOptions,
+    choose,
+    cluster_table,
+    parse_budget,
+)
+from ..core.selection.common import pick_steps
+from ..core.selection.report import compare_counts
+from ..core.tables import TableRef, read_table, write_table
+from ..core.trajectories import steps_of
+from .metadata import md
+from .resources import ArtifactStoreResource
+
+
+class ClusterConfig(dg.Config):
+    clusters: int = Field(100, description="K (per source when stratified). Paper: 100.")
+    iterations: int = Field(20, description="K-means iterations (faiss).")
+    max_train_points: int = Field(
+        1_000_000,
+        description="K-means trains on all points up to this many (seeded sample "
+        "beyond it); faiss alone would silently use 256 per centroid.",
+    )
+    stratify_by: str | None = Field(
+        None,
+        description="Cluster each value of this raw_dataset column on its own, e.g. "
+        "'source' (the official code's per-source mode).",
+    )
+    steps: list[int] | None = Field(
+        None, description="Checkpoint steps that feed the trajectories; empty: all trained ones."
+    )
+    seed: int = 0
+
+    def options(self) -> SelectionOptions:
+        return SelectionOptions(
+            clusters=self.clusters,
+            kmeans_iterations=self.iterations,
+            max_train_points=self.max_train_points,
+            stratify_by=self.stratify_by,
+            steps=tuple(self.steps) if self.steps else None,
+        )
+
+
+@dg.asset(
+    group_name="selection",
+    kinds={"faiss", "parquet"},
+    code_version="1",
+    description="S2L's K-means clusters of the loss trajectories: example_id, cluster, distance.",
+)
+def trajectory_clusters(
+    context: dg.AssetExecutionContext,
+    config: ClusterConfig,
+    loss_trajectories: dict,
+    raw_dataset: dict,
+    artifact_store: ArtifactStoreResource,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    traj = read_table(TableRef.from_dict(loss_trajectories["trajectories"]), store)
+    data = read_table(TableRef.from_dict(raw_dataset["train"]), store)
+    opts = config.options()
+    try:
+        table, summary = cluster_table(traj, data, config.seed, opts)
+    except SelectionInputError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    version = table_hash(table)
+    ref = write_table(table, store, f"trajectory_clusters/{version[:16]}/clusters.parquet", version)
+    sizes = table.group_by("cluster").len().sort("cluster")
+    steps = [int(c.rsplit("_", 1)[1]) for c in pick_steps(traj, opts.steps, "trained")]
+    curves = cluster_trajectories_png(steps, summary["centroids"], sizes["len"].to_list())
+    hist = histogram_png(sizes["len"].to_list(), "cluster size", "Cluster sizes")
+    context.log.info(
+        f"{summary['clusters']} clusters over {table.height} examples, trained on "
+        f"{summary['trained_on_points']} points; inertia {summary['inertia']:.2f}"
+    )
+    manifest = {
+        "clusters": ref.to_dict(),
+        "options": {**opts.__dict__, "steps": steps, "seed": config.seed},
+        "n_clusters": summary["clusters"],
+    }
+    return dg.Output(
+        manifest,
+        data_version=dg.DataVersion(version),
+        metadata={
+            "dagster/row_count": table.height,
+            "content_hash": version,
+            "n_clusters": summary["clusters"],
+            "inertia": summary["inertia"],
+            "trained_on_points": summary["trained_on_points"],
+            "excluded_unscorable": summary["excluded_unscorable"],
+            "checkpoint_steps": dg.MetadataValue.json(steps),
+            "centroids": dg.MetadataValue.json(summary["centroids"]),
+            "cluster_trajectories": dg.MetadataValue.md(markdown_image(curves, "trajectories")),
+            "cluster_sizes": dg.MetadataValue.md(markdown_image(hist, "sizes")),
+            "clusters_path": dg.MetadataValue.path(ref.uri),
+        },
+    )
+
+
+class SelectionConfig(dg.Config):
+    method: str = Field("s2l", description=f"One of: {', '.join(METHODS)}.")
+    budget: str = Field("0.3", description="A count ('5000') or a fraction of N ('0.3').")
+    seed: int = 0
+    steps: list[int] | None = Field(
+        None, description="Checkpoints for the baselines; empty: each method's default."
+    )
+    epoch1_step: int | None = Field(
+        None,
+        description="learning_percentage: checkpoint ending epoch 1; empty: from the "
+        "proxy's training length.",
+    )
+    lp_variant: str = Field("lp1", description="learning_percentage: lp1 or lp_app.")
+    embedding_clusters: int = Field(1000, description="learning_percentage: K of MiniLM K-means.")
+    knn: int = Field(20, description="facility_location: neighbours per point.")
+
+
+def epoch1_from_proxy(proxy: dict, available: list[int]) -> int:
+    """The checkpoint nearest the end of the proxy's first epoch."""
+    last = proxy["checkpoints"][-1]["step"]
+    per_epoch = last / max(float(proxy["train"]["epochs"]), 1e-9)
+    return min((s for s in available if s > 0), key=lambda s: (abs(s - per_epoch), s))
+
+
+@dg.asset(
+    group_name="selection",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    description="The chosen subset: the selected rows of raw_dataset (all columns) + cluster.",
+)
+def selected_subset(
+    context: dg.AssetExecutionContext,
+    config: SelectionConfig,
+    raw_dataset: dict,
+    loss_trajectories: dict,
+    trajectory_clusters: dict,
+    proxy_checkpoints: dict,
+    artifact_store: ArtifactStoreResource,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    data = read_table(TableRef.from_dict(raw_dataset["train"]), store)
+    traj = read_table(TableRef.from_dict(loss_trajectories["trajectories"]), store)
+    clusters = read_table(TableRef.from_dict(trajectory_clusters["clusters"]), store)
+    copts = trajectory_clusters["options"]
+    opts = SelectionOptions(
+        clusters=copts["clusters"],
+        stratify_by=copts["stratify_by"],
+        steps=tuple(config.steps) if config.steps else None,
+        epoch1_step=config.epoch1_step or epoch1_from_proxy(proxy_checkpoints, steps_of(traj)),
+        lp_variant=config.lp_variant,
+        embedding_clusters=config.embedding_clusters,
+        knn=config.knn,
+    )
+    try:
+        chosen, info = choose(
+            config.method, traj, data, parse_budget(config.budget), config.seed, opts, clusters
+        )
+    except (SelectionInputError, ValueError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    subset = data.join(chosen.select("example_id"), on="example_id", how="semi")
+    subset = subset.join(
+        clusters.select("example_id", "cluster"), on="example_id", how="left", maintain_order="left"
+    )
+    version = table_hash(subset)
+    ref = write_table(subset, store, f"selected_subset/{version[:16]}/subset.parquet", version)
+    full = data.join(clusters.select("example_id", "cluster"), on="example_id", how="left")
+    by_source = compare_counts(full, subset, "source")
+    by_cluster = compare_counts(full, subset, "cluster")
+    bars = compare_bars_png(
+        by_source["source"].to_list(),
+        by_source["full_share"].to_list(),
+        by_source["subset_share"].to_list(),
+        "Rows per source",
+    )
+    cbars = compare_bars_png(
+        [str(c) for c in by_cluster["cluster"].to_list()],
+        by_cluster["full_share"].to_list(),
+        by_cluster["subset_share"].to_list(),
+        "Rows per cluster",
+    )
+    context.log.info(f"{config.method}: {subset.height} of {data.height} examples selected")
+    manifest = {
+        "subset": ref.to_dict(),
+        "method": config.method,
+        "budget": info["budget"],
+        "seed": config.seed,
+        "info": {k: v for k, v in info.items() if k != "centroids"},
+    }
+    return dg.Output(
+        manifest,
+        data_version=dg.DataVersion(version),
+        metadata={
+            "dagster/row_count": subset.height,
+            "content_hash": version,
+            "method": config.method,
+            "budget": info["budget"],
+            "seed": config.seed,
+            "selection_info": dg.MetadataValue.json(manifest["info"]),
+            "per_source": md(by_source),
+            "per_source_chart": dg.MetadataValue.md(markdown_image(bars, "per source")),
+            "per_cluster": md(by_cluster, 200),
+            "per_cluster_chart": dg.MetadataValue.md(markdown_image(cbars, "per cluster")),
+            "subset_path": dg.MetadataValue.path(ref.uri),
+        },
+    )

@@ -1,0 +1,153 @@
+"""The installed ``s2l select`` command, end to end, against the same code the assets run."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table
+
+
+def s2l_cmd() -> list[str]:
+    exe = shutil.which("s2l") or str(Path(sys.executable).parent / "s2l")
+    return [exe] if Path(exe).exists() else [sys.executable, "-m", "s2l_pipeline.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*s2l_cmd(), "select", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    n = 300
+    losses = np.abs(rng.normal(2, 1, size=(n, 4))).astype(np.float32)
+    ids = [f"x{i:04d}" for i in range(n)]
+    traj = pl.DataFrame(
+        {
+            "example_id": ids,
+            **{f"loss_step_{s}": losses[:, i] for i, s in enumerate((0, 5, 10, 15))},
+            "n_response_tokens": [4] * n,
+            "truncated": [False] * n,
+        }
+    )
+    data = pl.DataFrame(
+        {
+            "example_id": ids,
+            "source": [f"s{i % 3}" for i in range(n)],
+            "prompt": ids,
+            "response": ["r"] * n,
+        }
+    )
+    paths = {"traj": root / "traj.parquet", "data": root / "data.parquet", "root": root}
+    traj.write_parquet(paths["traj"])
+    data.write_parquet(paths["data"])
+    return paths
+
+
+def test_select_s2l_writes_subset_and_clusters(files) -> None:
+    out, cl = files["root"] / "sel.parquet", files["root"] / "clusters.parquet"
+    res = run(
+        "--trajectories",
+        str(files["traj"]),
+        "--data",
+        str(files["data"]),
+        "--method",
+        "s2l",
+        "--budget",
+        "0.2",
+        "--clusters",
+        "6",
+        "--seed",
+        "3",
+        "--stratify-by",
+        "source",
+        "--clusters-out",
+        str(cl),
+        "--out",
+        str(out),
+    )
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["selected"] == 60 and report["method"] == "s2l"
+    chosen = pl.read_parquet(out)
+    assert chosen.columns == ["example_id", "cluster"] and chosen.height == 60
+    clusters = pl.read_parquet(cl)
+    assert clusters.columns == ["example_id", "cluster", "distance"] and clusters.height == 300
+
+    # Exactly what the library (and so the assets) choose for the same inputs.
+    traj, data = pl.read_parquet(files["traj"]), pl.read_parquet(files["data"])
+    opts = SelectionOptions(clusters=6, stratify_by="source")
+    table, _ = cluster_table(traj, data, 3, opts)
+    expected, _ = choose("s2l", traj, data, 0.2, 3, opts, table)
+    assert chosen.equals(expected) and clusters.equals(table)
+
+
+def test_select_baseline_by_count(files) -> None:
+    out = files["root"] / "lc.parquet"
+    res = run(
+        "--trajectories",
+        str(files["traj"]),
+        "--method",
+        "least_confidence",
+        "--budget",
+        "25",
+        "--out",
+        str(out),
+    )
+    assert res.returncode == 0, res.stderr
+    chosen = pl.read_parquet(out)
+    traj = pl.read_parquet(files["traj"])
+    top = traj.sort(["loss_step_15", "example_id"], descending=[True, False]).head(25)
+    assert set(chosen["example_id"]) == set(top["example_id"])
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"--budget": "0"}, "budget must be a positive count"),
+        ({"--budget": "-0.1"}, "budget must be a positive count"),
+        ({"--clusters": "5000"}, "K=5000 clusters for 300 examples"),
+        ({"--trajectories": "DATA"}, "no loss_step_<step> columns"),
+        ({"--trajectories": "/no/such.parquet"}, "/no/such.parquet: no such trajectories file"),
+        ({"--stratify-by": "source"}, "stratifying by 'source' needs data"),
+    ],
+)
+def test_bad_input_is_a_clear_error(files, change, message) -> None:
+    args = {
+        "--trajectories": str(files["traj"]),
+        "--method": "s2l",
+        "--budget": "10",
+        "--out": str(files["root"] / "bad.parquet"),
+    }
+    args.update({k: str(files["data"]) if v == "DATA" else v for k, v in change.items()})
+    res = run(*[x for kv in args.items() for x in kv])
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+
+
+def test_nan_in_unflagged_rows_is_an_error(files) -> None:
+    traj = pl.read_parquet(files["traj"]).with_columns(
+        loss_step_10=pl.when(pl.col("example_id") == "x0007")
+        .then(float("nan"))
+        .otherwise(pl.col("loss_step_10"))
+    )
+    path = files["root"] / "nan.parquet"
+    traj.write_parquet(path)
+    res = run(
+        "--trajectories",
+        str(path),
+        "--method",
+        "random",
+        "--budget",
+        "5",
+        "--out",
+        str(files["root"] / "x.parquet"),
+    )
+    assert res.returncode == 2
+    assert "not flagged truncated (first: example_id x0007, column loss_step_10)" in res.stderr
