@@ -153,7 +153,9 @@ def blobs() -> tuple[pl.DataFrame, pl.DataFrame]:
     rng = np.random.default_rng(0)
     centers = np.array([[5, 3, 2], [5, 5, 5], [5, 1, 0.5], [5, 4, 1]])
     sizes = [5, 30, 100, 300]
-    losses = np.concatenate([c + 0.05 * rng.normal(size=(n, 3)) for c, n in zip(centers, sizes)])
+    losses = np.concatenate(
+        [c + 0.05 * rng.normal(size=(n, 3)) for c, n in zip(centers, sizes, strict=True)]
+    )
     traj = traj_frame(losses.tolist())
     data = pl.DataFrame(
         {
