@@ -44,7 +44,10 @@ def validate_trajectories(traj: pl.DataFrame, where: str = "trajectories") -> No
         raise SelectionInputError(f"{where}: missing column 'example_id'")
     if not loss_columns(traj):
         raise SelectionInputError(f"{where}: no loss_step_<step> columns")
-    if traj["example_id"].n_unique() != traj.height:
+    ids = traj["example_id"]
+    # Unique 64-bit hashes prove unique ids at a fraction of a string hash set's memory;
+    # only if hashes collide do we pay for the exact check.
+    if ids.hash().n_unique() != traj.height and ids.n_unique() != traj.height:
         raise SelectionInputError(f"{where}: example_id values repeat")
 
 
@@ -52,17 +55,21 @@ def scorable(traj: pl.DataFrame, where: str = "trajectories") -> pl.DataFrame:
     """Rows usable for selection: NaN losses are allowed only in rows flagged ``truncated``
     (their response was cut away: nothing to train on), and those are left out."""
     cols = loss_columns(traj)
-    bad = pl.any_horizontal(pl.col(c).is_null() | ~pl.col(c).is_finite() for c in cols)
-    flagged = pl.col("truncated") if "truncated" in traj.columns else pl.lit(False)
-    unflagged = traj.filter(bad & ~flagged)
-    if unflagged.height:
-        first = unflagged["example_id"][0]
-        col = next(c for c in cols if not np.isfinite(unflagged[c][0] or np.nan))
+    bad = np.zeros(traj.height, dtype=bool)
+    for c in cols:  # column by column: N bytes of scratch, not a copy of the whole table
+        bad |= ~np.isfinite(traj[c].to_numpy())
+    if not bad.any():
+        return traj  # no copy of a clean (10M-row) table
+    flagged = traj["truncated"].to_numpy() if "truncated" in traj.columns else np.zeros_like(bad)
+    unflagged = np.flatnonzero(bad & ~flagged)
+    if len(unflagged):
+        row = traj.row(int(unflagged[0]), named=True)
+        col = next(c for c in cols if row[c] is None or not np.isfinite(row[c]))
         raise SelectionInputError(
-            f"{where}: {unflagged.height} rows have NaN/inf losses and are not flagged "
-            f"truncated (first: example_id {first}, column {col})"
+            f"{where}: {len(unflagged)} rows have NaN/inf losses and are not flagged "
+            f"truncated (first: example_id {row['example_id']}, column {col})"
         )
-    return traj.filter(~bad)
+    return traj.filter(pl.Series(~bad))
 
 
 def pick_steps(traj: pl.DataFrame, steps: tuple[int, ...] | None, default: str) -> list[str]:
@@ -85,7 +92,11 @@ def pick_steps(traj: pl.DataFrame, steps: tuple[int, ...] | None, default: str) 
 
 
 def matrix(traj: pl.DataFrame, cols: list[str]) -> np.ndarray:
-    return np.ascontiguousarray(traj.select(cols).to_numpy(), dtype=np.float32)
+    """Row-major float32 [rows, checkpoints], filled column by column: one copy, no temps."""
+    out = np.empty((traj.height, len(cols)), dtype=np.float32)
+    for j, c in enumerate(cols):
+        out[:, j] = traj[c].to_numpy()
+    return out
 
 
 def top_rows(scores: np.ndarray, budget: int, ids: pl.Series) -> np.ndarray:
