@@ -60,7 +60,9 @@ def build_gpt_neox(size: NeoXSize, tokenizer, seed: int = 0):
 def load_causal_lm(name_or_path: str | Path, dtype=None):
     """(model, tokenizer) from a hub name or a local folder; safetensors weights only."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # step logs, not progress bars
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -72,6 +74,9 @@ def load_causal_lm(name_or_path: str | Path, dtype=None):
 
 def save_model(model, tokenizer, out_dir: Path) -> Path:
     """Write safetensors weights, config and tokenizer into ``out_dir``."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

@@ -8,20 +8,29 @@ import io
 import polars as pl
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def loss_curve_png(summary: pl.DataFrame, title: str = "Response loss per checkpoint") -> bytes:
-    """Mean loss per checkpoint with the 10-90 percentile band and the median."""
+def _figure(size: tuple[float, float]):
+    """A headless matplotlib figure (the Agg backend needs no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    return plt.subplots(figsize=size)
+
+
+def _png(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def loss_curve_png(summary: pl.DataFrame, title: str = "Response loss per checkpoint") -> bytes:
+    """Mean loss per checkpoint with the 10-90 percentile band and the median."""
+    fig, ax = _figure((6, 3.5))
     steps = summary["step"].to_list()
     ax.fill_between(
         steps, summary["p10"].to_list(), summary["p90"].to_list(), alpha=0.25, label="p10-p90"
@@ -32,9 +41,7 @@ def loss_curve_png(summary: pl.DataFrame, title: str = "Response loss per checkp
     ax.set_ylabel("mean CE over response tokens")
     ax.set_title(title)
     ax.legend()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def markdown_image(png: bytes, alt: str = "plot") -> str:
@@ -46,50 +53,32 @@ def cluster_trajectories_png(
     steps: list[int], centroids: list[list[float]], sizes: list[int]
 ) -> bytes:
     """Each cluster's mean trajectory (its centroid), line width by cluster size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = _figure((6, 3.5))
     biggest = max(sizes) if sizes else 1
     for c, n in zip(centroids, sizes, strict=True):
         ax.plot(steps, c, lw=0.4 + 2.0 * n / biggest, alpha=0.6)
     ax.set_xlabel("training step")
     ax.set_ylabel("cluster mean loss")
     ax.set_title(f"Mean loss trajectory of each of {len(sizes)} clusters")
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def histogram_png(values: list[int], xlabel: str, title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = _figure((6, 3))
     ax.hist(values, bins=min(40, max(5, len(values) // 3)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     ax.set_title(title)
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def compare_bars_png(
     labels: list[str], full: list[float], subset: list[float], title: str
 ) -> bytes:
     """Share of each group in the full set and in the subset, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(labels)), 3.5))
+    fig, ax = _figure((max(6, 0.35 * len(labels)), 3.5))
     x = np.arange(len(labels))
     ax.bar(x - 0.2, full, 0.4, label="full set")
     ax.bar(x + 0.2, subset, 0.4, label="subset")
@@ -97,6 +86,4 @@ def compare_bars_png(
     ax.set_ylabel("share of rows")
     ax.set_title(title)
     ax.legend()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)

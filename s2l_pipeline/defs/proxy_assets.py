@@ -1,5 +1,7 @@
 """The proxy model: trained on the whole dataset, with checkpoints kept along the way."""
 
+from dataclasses import fields
+
 import dagster as dg
 from pydantic import Field
 
@@ -36,15 +38,11 @@ class ProxyConfig(dg.Config):
         return ProxyRun(
             model=ModelSpec(self.model, self.size, self.vocab_size, self.seed),
             train=TrainConfig(
-                epochs=self.epochs,
-                learning_rate=self.learning_rate,
-                batch_size=self.batch_size,
-                grad_accum=self.grad_accum,
-                warmup_ratio=self.warmup_ratio,
-                scheduler=self.scheduler,
-                weight_decay=self.weight_decay,
-                max_length=self.max_length,
-                seed=self.seed,
+                **{
+                    f.name: getattr(self, f.name)
+                    for f in fields(TrainConfig)
+                    if hasattr(self, f.name)
+                }
             ),
             schedule=CheckpointSchedule(count=self.num_checkpoints, every=self.checkpoint_every),
         )
