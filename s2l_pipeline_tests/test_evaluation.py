@@ -1,0 +1,62 @@
+"""Answer extraction and scoring on real GSM8K / MATH-500 solutions and reasoning-gym items."""
+
+import json
+
+import polars as pl
+import pytest
+
+from s2l_pipeline.core.embedded import generate_ood
+from s2l_pipeline.core.eval_sets import EvalFile, load_eval_file
+from s2l_pipeline.core.evaluation import (
+    extract_answer,
+    is_correct,
+    math_correct,
+    summarization_scores,
+)
+
+from .conftest import FIXTURES
+
+
+@pytest.mark.parametrize("name", ["gsm8k_test_sample.jsonl", "math500_sample.jsonl"])
+def test_reference_solutions_score_one_and_wrong_numbers_zero(name: str) -> None:
+    table, _ = load_eval_file(EvalFile(str(FIXTURES / name)))
+    for row in table.iter_rows(named=True):
+        assert is_correct(row, row["response"]), (row["example_id"], row["answer"])
+    wrong = 0
+    for row in table.iter_rows(named=True):
+        try:
+            bad = str(int(float(row["answer"].replace(",", ""))) + 1)
+        except ValueError:
+            continue  # symbolic MATH answers: checked below
+        wrong += 1
+        assert not is_correct(row, f"The answer is {bad}"), row["answer"]
+    assert wrong >= 5
+
+
+def test_math_verify_equivalence() -> None:
+    assert math_correct(r"so we get \boxed{\frac{1}{2}}", "0.5")
+    assert math_correct("#### 1,200", "1200")
+    assert not math_correct(r"\boxed{3}", r"\frac{1}{2}")
+    assert extract_answer("Step 1: 3+4=7\nStep 2: 7*2=14 apples") == "14"
+    assert extract_answer("42") == "42"
+
+
+def test_reasoning_gym_rows_use_their_own_scorers() -> None:
+    ood = generate_ood(5, seed=1)
+    for row in ood.iter_rows(named=True):
+        assert is_correct(row, row["answer"]), row["eval_set"]
+        assert is_correct(row, row["answer"] + "\nextra text after the first line")
+        assert not is_correct(row, "definitely wrong")
+    meta = json.loads(ood["metadata"][0])
+    assert meta  # the scorer's metadata round-trips through JSON
+
+
+def test_summarization_metrics_on_the_fixture() -> None:
+    rows = pl.read_ndjson(FIXTURES / "radiology_sample.jsonl")
+    refs = rows["impression"].to_list()
+    perfect = summarization_scores(refs, refs)
+    assert perfect["rougeL"] == pytest.approx(1.0) and perfect["bleu"] == pytest.approx(100.0)
+    assert perfect["embedding_similarity"] == pytest.approx(1.0, abs=1e-4)
+    shuffled = summarization_scores(refs[1:] + refs[:1], refs)
+    assert shuffled["rougeL"] < 0.5 and shuffled["bleu"] < 30
+    assert shuffled["embedding_similarity"] < perfect["embedding_similarity"]
