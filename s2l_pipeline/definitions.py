@@ -12,6 +12,7 @@ from .defs.profiles import run_config
 from .defs.proxy_assets import proxy_checkpoints
 from .defs.resources import ArtifactStoreResource, ManifestIOManager, default_artifact_root
 from .defs.selection_assets import selected_subset, trajectory_clusters
+from .defs.target_assets import target_evaluation, target_model
 from .defs.tracking import MlflowTracking
 from .defs.trajectory_assets import loss_trajectories
 from .defs.trajectory_checks import (
@@ -27,6 +28,8 @@ ASSETS = [
     loss_trajectories,
     trajectory_clusters,
     selected_subset,
+    target_model,
+    target_evaluation,
 ]
 CHECKS = [
     raw_dataset_rows_valid,
@@ -63,12 +66,16 @@ s2l_job = dg.define_asset_job(
     "s2l_job",
     selection=dg.AssetSelection.all(),
     config=run_config("default"),
+    # The target assets are partitioned by training set; the main job trains on the selected
+    # subset. Launch with the tag dagster/partition=random or =full for the comparisons.
+    tags={"dagster/partition": "selected"},
     description="The whole S2L graph at the default scale (about 20K examples).",
 )
 s2l_tiny_job = dg.define_asset_job(
     "s2l_tiny_job",
     selection=dg.AssetSelection.all(),
     config=run_config("tiny"),
+    tags={"dagster/partition": "selected"},
     description="The whole graph on a few hundred examples: a smoke run in a minute or two.",
 )
 

@@ -17,7 +17,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("pipeline")
     resources = make_resources(str(root / "art"))
-    result = dg.materialize([*ASSETS, *CHECKS], resources=resources, run_config=run_config("tiny"))
+    result = dg.materialize(
+        [*ASSETS, *CHECKS],
+        resources=resources,
+        run_config=run_config("tiny"),
+        partition_key="selected",
+    )
     return root, resources, result
 
 
@@ -32,6 +37,8 @@ def test_every_asset_materializes_and_checks_pass(tiny_run) -> None:
         "loss_trajectories",
         "trajectory_clusters",
         "selected_subset",
+        "target_model",
+        "target_evaluation",
     }
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
@@ -93,7 +100,9 @@ def test_rematerializing_reuses_checkpoints_and_scores(tiny_run) -> None:
     from s2l_pipeline.definitions import ASSETS
 
     _, resources, first = tiny_run
-    again = dg.materialize(ASSETS, resources=resources, run_config=run_config("tiny"))
+    again = dg.materialize(
+        ASSETS, resources=resources, run_config=run_config("tiny"), partition_key="selected"
+    )
     m = meta(again, "loss_trajectories")
     assert m["units_scored"] == 0 and m["units_reused"] == 5 * 3  # 5 checkpoints x 3 shards
     assert m["content_hash"] == meta(first, "loss_trajectories")["content_hash"]
@@ -161,7 +170,9 @@ def test_pretrained_model_path_from_a_local_folder(tmp_path: Path) -> None:
             }
         },
     )
-    result = dg.materialize(ASSETS, resources=make_resources(str(tmp_path / "art")), run_config=cfg)
+    upto = [a for a in ASSETS if a.key.path[0] not in ("target_model", "target_evaluation")]
+    cfg["ops"] = {k: v for k, v in cfg["ops"].items() if not k.startswith("target_")}
+    result = dg.materialize(upto, resources=make_resources(str(tmp_path / "art")), run_config=cfg)
     proxy = result.output_for_node("proxy_checkpoints")
     assert proxy["model"]["name"] == str(pretrained)
     assert [c["step"] for c in proxy["checkpoints"]] == [0, 5, 10, 13]  # 400 rows / 32 = 13
@@ -200,3 +211,53 @@ def test_baselines_through_the_asset(tiny_run, method) -> None:
     result = dg.materialize([*ASSETS], selection=sel, resources=resources, run_config=cfg)
     m = meta(result, "selected_subset")
     assert m["method"] == method and m["dagster/row_count"] == 50
+
+
+def test_target_trained_on_the_subset_and_evaluated(tiny_run) -> None:
+    _, resources, result = tiny_run
+    target = result.output_for_node("target_model")
+    assert target["training_set"] == "selected" and target["n_examples"] == 120
+    assert [c["step"] for c in target["checkpoints"]][0] == 0
+    ev = meta(result, "target_evaluation")
+    for key in ("in_domain_accuracy", "out_of_domain_accuracy", "in_domain_mean_nll", "mean_nll"):
+        assert 0.0 <= ev[key] < 100.0
+    preds = pl.read_parquet(ev["predictions_path"])
+    assert preds.height == 12 * 10 + 4 * 10
+    assert {"prediction", "correct", "nll", "reference"} <= set(preds.columns)
+    assert preds["nll"].is_finite().all()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(resources["mlflow"].resolved_uri())
+    exp = client.get_experiment_by_name("s2l_pipeline")
+    runs = {r.data.tags["dagster.asset_key"]: r for r in client.search_runs([exp.experiment_id])}
+    tr = runs["target_model"]
+    assert tr.data.tags["training_set"] == "selected"
+    assert tr.data.tags["dagster.partition"] == "selected"
+    assert (
+        tr.data.tags["upstream.selected_subset.data_version"]
+        == meta(result, "selected_subset")["content_hash"]
+    )
+    evr = runs["target_evaluation"]
+    assert "in_domain_accuracy" in evr.data.metrics
+    arts = {a.path for a in client.list_artifacts(evr.info.run_id, "evaluation")}
+    assert "evaluation/predictions.parquet" in arts
+
+
+@pytest.mark.parametrize("partition", ["random", "full"])
+def test_comparison_targets_on_random_and_full(tiny_run, partition) -> None:
+    import json
+
+    from s2l_pipeline.definitions import ASSETS
+
+    _, resources, _ = tiny_run
+    store = resources["artifact_store"].store()
+    subset = json.loads(store.read_text("_manifests/selected_subset/__unpartitioned__.json"))
+    rows = {"random": subset["budget"], "full": 400}[partition]
+    target = [a for a in ASSETS if a.key.path[0] == "target_model"]
+    cfg = run_config("tiny", assets=["target_model"])
+    result = dg.materialize(
+        ASSETS, selection=target, resources=resources, run_config=cfg, partition_key=partition
+    )
+    out = result.output_for_node("target_model")
+    assert out["training_set"] == partition and out["n_examples"] == rows

@@ -1,7 +1,8 @@
-"""Train the proxy model and keep its checkpoints in the artifact store."""
+"""Train a causal LM (the proxy, or the target) and keep its checkpoints in the artifact store."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -37,9 +38,13 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ProxyRun:
+    """One training run: model, hyperparameters, checkpoint schedule, optional LoRA."""
+
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
     schedule: CheckpointSchedule = field(default_factory=CheckpointSchedule)
+    lora_r: int = 0  # > 0: train LoRA adapters of this rank (peft), merged into each export
+    lora_alpha: int = 16
 
     def fingerprint(self, data_hash: str) -> str:
         """Same data and settings -> same folder, so an interrupted run finds its state."""
@@ -47,21 +52,41 @@ class ProxyRun:
         return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
-def build_model(spec: ModelSpec, train_df: pl.DataFrame):
-    """(model, tokenizer) for training: from scratch for 'embedded', else pretrained."""
+def build_model(spec: ModelSpec, train_df: pl.DataFrame, tokenizer_dir: Path | None = None):
+    """(model, tokenizer) for training: from scratch for 'embedded', else pretrained.
+
+    An embedded model trains its own BPE tokenizer unless ``tokenizer_dir`` gives one (the
+    target shares the proxy's tokenizer).
+    """
     if spec.name != EMBEDDED:
         return load_causal_lm(spec.name)
     if spec.size not in SIZES:
         raise ValueError(f"unknown model size {spec.size!r}; known: {sorted(SIZES)}")
-    texts = render_prompts(train_df["prompt"].to_list(), train_df["task"].to_list())
-    tokenizer = train_bpe_tokenizer(texts + train_df["response"].to_list(), spec.vocab_size)
+    if tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    else:
+        texts = render_prompts(train_df["prompt"].to_list(), train_df["task"].to_list())
+        tokenizer = train_bpe_tokenizer(texts + train_df["response"].to_list(), spec.vocab_size)
     return build_gpt_neox(SIZES[spec.size], tokenizer, spec.seed), tokenizer
+
+
+def with_lora(model, r: int, alpha: int):
+    """Wrap ``model`` with LoRA adapters on every linear layer (peft)."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
 
 
 def make_exporter(store: ArtifactStore, prefix: str) -> Callable[[object, object, int], dict]:
     """Write each checkpoint as safetensors + config + tokenizer under ``prefix/step_N``."""
 
     def export(model, tokenizer, step: int) -> dict:
+        if hasattr(model, "merge_and_unload"):  # LoRA: export plain merged weights
+            model = copy.deepcopy(model).merge_and_unload()
         with tempfile.TemporaryDirectory() as tmp:
             local = save_model(model, tokenizer, Path(tmp) / f"step_{step}")
             digest = file_hash(local / "model.safetensors")
@@ -72,17 +97,23 @@ def make_exporter(store: ArtifactStore, prefix: str) -> Callable[[object, object
     return export
 
 
-def train_proxy(
+def train_model(
+    kind: str,
     train_df: pl.DataFrame,
     data_hash: str,
     run: ProxyRun,
     store: ArtifactStore,
     work_root: Path,
     on_log: Callable[[dict, int], None] | None = None,
+    tokenizer_dir: Path | None = None,
 ) -> dict:
-    """Train (or resume) the proxy; returns the manifest of its checkpoints."""
-    fp = run.fingerprint(data_hash)
-    model, tokenizer = build_model(run.model, train_df)
+    """Train (or resume) a model of ``kind`` ('proxy_checkpoints', 'target_model'); returns
+    the manifest of its checkpoints."""
+    tok_id = file_hash(tokenizer_dir / "tokenizer.json") if tokenizer_dir else ""
+    fp = run.fingerprint(data_hash + tok_id)
+    model, tokenizer = build_model(run.model, train_df, tokenizer_dir)
+    if run.lora_r > 0:
+        model = with_lora(model, run.lora_r, run.lora_alpha)
     enc = encode(train_df, tokenizer, run.train.max_length)
     work_dir = work_root / fp
     records = train_with_checkpoints(
@@ -92,7 +123,7 @@ def train_proxy(
         run.train,
         run.schedule,
         work_dir,
-        make_exporter(store, f"proxy_checkpoints/{fp}"),
+        make_exporter(store, f"{kind}/{fp}"),
         on_log,
     )
     clean_work_dir(work_dir)
@@ -103,7 +134,20 @@ def train_proxy(
         "n_parameters": count_parameters(model),
         "model": asdict(run.model),
         "train": run.train.to_dict(),
+        "lora_r": run.lora_r,
         "n_examples": len(enc),
         "n_truncated": int(enc.truncated.sum()),
         "train_tokens": int(enc.lengths.sum()),
     }
+
+
+def train_proxy(
+    train_df: pl.DataFrame,
+    data_hash: str,
+    run: ProxyRun,
+    store: ArtifactStore,
+    work_root: Path,
+    on_log: Callable[[dict, int], None] | None = None,
+) -> dict:
+    """Train (or resume) the proxy on the full dataset; returns its checkpoint manifest."""
+    return train_model("proxy_checkpoints", train_df, data_hash, run, store, work_root, on_log)

@@ -16,6 +16,28 @@ from pathlib import Path
 from typing import Any
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server did not answer."""
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (seconds, not MLflow's minutes of retries) when a tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status != 200:
+                raise TrackingUnavailable(f"MLflow server {uri} answered {resp.status}")
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} is unreachable ({exc}); start it, fix "
+            "MLFLOW_TRACKING_URI, or set the mlflow resource's on_unreachable to 'local'"
+        ) from exc
+
+
 def local_tracking_uri(data_dir: str | Path) -> str:
     path = Path(data_dir).expanduser().resolve() / "mlflow" / "mlflow.db"
     path.parent.mkdir(parents=True, exist_ok=True)

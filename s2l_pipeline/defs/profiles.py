@@ -20,6 +20,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "loss_trajectories.plan_scoring": {"shard_rows": 1_000_000},
         "trajectory_clusters": {"clusters": 100},
         "selected_subset": {"method": "s2l", "budget": "0.3"},
+        "target_model": {"size": "target", "epochs": 10.0},
+        "target_evaluation": {"max_new_tokens": 16},
     },
     # A few hundred examples: the whole graph in a minute or two, for tests and smoke checks.
     "tiny": {
@@ -35,6 +37,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "loss_trajectories.plan_scoring": {"shard_rows": 150},
         "trajectory_clusters": {"clusters": 8},
         "selected_subset": {"method": "s2l", "budget": "0.3", "embedding_clusters": 20},
+        "target_model": {"size": "proxy", "epochs": 2.0, "batch_size": 32, "max_length": 96},
+        "target_evaluation": {"max_new_tokens": 8},
     },
 }
 

@@ -59,7 +59,9 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         if context.has_asset_key:
-            partition = context.partition_key if context.has_partition_key else None
+            # The asset's own partition, not the run's: an unpartitioned asset in a run for
+            # partition 'selected' is still stored (and later loaded) as unpartitioned.
+            partition = context.asset_partition_key if context.has_asset_partitions else None
             key = self._asset_key(context.asset_key, partition)
         else:
             key = self._op_key(context.get_identifier())

@@ -7,7 +7,13 @@ from contextlib import contextmanager
 import dagster as dg
 from pydantic import Field
 
-from ..core.tracking import Tracker, local_tracking_uri, mlflow_run
+from ..core.tracking import (
+    Tracker,
+    TrackingUnavailable,
+    check_server,
+    local_tracking_uri,
+    mlflow_run,
+)
 from .resources import DEFAULT_DATA_DIR
 
 
@@ -18,11 +24,29 @@ class MlflowTracking(dg.ConfigurableResource):
         None, description="e.g. http://mlflow:5000; empty: sqlite under data/mlflow/."
     )
     experiment: str = "s2l_pipeline"
+    on_unreachable: str = Field(
+        "fail",
+        description="'fail': the asset fails with a clear message; 'local': warn and "
+        "log to the local SQLite store instead.",
+    )
+
+    def local_uri(self) -> str:
+        return local_tracking_uri(os.environ.get("S2L_DATA_DIR", DEFAULT_DATA_DIR))
 
     def resolved_uri(self) -> str:
-        return self.tracking_uri or local_tracking_uri(
-            os.environ.get("S2L_DATA_DIR", DEFAULT_DATA_DIR)
-        )
+        return self.tracking_uri or self.local_uri()
+
+    def reachable_uri(self, context) -> str:
+        """The store to log to now: the server if it answers, else per ``on_unreachable``."""
+        uri = self.resolved_uri()
+        try:
+            check_server(uri)
+            return uri
+        except TrackingUnavailable as exc:
+            if self.on_unreachable != "local":
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+            context.log.warning(f"{exc}; logging to {self.local_uri()} instead")
+            return self.local_uri()
 
     @contextmanager
     def run(

@@ -1,0 +1,91 @@
+"""Evaluate a fine-tuned target on the evaluation table: accuracy, NLL, summary metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import polars as pl
+
+from .encoding import encode, render_prompts
+from .evaluation import is_correct, summarization_scores
+from .generation import greedy_generate
+from .scoring import score_losses
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(
+    model,
+    tokenizer,
+    table: pl.DataFrame,
+    max_new_tokens: int = 16,
+    max_length: int = 256,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per-row predictions, per-set metrics) for an EVAL_SCHEMA table.
+
+    Every row gets a greedy generation and the mean NLL of its reference response; math rows
+    get ``correct``, summarization sets ROUGE-L / BLEU / embedding similarity.
+    """
+    prompts = render_prompts(table["prompt"].to_list(), table["task"].to_list())
+    generated = greedy_generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    nll = score_losses(model, encode(table, tokenizer, max_length))
+    rows = table.to_dicts()
+    correct = [
+        is_correct(r, g) if r["task"] == "math" else None
+        for r, g in zip(rows, generated, strict=True)
+    ]
+    preds = table.select(
+        "eval_set",
+        "domain",
+        "task",
+        "example_id",
+        "prompt",
+        reference=pl.col("response"),
+        answer=pl.col("answer"),
+    ).with_columns(
+        prediction=pl.Series(generated, dtype=pl.String),
+        correct=pl.Series(correct, dtype=pl.Boolean),
+        nll=pl.Series(nll, dtype=pl.Float32),
+    )
+    return preds, set_metrics(preds)
+
+
+def set_metrics(preds: pl.DataFrame) -> pl.DataFrame:
+    """Accuracy and mean NLL per evaluation set; summary scores for summarization sets."""
+    base = (
+        preds.group_by("eval_set", "domain", "task")
+        .agg(
+            rows=pl.len(),
+            accuracy=pl.col("correct").cast(pl.Float64).mean(),
+            mean_nll=pl.col("nll").filter(pl.col("nll").is_finite()).mean(),
+        )
+        .sort("domain", "eval_set")
+    )
+    extra = []
+    for name in base.filter(pl.col("task") == "summarization")["eval_set"].to_list():
+        part = preds.filter(pl.col("eval_set") == name)
+        extra.append(
+            {
+                "eval_set": name,
+                **summarization_scores(part["prediction"].to_list(), part["reference"].to_list()),
+            }
+        )
+    if extra:
+        base = base.join(pl.DataFrame(extra), on="eval_set", how="left")
+    return base
+
+
+def headline(metrics: pl.DataFrame) -> dict[str, float]:
+    """In-domain and out-of-domain averages of per-set accuracy and NLL (sets weigh equally)."""
+    out: dict[str, float] = {}
+    for domain in ("in_domain", "out_of_domain", "external"):
+        part = metrics.filter((pl.col("domain") == domain) & (pl.col("task") == "math"))
+        if part.height:
+            out[f"{domain}_accuracy"] = float(part["accuracy"].mean())
+            out[f"{domain}_mean_nll"] = float(part["mean_nll"].mean())
+    out["mean_nll"] = float(np.nanmean(metrics["mean_nll"].to_numpy())) if metrics.height else 0.0
+    return out

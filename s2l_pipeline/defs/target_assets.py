@@ -1,0 +1,253 @@
+"""The target model, fine-tuned on the selected subset (and, for comparison, on a random subset
+of the same budget and on the full set), and its evaluation.
+
+Both assets are partitioned by training set: 'selected' (the selected_subset), 'random' (same
+budget and seed, uniform) and 'full' (all of raw_dataset), so the three sit side by side in the
+UI and in MLflow. The main job materializes 'selected'; the others are one launch away.
+"""
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from ..core.hashing import table_hash
+from ..core.models import load_causal_lm
+from ..core.proxy import ModelSpec, ProxyRun, train_model
+from ..core.selection.random_sample import random_rows
+from ..core.tables import TableRef, read_table, write_table
+from ..core.target_eval import evaluate, headline
+from ..core.training import CheckpointSchedule, TrainConfig
+from .metadata import md, preview
+from .resources import ArtifactStoreResource
+from .tracking import MlflowTracking, mlflow_metadata
+
+TRAINING_SETS = dg.StaticPartitionsDefinition(["selected", "random", "full"])
+
+
+class TargetConfig(dg.Config):
+    model: str = Field(
+        "embedded",
+        description="'embedded' (GPT-NeoX sharing the proxy's tokenizer) or a HF causal LM "
+        "name/folder, e.g. EleutherAI/pythia-410m or microsoft/phi-2.",
+    )
+    size: str = Field("target", description="Embedded size: target, target-large.")
+    epochs: float = 10.0
+    learning_rate: float = 2e-3
+    batch_size: int = 64
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_length: int = 128
+    seed: int = 0
+    num_checkpoints: int = Field(2, description="Checkpoints kept (the last is evaluated).")
+    lora_r: int = Field(0, description="> 0: LoRA of this rank (peft) instead of full tuning.")
+    lora_alpha: int = 16
+
+    def to_run(self) -> ProxyRun:
+        train = TrainConfig(
+            epochs=self.epochs,
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
+            warmup_ratio=self.warmup_ratio,
+            scheduler=self.scheduler,
+            weight_decay=self.weight_decay,
+            max_length=self.max_length,
+            seed=self.seed,
+        )
+        return ProxyRun(
+            model=ModelSpec(self.model, self.size, seed=self.seed),
+            train=train,
+            schedule=CheckpointSchedule(count=self.num_checkpoints),
+            lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+        )
+
+
+def training_rows(
+    partition: str, data: pl.DataFrame, subset: pl.DataFrame, budget: int, seed: int
+) -> pl.DataFrame:
+    """The rows a partition trains on."""
+    if partition == "full":
+        return data
+    if partition == "random":
+        return data[random_rows(data.height, budget, seed)]
+    return subset.drop("cluster")
+
+
+@dg.asset(
+    group_name="target",
+    kinds={"pytorch", "safetensors"},
+    code_version="1",
+    pool="gpu",
+    partitions_def=TRAINING_SETS,
+    retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
+    description="The target LM fine-tuned (loss on response tokens) on the partition's training "
+    "set; safetensors checkpoints in the artifact store; resumes after an interruption.",
+)
+def target_model(
+    context: dg.AssetExecutionContext,
+    config: TargetConfig,
+    raw_dataset: dict,
+    selected_subset: dict,
+    proxy_checkpoints: dict,
+    artifact_store: ArtifactStoreResource,
+    mlflow: MlflowTracking,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    partition = context.partition_key
+    data = read_table(TableRef.from_dict(raw_dataset["train"]), store)
+    subset = read_table(TableRef.from_dict(selected_subset["subset"]), store)
+    rows = training_rows(
+        partition, data, subset, selected_subset["budget"], selected_subset["seed"]
+    )
+    rows_hash = table_hash(rows)
+    tokenizer_dir = store.fetch_dir(proxy_checkpoints["checkpoints"][0]["uri"])
+    run = config.to_run()
+    upstream = {
+        "raw_dataset": raw_dataset["train"]["content_hash"],
+        "selected_subset": selected_subset["subset"]["content_hash"],
+        "proxy_checkpoints": proxy_checkpoints["fingerprint"],
+        "training_rows": rows_hash,
+    }
+    with mlflow.run(context, "target_model", upstream) as mt:
+        mt.set_tags({"training_set": partition, "selection_method": selected_subset["method"]})
+        mt.log_params(
+            {
+                **run.train.to_dict(),
+                "model": run.model.name,
+                "size": run.model.size,
+                "lora_r": run.lora_r,
+                "training_set": partition,
+                "n_examples": rows.height,
+                "selection_method": selected_subset["method"],
+            }
+        )
+        ids_path = store.uri(f"target_model/training_ids/{rows_hash[:16]}.parquet")
+        write_table(
+            rows.select("example_id"), store, f"target_model/training_ids/{rows_hash[:16]}.parquet"
+        )
+        manifest = train_model(
+            "target_model",
+            rows,
+            rows_hash,
+            run,
+            store,
+            artifact_store.work_path("target"),
+            on_log=lambda logs, step: mt.log_metrics(logs, step),
+            tokenizer_dir=tokenizer_dir if run.model.name == "embedded" else None,
+        )
+        mt.log_dict(manifest, "target_manifest.json")
+        manifest.update(
+            training_set=partition,
+            training_rows_hash=rows_hash,
+            training_ids=ids_path,
+            mlflow_run_id=mt.run_id,
+            selection_method=selected_subset["method"],
+        )
+        meta_ml = mlflow_metadata(mt)
+    final = manifest["checkpoints"][-1]
+    context.log.info(f"{partition}: trained on {rows.height} rows; final {final['uri']}")
+    return dg.Output(
+        manifest,
+        data_version=dg.DataVersion(final["sha256"][:32]),
+        metadata={
+            "training_set": partition,
+            "training_rows": rows.height,
+            "n_parameters": manifest["n_parameters"],
+            "final_checkpoint": dg.MetadataValue.path(final["uri"]),
+            "checkpoint_sha256": final["sha256"],
+            "train_config": dg.MetadataValue.json(manifest["train"]),
+            **meta_ml,
+        },
+    )
+
+
+class EvaluationConfig(dg.Config):
+    max_new_tokens: int = Field(16, description="Generation bound (GSM8K/MATH want 256-512).")
+    batch_size: int = 64
+    max_length: int = Field(256, description="Tokens per row when scoring reference NLL.")
+    max_rows_per_set: int | None = Field(
+        None, description="Evaluate at most this many rows of each set (first ones); empty: all."
+    )
+
+
+@dg.asset(
+    group_name="target",
+    kinds={"pytorch", "parquet"},
+    code_version="1",
+    pool="gpu",
+    partitions_def=TRAINING_SETS,
+    description="Accuracy per evaluation set (greedy generation; reasoning-gym scorers, "
+    "math-verify), in/out-of-domain averages, reference NLL, ROUGE-L/BLEU for summaries.",
+)
+def target_evaluation(
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    target_model: dict,
+    eval_sets: dict,
+    artifact_store: ArtifactStoreResource,
+    mlflow: MlflowTracking,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    table = read_table(TableRef.from_dict(eval_sets["eval"]), store)
+    if config.max_rows_per_set:
+        table = table.filter(pl.int_range(pl.len()).over("eval_set") < config.max_rows_per_set)
+    final = target_model["checkpoints"][-1]
+    model, tokenizer = load_causal_lm(store.fetch_dir(final["uri"]))
+    import torch
+
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    preds, metrics = evaluate(
+        model,
+        tokenizer,
+        table,
+        config.max_new_tokens,
+        config.max_length,
+        config.batch_size,
+        progress=context.log.info,
+    )
+    heads = headline(metrics)
+    version = table_hash(preds)
+    prefix = f"target_evaluation/{version[:16]}"
+    preds_ref = write_table(preds, store, f"{prefix}/predictions.parquet", version)
+    metrics_ref = write_table(metrics, store, f"{prefix}/metrics.parquet")
+    upstream = {
+        "target_model": final["sha256"][:32],
+        "eval_sets": eval_sets["eval"]["content_hash"],
+    }
+    with mlflow.run(context, "target_evaluation", upstream) as mt:
+        mt.set_tags(
+            {
+                "training_set": context.partition_key,
+                "selection_method": target_model.get("selection_method", ""),
+            }
+        )
+        mt.log_metrics(heads)
+        mt.log_metrics(
+            {
+                f"{r['eval_set']}.{k}": r[k]
+                for r in metrics.iter_rows(named=True)
+                for k in ("accuracy", "mean_nll", "rougeL", "bleu", "embedding_similarity")
+                if r.get(k) is not None
+            }
+        )
+        mt.log_artifact(store.fetch(metrics_ref.uri), "evaluation")
+        mt.log_artifact(store.fetch(preds_ref.uri), "evaluation")
+        meta_ml = mlflow_metadata(mt)
+    context.log.info(", ".join(f"{k}={v:.4f}" for k, v in heads.items()))
+    return dg.Output(
+        {"predictions": preds_ref.to_dict(), "metrics": metrics_ref.to_dict(), **heads},
+        data_version=dg.DataVersion(version),
+        metadata={
+            **{k: dg.MetadataValue.float(v) for k, v in heads.items()},
+            "per_set": md(metrics.with_columns(pl.selectors.float().round(4))),
+            "example_predictions": preview(
+                preds.select("eval_set", "prompt", "answer", "prediction", "correct", "nll"), 10
+            ),
+            "predictions_path": dg.MetadataValue.path(preds_ref.uri),
+            **meta_ml,
+        },
+    )
