@@ -64,9 +64,8 @@ class MlflowTracking(dg.ConfigurableResource):
             tags["dagster.partition"] = context.partition_key
         for name, version in (upstream_versions or {}).items():
             tags[f"upstream.{name}.data_version"] = version
-        with mlflow_run(
-            self.resolved_uri(), self.experiment, f"{asset}-{context.run.run_id[:8]}", tags
-        ) as tracker:
+        uri = self.reachable_uri(context)
+        with mlflow_run(uri, self.experiment, f"{asset}-{context.run.run_id[:8]}", tags) as tracker:
             yield tracker
 
 
