@@ -26,6 +26,7 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_server")
     port = _free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
+    log = open(root / "server.log", "w")  # noqa: SIM115 (lives as long as the server)
     proc = subprocess.Popen(
         [
             str(mlflow_bin),
@@ -39,7 +40,7 @@ def mlflow_server(tmp_path_factory):
             "--artifacts-destination",
             str(root / "artifacts"),
         ],
-        stdout=open(root / "server.log", "w"),
+        stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -57,6 +58,7 @@ def mlflow_server(tmp_path_factory):
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
+    log.close()
 
 
 def _assets():

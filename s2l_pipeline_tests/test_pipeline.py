@@ -261,3 +261,47 @@ def test_comparison_targets_on_random_and_full(tiny_run, partition) -> None:
     )
     out = result.output_for_node("target_model")
     assert out["training_set"] == partition and out["n_examples"] == rows
+
+
+def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path) -> None:
+    """A locally saved HF model as target (LoRA via peft), evaluated on a radiology file too."""
+    from s2l_pipeline.core.models import NeoXSize, build_gpt_neox, save_model
+    from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
+    from s2l_pipeline.definitions import ASSETS
+
+    from .conftest import FIXTURES
+
+    _, resources, _ = tiny_run
+    tok = train_bpe_tokenizer(
+        ["Findings: lungs clear.\nImpression: normal.", "1 + 2 = 3"] * 40, 300
+    )
+    local = save_model(
+        build_gpt_neox(NeoXSize(32, 1, 2, 64), tok, seed=5), tok, tmp_path / "local-target"
+    )
+    picked = [
+        a for a in ASSETS if a.key.path[0] in ("eval_sets", "target_model", "target_evaluation")
+    ]
+    cfg = run_config(
+        "tiny",
+        {
+            "eval_sets": {
+                "files": [{"path": str(FIXTURES / "radiology_sample.jsonl"), "name": "radiology"}]
+            },
+            "target_model": {"model": str(local), "lora_r": 4, "learning_rate": 1e-3},
+            "target_evaluation": {"max_new_tokens": 12},
+        },
+        assets=["eval_sets", "target_model", "target_evaluation"],
+    )
+    result = dg.materialize(
+        ASSETS, selection=picked, resources=resources, run_config=cfg, partition_key="selected"
+    )
+    target = result.output_for_node("target_model")
+    assert target["model"]["name"] == str(local) and target["lora_r"] == 4
+    final = Path(target["checkpoints"][-1]["uri"])
+    assert (final / "model.safetensors").exists() and not (final / "adapter_config.json").exists()
+    per_set = pl.read_parquet(result.output_for_node("target_evaluation")["metrics"]["uri"]).filter(
+        pl.col("eval_set") == "radiology"
+    )
+    assert per_set.height == 1 and per_set["task"][0] == "summarization"
+    for col in ("rougeL", "bleu", "embedding_similarity", "mean_nll"):
+        assert per_set[col][0] is not None and per_set[col][0] >= 0
