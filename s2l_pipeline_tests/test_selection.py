@@ -297,3 +297,23 @@ def test_facility_location_covers_both_blobs() -> None:
     chosen, _ = choose("facility_location", traj, None, 2, 0, SelectionOptions(knn=10))
     rows = [int(i[1:]) for i in chosen["example_id"]]
     assert sum(r < 40 for r in rows) == 1 and sum(r >= 40 for r in rows) == 1
+
+
+def test_epoch1_checkpoint_from_the_schedule() -> None:
+    from s2l_pipeline.core.selection.learning_percentage import epoch1_from_schedule
+
+    assert epoch1_from_schedule(939, 3.0, [0, 94, 188, 282, 376, 939]) == 282  # 313 per epoch
+    assert epoch1_from_schedule(100, 1.0, [0, 50, 100]) == 100
+
+
+def test_training_sets_for_the_target() -> None:
+    from s2l_pipeline.core.selection.random_sample import training_set_rows
+
+    data = pl.DataFrame({"example_id": [f"e{i}" for i in range(10)], "x": list(range(10))})
+    subset = data.head(3).with_columns(cluster=pl.lit(1))
+    assert training_set_rows("full", data, subset, 3, 0).equals(data)
+    assert training_set_rows("selected", data, subset, 3, 0).equals(data.head(3))
+    rnd = training_set_rows("random", data, subset, 3, 0)
+    assert rnd.height == 3 and rnd.equals(training_set_rows("random", data, subset, 3, 0))
+    with pytest.raises(ValueError, match="unknown training set"):
+        training_set_rows("half", data, subset, 3, 0)

@@ -7,7 +7,7 @@ from ..core.tables import TableRef, read_table
 from .resources import ArtifactStoreResource
 
 
-def _result(finding: Finding, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+def check_result(finding: Finding, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=finding.passed,
         severity=severity,
@@ -25,7 +25,7 @@ def raw_dataset_rows_valid(
     raw_dataset: dict, artifact_store: ArtifactStoreResource
 ) -> dg.AssetCheckResult:
     train = read_table(TableRef.from_dict(raw_dataset["train"]), artifact_store.store())
-    return _result(check_training_table(train), dg.AssetCheckSeverity.ERROR)
+    return check_result(check_training_table(train), dg.AssetCheckSeverity.ERROR)
 
 
 @dg.asset_check(
@@ -39,4 +39,4 @@ def eval_sets_not_in_training(
     store = artifact_store.store()
     train = read_table(TableRef.from_dict(raw_dataset["train"]), store)
     evals = read_table(TableRef.from_dict(eval_sets["eval"]), store)
-    return _result(check_contamination(train, evals), dg.AssetCheckSeverity.WARN)
+    return check_result(check_contamination(train, evals), dg.AssetCheckSeverity.WARN)

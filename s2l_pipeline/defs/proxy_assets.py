@@ -5,7 +5,7 @@ from dataclasses import fields
 import dagster as dg
 from pydantic import Field
 
-from ..core.proxy import ModelSpec, ProxyRun, train_proxy
+from ..core.model_training import ModelSpec, TrainRun, train_proxy
 from ..core.tables import TableRef, read_table
 from ..core.training import CheckpointSchedule, TrainConfig
 from .resources import ArtifactStoreResource
@@ -34,8 +34,8 @@ class ProxyConfig(dg.Config):
         None, description="Or a checkpoint every N steps (the paper: 500); overrides the count."
     )
 
-    def to_run(self) -> ProxyRun:
-        return ProxyRun(
+    def to_run(self) -> TrainRun:
+        return TrainRun(
             model=ModelSpec(self.model, self.size, self.vocab_size, self.seed),
             train=TrainConfig(
                 **{

@@ -19,6 +19,7 @@ from ..core.selection import (
     parse_budget,
 )
 from ..core.selection.common import pick_steps
+from ..core.selection.learning_percentage import epoch1_from_schedule
 from ..core.selection.report import compare_counts
 from ..core.tables import TableRef, read_table, write_table
 from ..core.trajectories import steps_of
@@ -126,13 +127,6 @@ class SelectionConfig(dg.Config):
     knn: int = Field(20, description="facility_location: neighbours per point.")
 
 
-def epoch1_from_proxy(proxy: dict, available: list[int]) -> int:
-    """The checkpoint nearest the end of the proxy's first epoch."""
-    last = proxy["checkpoints"][-1]["step"]
-    per_epoch = last / max(float(proxy["train"]["epochs"]), 1e-9)
-    return min((s for s in available if s > 0), key=lambda s: (abs(s - per_epoch), s))
-
-
 @dg.asset(
     group_name="selection",
     kinds={"polars", "parquet"},
@@ -157,7 +151,12 @@ def selected_subset(
         clusters=copts["clusters"],
         stratify_by=copts["stratify_by"],
         steps=tuple(config.steps) if config.steps else None,
-        epoch1_step=config.epoch1_step or epoch1_from_proxy(proxy_checkpoints, steps_of(traj)),
+        epoch1_step=config.epoch1_step
+        or epoch1_from_schedule(
+            proxy_checkpoints["checkpoints"][-1]["step"],
+            proxy_checkpoints["train"]["epochs"],
+            steps_of(traj),
+        ),
         lp_variant=config.lp_variant,
         embedding_clusters=config.embedding_clusters,
         knn=config.knn,

@@ -11,9 +11,9 @@ import polars as pl
 from pydantic import Field
 
 from ..core.hashing import table_hash
+from ..core.model_training import ModelSpec, TrainRun, train_model
 from ..core.models import load_causal_lm
-from ..core.proxy import ModelSpec, ProxyRun, train_model
-from ..core.selection.random_sample import random_rows
+from ..core.selection.random_sample import training_set_rows
 from ..core.tables import TableRef, read_table, write_table
 from ..core.target_eval import evaluate, headline
 from ..core.training import CheckpointSchedule, TrainConfig
@@ -44,7 +44,7 @@ class TargetConfig(dg.Config):
     lora_r: int = Field(0, description="> 0: LoRA of this rank (peft) instead of full tuning.")
     lora_alpha: int = 16
 
-    def to_run(self) -> ProxyRun:
+    def to_run(self) -> TrainRun:
         train = TrainConfig(
             epochs=self.epochs,
             learning_rate=self.learning_rate,
@@ -56,24 +56,13 @@ class TargetConfig(dg.Config):
             max_length=self.max_length,
             seed=self.seed,
         )
-        return ProxyRun(
+        return TrainRun(
             model=ModelSpec(self.model, self.size, seed=self.seed),
             train=train,
             schedule=CheckpointSchedule(count=self.num_checkpoints),
             lora_r=self.lora_r,
             lora_alpha=self.lora_alpha,
         )
-
-
-def training_rows(
-    partition: str, data: pl.DataFrame, subset: pl.DataFrame, budget: int, seed: int
-) -> pl.DataFrame:
-    """The rows a partition trains on."""
-    if partition == "full":
-        return data
-    if partition == "random":
-        return data[random_rows(data.height, budget, seed)]
-    return subset.drop("cluster")
 
 
 @dg.asset(
@@ -99,7 +88,7 @@ def target_model(
     partition = context.partition_key
     data = read_table(TableRef.from_dict(raw_dataset["train"]), store)
     subset = read_table(TableRef.from_dict(selected_subset["subset"]), store)
-    rows = training_rows(
+    rows = training_set_rows(
         partition, data, subset, selected_subset["budget"], selected_subset["seed"]
     )
     rows_hash = table_hash(rows)

@@ -9,7 +9,7 @@ from ..core.checks import (
 )
 from ..core.tables import TableRef, read_table
 from ..core.trajectories import loss_columns
-from .data_checks import _result
+from .data_checks import check_result
 from .resources import ArtifactStoreResource
 
 
@@ -30,7 +30,7 @@ def trajectories_cover_dataset(
     finding = check_trajectory_coverage(
         train["example_id"], _load(loss_trajectories, artifact_store)
     )
-    return _result(finding, dg.AssetCheckSeverity.ERROR)
+    return check_result(finding, dg.AssetCheckSeverity.ERROR)
 
 
 @dg.asset_check(
@@ -42,7 +42,9 @@ def trajectories_finite(
     loss_trajectories: dict, artifact_store: ArtifactStoreResource
 ) -> dg.AssetCheckResult:
     traj = _load(loss_trajectories, artifact_store)
-    return _result(check_trajectory_finite(traj, loss_columns(traj)), dg.AssetCheckSeverity.ERROR)
+    return check_result(
+        check_trajectory_finite(traj, loss_columns(traj)), dg.AssetCheckSeverity.ERROR
+    )
 
 
 @dg.asset_check(
@@ -53,4 +55,4 @@ def trajectories_loss_decreases(
     loss_trajectories: dict, artifact_store: ArtifactStoreResource
 ) -> dg.AssetCheckResult:
     traj = _load(loss_trajectories, artifact_store)
-    return _result(check_loss_decreases(traj, loss_columns(traj)), dg.AssetCheckSeverity.WARN)
+    return check_result(check_loss_decreases(traj, loss_columns(traj)), dg.AssetCheckSeverity.WARN)

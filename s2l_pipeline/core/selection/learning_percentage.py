@@ -41,6 +41,12 @@ def epoch1_step(available: list[int], requested: int | None) -> int:
     return min(trained, key=lambda s: (abs(s - available[-1] / 3), s))
 
 
+def epoch1_from_schedule(last_step: int, epochs: float, available: list[int]) -> int:
+    """The checkpoint nearest the end of epoch 1 of a run of ``epochs`` ending at ``last_step``."""
+    per_epoch = last_step / max(float(epochs), 1e-9)
+    return min((s for s in available if s > 0), key=lambda s: (abs(s - per_epoch), s))
+
+
 def select(
     traj: pl.DataFrame,
     data: pl.DataFrame | None,

@@ -17,3 +17,17 @@ def select(
     traj: pl.DataFrame, data: pl.DataFrame | None, budget: int, seed: int, opts: SelectionOptions
 ) -> Selection:
     return Selection(random_rows(traj.height, budget, seed))
+
+
+def training_set_rows(
+    training_set: str, data: pl.DataFrame, subset: pl.DataFrame, budget: int, seed: int
+) -> pl.DataFrame:
+    """Rows a target trains on: 'selected' (the subset), 'random' (a uniform sample of the same
+    budget and seed, the fair comparison) or 'full' (everything)."""
+    if training_set == "full":
+        return data
+    if training_set == "random":
+        return data[random_rows(data.height, budget, seed)]
+    if training_set == "selected":
+        return subset.drop("cluster", strict=False)
+    raise ValueError(f"unknown training set {training_set!r} (selected, random, full)")

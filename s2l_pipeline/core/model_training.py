@@ -37,7 +37,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class ProxyRun:
+class TrainRun:
     """One training run: model, hyperparameters, checkpoint schedule, optional LoRA."""
 
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -101,7 +101,7 @@ def train_model(
     kind: str,
     train_df: pl.DataFrame,
     data_hash: str,
-    run: ProxyRun,
+    run: TrainRun,
     store: ArtifactStore,
     work_root: Path,
     on_log: Callable[[dict, int], None] | None = None,
@@ -144,7 +144,7 @@ def train_model(
 def train_proxy(
     train_df: pl.DataFrame,
     data_hash: str,
-    run: ProxyRun,
+    run: TrainRun,
     store: ArtifactStore,
     work_root: Path,
     on_log: Callable[[dict, int], None] | None = None,
