@@ -54,6 +54,44 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the whole graph for a profile and training set, recorded in the Dagster instance."""
+    import os
+
+    import dagster as dg
+
+    from .definitions import defs
+    from .defs.profiles import run_config
+
+    job = defs.resolve_job_def("s2l_tiny_job" if args.profile == "tiny" else "s2l_job")
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    if instance is None:
+        print(
+            "DAGSTER_HOME is not set: this run will not appear in the Dagster UI", file=sys.stderr
+        )
+    # The profile's config is passed explicitly: `dagster job execute` ignores a partitioned
+    # job's own config, so the CLI would silently run with the code defaults.
+    result = job.execute_in_process(
+        run_config=run_config(args.profile),
+        instance=instance,
+        partition_key=args.training_set,
+        raise_on_error=False,
+    )
+    summary: dict = {
+        "run_id": result.run_id,
+        "success": result.success,
+        "profile": args.profile,
+        "training_set": args.training_set,
+    }
+    if result.success:
+        raw = result.output_for_node("raw_dataset")
+        evaluation = result.output_for_node("target_evaluation")
+        summary["examples"] = raw["train"]["rows"]
+        summary.update({k: v for k, v in evaluation.items() if isinstance(v, float)})
+    print(json.dumps(summary, default=str))
+    return 0 if result.success else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s2l", description="SmallToLarge data selection.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,6 +117,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--clusters-out", help="write every example's S2L cluster here (Parquet)")
     s.add_argument("--out", required=True, help="Parquet with example_id (and cluster)")
     s.set_defaults(func=cmd_select)
+
+    r = sub.add_parser("run", help="run the whole graph (proxy to evaluation) for a profile")
+    r.add_argument("--profile", choices=["default", "tiny"], default="default")
+    r.add_argument(
+        "--training-set",
+        choices=["selected", "random", "full"],
+        default="selected",
+        help="what the target trains on (the target assets' partition)",
+    )
+    r.set_defaults(func=cmd_run)
     return p
 
 

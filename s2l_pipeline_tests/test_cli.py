@@ -151,3 +151,33 @@ def test_nan_in_unflagged_rows_is_an_error(files) -> None:
     )
     assert res.returncode == 2
     assert "not flagged truncated (first: example_id x0007, column loss_step_10)" in res.stderr
+
+
+def test_run_executes_the_tiny_profile_into_the_instance(tmp_path: Path, monkeypatch) -> None:
+    """`s2l run` applies the profile (400 rows, not the 20,000 default) and records the run."""
+    import os
+
+    from .conftest import PROJECT_ROOT
+
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
+        "S2L_DATA_DIR": str(tmp_path / "data"),
+    }
+    exe = [*s2l_cmd(), "run", "--profile", "tiny"]
+    res = subprocess.run(exe, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["success"] and summary["examples"] == 400
+    assert summary["training_set"] == "selected" and "in_domain_accuracy" in summary
+
+    import dagster as dg
+
+    monkeypatch.chdir(tmp_path)  # dagster.yaml keeps its storage relative to the project root
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    [record] = instance.get_run_records()
+    assert record.dagster_run.run_id == summary["run_id"]
+    assert not (tmp_path / "mlruns").exists()  # MLflow artifacts sit beside its database
+    assert (tmp_path / "data" / "mlflow" / "mlflow.db").exists()

@@ -38,6 +38,14 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
+def local_artifact_location(tracking_uri: str) -> str | None:
+    """file:// folder beside a sqlite:/// store's database; None for servers (they decide)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    folder = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+    return folder.resolve().as_uri()
+
+
 def local_tracking_uri(data_dir: str | Path) -> str:
     path = Path(data_dir).expanduser().resolve() / "mlflow" / "mlflow.db"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,14 +108,24 @@ def mlflow_run(
     run_name: str,
     tags: Mapping[str, str] | None = None,
 ) -> Iterator[Tracker]:
-    """Open a run, yield it, and close it FINISHED or FAILED whatever happens inside."""
+    """Open a run, yield it, and close it FINISHED or FAILED whatever happens inside.
+
+    With a local SQLite store, artifacts go in an ``artifacts`` folder beside the database
+    (MLflow's own default is ./mlruns under whatever the current directory happens to be).
+    """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(
+            experiment, artifact_location=local_artifact_location(tracking_uri)
+        )
+    )
     run = client.create_run(exp_id, run_name=run_name, tags=dict(tags or {}))
     tracker = Tracker(client, run.info.run_id, exp_id, tracking_uri)
     try:
