@@ -1,34 +1,19 @@
 """The proxy model: trained on the whole dataset, with checkpoints kept along the way."""
 
-from dataclasses import fields
-
 import dagster as dg
 from pydantic import Field
 
 from ..core.model_training import ModelSpec, TrainRun, train_proxy
 from ..core.tables import TableRef, read_table
-from ..core.training import CheckpointSchedule, TrainConfig
+from ..core.training import CheckpointSchedule
 from .resources import ArtifactStoreResource
 from .tracking import MlflowTracking, mlflow_metadata
+from .training_config import LMTrainingConfig
 
 
-class ProxyConfig(dg.Config):
-    model: str = Field(
-        "embedded",
-        description="'embedded' (GPT-NeoX from a config + BPE trained on the data) or a HF "
-        "causal LM name/folder, e.g. EleutherAI/pythia-70m-deduped.",
-    )
+class ProxyConfig(LMTrainingConfig):
     size: str = Field("proxy", description="Embedded size: proxy-tiny, proxy, proxy-large.")
     vocab_size: int = Field(512, description="Embedded BPE vocabulary size.")
-    epochs: float = 3.0
-    learning_rate: float = 2e-3
-    batch_size: int = 64
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_length: int = Field(128, description="Tokens per example; longer ones are truncated.")
-    seed: int = 0
     num_checkpoints: int = Field(10, description="Evenly spaced checkpoints (plus step 0).")
     checkpoint_every: int | None = Field(
         None, description="Or a checkpoint every N steps (the paper: 500); overrides the count."
@@ -37,13 +22,7 @@ class ProxyConfig(dg.Config):
     def to_run(self) -> TrainRun:
         return TrainRun(
             model=ModelSpec(self.model, self.size, self.vocab_size, self.seed),
-            train=TrainConfig(
-                **{
-                    f.name: getattr(self, f.name)
-                    for f in fields(TrainConfig)
-                    if hasattr(self, f.name)
-                }
-            ),
+            train=self.train_config(),
             schedule=CheckpointSchedule(count=self.num_checkpoints, every=self.checkpoint_every),
         )
 

@@ -16,49 +16,28 @@ from ..core.models import load_causal_lm
 from ..core.selection.random_sample import training_set_rows
 from ..core.tables import TableRef, read_table, write_table
 from ..core.target_eval import evaluate, headline
-from ..core.training import CheckpointSchedule, TrainConfig
+from ..core.training import CheckpointSchedule
 from .metadata import md, preview
 from .resources import ArtifactStoreResource
 from .tracking import MlflowTracking, mlflow_metadata
+from .training_config import LMTrainingConfig
 
 TRAINING_SETS = dg.StaticPartitionsDefinition(["selected", "random", "full"])
 
 
-class TargetConfig(dg.Config):
-    model: str = Field(
-        "embedded",
-        description="'embedded' (GPT-NeoX sharing the proxy's tokenizer) or a HF causal LM "
-        "name/folder, e.g. EleutherAI/pythia-410m or microsoft/phi-2.",
-    )
+class TargetConfig(LMTrainingConfig):
+    """The target's recipe; any HF model by name works, e.g. EleutherAI/pythia-410m."""
+
     size: str = Field("target", description="Embedded size: target, target-large.")
     epochs: float = 10.0
-    learning_rate: float = 2e-3
-    batch_size: int = 64
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_length: int = 128
-    seed: int = 0
     num_checkpoints: int = Field(2, description="Checkpoints kept (the last is evaluated).")
     lora_r: int = Field(0, description="> 0: LoRA of this rank (peft) instead of full tuning.")
     lora_alpha: int = 16
 
     def to_run(self) -> TrainRun:
-        train = TrainConfig(
-            epochs=self.epochs,
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
-            grad_accum=self.grad_accum,
-            warmup_ratio=self.warmup_ratio,
-            scheduler=self.scheduler,
-            weight_decay=self.weight_decay,
-            max_length=self.max_length,
-            seed=self.seed,
-        )
         return TrainRun(
             model=ModelSpec(self.model, self.size, seed=self.seed),
-            train=train,
+            train=self.train_config(),
             schedule=CheckpointSchedule(count=self.num_checkpoints),
             lora_r=self.lora_r,
             lora_alpha=self.lora_alpha,
