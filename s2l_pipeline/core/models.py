@@ -5,7 +5,7 @@ Checkpoints are read and written as safetensors only; nothing here unpickles a f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -86,7 +86,3 @@ def save_model(model, tokenizer, out_dir: Path) -> Path:
 def count_parameters(model) -> int:
     """Unique parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def size_dict(size: NeoXSize) -> dict:
-    return asdict(size)

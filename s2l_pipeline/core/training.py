@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .encoding import Encoded
 
 log = logging.getLogger(__name__)
@@ -247,7 +245,3 @@ def clean_work_dir(work_dir: Path) -> None:
     """Drop resume state once every checkpoint is exported (it holds optimizer state)."""
     for p in work_dir.glob("checkpoint-*"):
         shutil.rmtree(p, ignore_errors=True)
-
-
-def mean_finite(x: np.ndarray) -> float:
-    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")

@@ -92,10 +92,9 @@ def target_model(
                 "selection_method": selected_subset["method"],
             }
         )
-        ids_path = store.uri(f"target_model/training_ids/{rows_hash[:16]}.parquet")
-        write_table(
+        ids_path = write_table(
             rows.select("example_id"), store, f"target_model/training_ids/{rows_hash[:16]}.parquet"
-        )
+        ).uri
         manifest = train_model(
             "target_model",
             rows,

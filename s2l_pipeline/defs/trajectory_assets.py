@@ -10,10 +10,10 @@ import dagster as dg
 import numpy as np
 import polars as pl
 from pydantic import Field
+from transformers import AutoTokenizer
 
 from ..core.encoding import encode
 from ..core.hashing import table_hash
-from ..core.models import load_causal_lm
 from ..core.plots import loss_curve_png, markdown_image
 from ..core.tables import TableRef, read_table, write_table
 from ..core.trajectories import (
@@ -58,10 +58,13 @@ def plan_scoring(
     train = read_table(train_ref, store)
     max_length = config.max_length or proxy_checkpoints["train"]["max_length"]
     first = proxy_checkpoints["checkpoints"][0]
-    _, tokenizer = load_causal_lm(store.fetch_dir(first["uri"]))
+    tokenizer = AutoTokenizer.from_pretrained(str(store.fetch_dir(first["uri"])))
     enc = encode(train, tokenizer, max_length)
     base = base_table(train["example_id"].to_list(), enc)
-    base_ref = write_table(base, store, f"loss_trajectories/base/{table_hash(base)[:16]}.parquet")
+    base_hash = table_hash(base)
+    base_ref = write_table(
+        base, store, f"loss_trajectories/base/{base_hash[:16]}.parquet", base_hash
+    )
     units = plan_units(
         proxy_checkpoints["checkpoints"],
         train.height,
