@@ -179,7 +179,7 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
             hs.task,
         )
     accepted, rejected = collector.frames()
-    external_train, external_held = _split_heldout(_with_ids(accepted), spec.heldout_per_source)
+    external_train, external_held = split_heldout(_with_ids(accepted), spec.heldout_per_source)
 
     parts, held_parts = [], [external_held]
     if spec.embedded is not None:
@@ -233,7 +233,7 @@ def _drop_duplicates(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return first, rejected.cast(REJECTED_SCHEMA)
 
 
-def _split_heldout(df: pl.DataFrame, per_source: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split_heldout(df: pl.DataFrame, per_source: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Carve up to ``per_source`` rows (at most half) of each source as an in-domain test set.
 
     Rows are chosen by example_id order: a content hash, so the choice is random-like yet the

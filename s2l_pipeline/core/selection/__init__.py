@@ -76,15 +76,26 @@ def choose(
     seed: int = 0,
     opts: SelectionOptions | None = None,
     clusters: pl.DataFrame | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> tuple[pl.DataFrame, dict]:
-    """The chosen example ids (in trajectory order) with their S2L cluster when known."""
+    """The chosen example ids (in trajectory order) with their S2L cluster when known.
+
+    ``embeddings`` (learning_percentage), one row per usable trajectory row, saves re-embedding
+    the same texts when one dataset is selected from many times.
+    """
     if method not in METHODS:
         raise SelectionInputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     opts = opts or SelectionOptions()
     usable = usable_rows(trajectories)
     n_budget = resolve_budget(budget, usable.height)
     labels = _aligned_clusters(usable, clusters)
-    extra = {"labels": labels} if method == "s2l" else {}
+    extra: dict = {"labels": labels} if method == "s2l" else {}
+    if method == "learning_percentage" and embeddings is not None:
+        if len(embeddings) != usable.height:
+            raise SelectionInputError(
+                f"embeddings have {len(embeddings)} rows for {usable.height} usable trajectories"
+            )
+        extra["embeddings"] = embeddings
     sel: Selection = METHODS[method](usable, data, n_budget, seed, opts, **extra)
     if len(sel.rows) != n_budget or len(np.unique(sel.rows)) != n_budget:
         raise AssertionError(f"{method} chose {len(sel.rows)} rows for a budget of {n_budget}")

@@ -1,0 +1,613 @@
+"""Does an S2L subset train the target as well as the full set, and better than other selectors?
+
+    python benchmarks/data_efficiency.py [--scale cpu|gpu|smoke] [--out data/benchmarks/...]
+        [--workers N] [--tracking-uri URI] [--report-only]
+
+The protocol of the S2L paper at our scale, on the embedded reasoning-gym mixture:
+  1. carve a validation split out of the training data (per source, by example_id rank);
+  2. train the proxy once on the rest, score its loss trajectories;
+  3. tune the target's learning rate on the validation split (random 20% subset, seed 0);
+     nothing is ever tuned on the test sets;
+  4. train the target on the full set and on the subsets of every method x budget x seed
+     (seed varies selection and target initialisation), same epochs and hyperparameters for
+     all, so smaller subsets cost less; also the full set for the steps of each budget
+     ("full, same steps"), so less data is not confused with less compute;
+  5. ablations of S2L at 20%: K, trajectory length T, proxy size;
+  6. a second mixture adding GSM8K train (../shared/data), judged on held-out response NLL.
+Every target is evaluated on the in-domain held-out problems and the out-of-domain families.
+
+The selectors, training and evaluation are the library functions the Dagster assets call.
+Cells run in ``--workers`` processes of one thread each (small models scale poorly over
+threads). Results go to ``<out>/results.jsonl`` as each cell finishes, so a crash resumes
+where it stopped; every cell is an MLflow run in the experiment ``s2l-data-efficiency``.
+The report (docs/results.md, docs/results_accuracy_vs_budget.png) is rewritten from the
+results between the generated markers; text outside them is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import functools
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from s2l_pipeline.core.eval_sets import EvalFile, build_eval_sets
+from s2l_pipeline.core.hashing import table_hash
+from s2l_pipeline.core.ingest import (
+    DatasetSpec,
+    EmbeddedSource,
+    FileSource,
+    load_dataset,
+    split_heldout,
+)
+from s2l_pipeline.core.model_training import ModelSpec, TrainRun, train_model, train_proxy
+from s2l_pipeline.core.models import load_causal_lm
+from s2l_pipeline.core.schema import EVAL_SCHEMA
+from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table, usable_rows
+from s2l_pipeline.core.selection.learning_percentage import embed_rows, epoch1_from_schedule
+from s2l_pipeline.core.storage import ArtifactStore
+from s2l_pipeline.core.target_eval import evaluate, headline
+from s2l_pipeline.core.tracking import local_tracking_uri, mlflow_run
+from s2l_pipeline.core.training import CheckpointSchedule, TrainConfig
+from s2l_pipeline.core.trajectories import (
+    assemble,
+    base_table,
+    plan_units,
+    score_unit,
+    steps_of,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+EXPERIMENT = "s2l-data-efficiency"
+METHODS = (
+    "s2l",
+    "random",
+    "learning_percentage",
+    "least_confidence",
+    "middle_perplexity",
+    "cartography",
+    "facility_location",
+)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one benchmark profile; the cpu one is sized to finish within 2 h on 2 cores."""
+
+    size: int = 20_000
+    heldout_per_family: int = 300
+    ood_per_family: int = 300
+    val_per_source: int = 50
+    proxy: str = "proxy"
+    proxy_epochs: float = 3.0
+    checkpoints: int = 10
+    target: str = "proxy-large"
+    target_epochs: float = 10.0
+    lr_grid: tuple[float, ...] = (2e-3, 4e-3)
+    batch_size: int = 64
+    max_length: int = 128
+    clusters: int = 100
+    embedding_clusters: int = 1000
+    max_new_tokens: int = 16
+    methods: tuple[str, ...] = METHODS
+    budgets: tuple[float, ...] = (0.1, 0.2, 0.3)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    ablation_budget: float = 0.2
+    ablation_clusters: tuple[int, ...] = (10, 50)
+    ablation_lengths: tuple[int, ...] = (4, 8)
+    ablation_proxy: str | None = "proxy-tiny"
+    gsm8k: str | None = str(SHARED / "gsm8k")
+    gsm8k_max_length: int = 256
+    gsm8k_eval_rows: int = 300
+    gsm8k_methods: tuple[str, ...] = ("s2l", "random")
+    gsm8k_full_seeds: tuple[int, ...] = (0,)
+    workers: int = 2
+
+
+SCALES: dict[str, Scale] = {
+    "cpu": Scale(),
+    # A GPU: more data, the 0.86M/3.4M targets, one worker holding the device.
+    "gpu": Scale(
+        size=100_000,
+        proxy="proxy-large",
+        ablation_proxy="proxy",
+        target="target-large",
+        lr_grid=(1e-3, 2e-3),
+        batch_size=128,
+        workers=1,
+    ),
+    # Seconds: every code path once, for the test suite.
+    "smoke": Scale(
+        size=600,
+        heldout_per_family=8,
+        ood_per_family=8,
+        val_per_source=4,
+        proxy="proxy-tiny",
+        proxy_epochs=2.0,
+        checkpoints=4,
+        target="proxy-tiny",
+        target_epochs=1.0,
+        lr_grid=(2e-3,),
+        batch_size=32,
+        max_length=96,
+        clusters=8,
+        embedding_clusters=10,
+        max_new_tokens=6,
+        budgets=(0.2,),
+        seeds=(0,),
+        ablation_clusters=(4,),
+        ablation_lengths=(2,),
+        ablation_proxy=None,
+        gsm8k=None,
+        workers=1,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One target training: which data, which selection, which seed."""
+
+    mixture: str  # 'embedded' or 'embedded+gsm8k'
+    method: str  # a selector, 'full', or 'full_same_steps'
+    budget: float  # share of the pool; 1.0 for full
+    seed: int
+    variant: str = "main"  # 'main', 'K=10', 'T=4', 'proxy=proxy-tiny', 'lr=0.002'
+    clusters: int = 100
+    length: int | None = None  # checkpoints used (None: all trained ones)
+    proxy: str = "proxy"
+    lr: float = 2e-3
+    epochs: float = 10.0
+    judge: str = "test"  # 'test' or 'validation' (tuning)
+
+    @property
+    def key(self) -> str:
+        return (
+            f"{self.mixture}/{self.variant}/{self.method}/b{self.budget:g}/s{self.seed}/"
+            f"lr{self.lr:g}/e{self.epochs:g}/{self.judge}"
+        )
+
+
+# ---------------------------------------------------------------------------- preparation
+
+
+def mixture_spec(scale: Scale, mixture: str) -> DatasetSpec:
+    files = ()
+    if mixture == "embedded+gsm8k":
+        files = (FileSource(str(Path(scale.gsm8k) / "train.jsonl"), "gsm8k", "gsm8k"),)
+    return DatasetSpec(
+        embedded=EmbeddedSource(scale.size, 0, scale.heldout_per_family), files=files
+    )
+
+
+def prepare_data(scale: Scale, mixture: str, out: Path) -> dict[str, Path]:
+    """Training pool, validation split and test sets of a mixture, as Parquet files."""
+    folder = out / "data" / mixture.replace("+", "_")
+    paths = {k: folder / f"{k}.parquet" for k in ("train", "validation", "test")}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    loaded = load_dataset(mixture_spec(scale, mixture))
+    train, validation = split_heldout(loaded.train, scale.val_per_source)
+    files = ()
+    if mixture == "embedded+gsm8k":
+        files = (EvalFile(str(Path(scale.gsm8k) / "test.jsonl"), "gsm8k_test", "gsm8k"),)
+    test, _ = build_eval_sets(loaded.heldout, scale.ood_per_family, 1, files)
+    if mixture == "embedded+gsm8k":
+        test = test.filter(
+            (pl.col("eval_set") != "gsm8k_test")
+            | (pl.int_range(pl.len()) < scale.gsm8k_eval_rows).over("eval_set")
+        )
+    train.write_parquet(paths["train"])
+    validation.cast(EVAL_SCHEMA).write_parquet(paths["validation"])
+    test.write_parquet(paths["test"])
+    return paths
+
+
+def proxy_trajectories(scale: Scale, mixture: str, size: str, out: Path) -> dict:
+    """Train the proxy on the pool and score every example at every checkpoint (cached)."""
+    tag = f"{mixture.replace('+', '_')}_{size}"
+    manifest_path = out / "proxy" / f"{tag}.json"
+    if manifest_path.exists():
+        return json.loads(manifest_path.read_text())
+    store = ArtifactStore(str(out / "artifacts"))
+    train = pl.read_parquet(prepare_data(scale, mixture, out)["train"])
+    data_hash = table_hash(train)
+    max_length = scale.gsm8k_max_length if "gsm8k" in mixture else scale.max_length
+    run = TrainRun(
+        model=ModelSpec("embedded", size, 512, 0),
+        train=TrainConfig(
+            epochs=scale.proxy_epochs, batch_size=scale.batch_size, max_length=max_length
+        ),
+        schedule=CheckpointSchedule(count=scale.checkpoints),
+    )
+    t0 = time.perf_counter()
+    manifest = train_proxy(train, data_hash, run, store, out / "work" / "proxy")
+    t_train = time.perf_counter() - t0
+    units = plan_units(
+        manifest["checkpoints"], train.height, train.height, data_hash, max_length, None
+    )
+    by_step = {u.step: [score_unit(u, train, store)] for u in units}
+    t_score = time.perf_counter() - t0 - t_train
+    ckpt0 = store.fetch_dir(manifest["checkpoints"][0]["uri"])
+    from transformers import AutoTokenizer
+
+    from s2l_pipeline.core.encoding import encode
+
+    enc = encode(train, AutoTokenizer.from_pretrained(str(ckpt0)), max_length)
+    traj = assemble(base_table(train["example_id"].to_list(), enc), by_step)
+    traj_path = out / "proxy" / f"{tag}_trajectories.parquet"
+    traj_path.parent.mkdir(parents=True, exist_ok=True)
+    traj.write_parquet(traj_path)
+    result = {
+        "mixture": mixture,
+        "size": size,
+        "trajectories": str(traj_path),
+        "tokenizer_dir": str(ckpt0),
+        "epoch1_step": epoch1_from_schedule(
+            manifest["checkpoints"][-1]["step"], scale.proxy_epochs, steps_of(traj)
+        ),
+        "n_parameters": manifest["n_parameters"],
+        "train_seconds": round(t_train, 1),
+        "score_seconds": round(t_score, 1),
+        "max_length": max_length,
+    }
+    manifest_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def embeddings_for(proxy: dict, train_path: Path, out: Path) -> Path:
+    """MiniLM embeddings of the usable rows, computed once per pool (learning_percentage)."""
+    path = Path(proxy["trajectories"]).with_suffix(".minilm.npy")
+    if not path.exists():
+        traj = usable_rows(pl.read_parquet(proxy["trajectories"]))
+        np.save(path, embed_rows(traj, pl.read_parquet(train_path)))
+    return path
+
+
+# ---------------------------------------------------------------------------- one cell
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: str) -> pl.DataFrame:
+    return pl.read_parquet(path)
+
+
+def training_rows(cell: Cell, ctx: dict) -> tuple[pl.DataFrame, dict]:
+    """The rows the target trains on, and what the selector reported."""
+    data = _read(ctx["train"])
+    if cell.method in ("full", "full_same_steps"):
+        return data, {"budget": data.height}
+    traj = _read(ctx["trajectories"])
+    steps = [s for s in steps_of(traj) if s > 0]
+    if cell.length:  # T evenly spaced trained checkpoints, always ending with the last
+        steps = sorted(
+            {steps[round((len(steps) - 1) * (i + 1) / cell.length)] for i in range(cell.length)}
+        )
+    opts = SelectionOptions(
+        clusters=cell.clusters,
+        steps=tuple(steps) if cell.length else None,
+        epoch1_step=ctx["epoch1_step"],
+        embedding_clusters=ctx["embedding_clusters"],
+    )
+    clusters = None
+    if cell.method == "s2l":
+        clusters, _ = cluster_table(traj, data, cell.seed, opts)
+    emb = np.load(ctx["embeddings"]) if cell.method == "learning_percentage" else None
+    chosen, info = choose(cell.method, traj, data, cell.budget, cell.seed, opts, clusters, emb)
+    rows = data.join(chosen.select("example_id"), on="example_id", how="semi")
+    return rows, {k: v for k, v in info.items() if isinstance(v, int | float | str)}
+
+
+def run_cell(cell: Cell, ctx: dict) -> dict:
+    """Select, train the target, evaluate; returns everything the report and MLflow need."""
+    t0 = time.perf_counter()
+    rows, info = training_rows(cell, ctx)
+    t_select = time.perf_counter() - t0
+    epochs = cell.epochs * (cell.budget if cell.method == "full_same_steps" else 1.0)
+    run = TrainRun(
+        model=ModelSpec("embedded", ctx["target"], seed=cell.seed),
+        train=TrainConfig(
+            epochs=epochs,
+            learning_rate=cell.lr,
+            batch_size=ctx["batch_size"],
+            max_length=ctx["max_length"],
+            seed=cell.seed,
+        ),
+        schedule=CheckpointSchedule(count=1),
+    )
+    store = ArtifactStore(ctx["artifacts"])
+    losses: list[tuple[int, float]] = []
+    manifest = train_model(
+        "target_model",
+        rows,
+        table_hash(rows),
+        run,
+        store,
+        Path(ctx["work"]),
+        on_log=lambda logs, step: "loss" in logs and losses.append((step, float(logs["loss"]))),
+        tokenizer_dir=Path(ctx["tokenizer_dir"]),
+    )
+    t_train = time.perf_counter() - t0 - t_select
+    model, tokenizer = load_causal_lm(store.fetch_dir(manifest["checkpoints"][-1]["uri"]))
+    if ctx["cuda"]:
+        model = model.to("cuda")
+    table = _read(ctx["validation" if cell.judge == "validation" else "test"])
+    _, metrics = evaluate(model, tokenizer, table, ctx["max_new_tokens"], ctx["max_length"])
+    t_eval = time.perf_counter() - t0 - t_select - t_train
+    per_set = {
+        f"{r['eval_set']}.{k}": float(r[k])
+        for r in metrics.iter_rows(named=True)
+        for k in ("accuracy", "mean_nll")
+        if r.get(k) is not None
+    }
+    return {
+        "key": cell.key,
+        "cell": asdict(cell),
+        "n_train": rows.height,
+        "train_steps": manifest["checkpoints"][-1]["step"],
+        "train_tokens": manifest["train_tokens"],
+        "n_parameters": manifest["n_parameters"],
+        "selection": info,
+        "metrics": headline(metrics),
+        "per_set": per_set,
+        "losses": losses,
+        "seconds": {
+            "select": round(t_select, 1),
+            "train": round(t_train, 1),
+            "eval": round(t_eval, 1),
+        },
+        "checkpoint_sha256": manifest["checkpoints"][-1]["sha256"],
+    }
+
+
+def cost(cell: Cell) -> float:
+    """Rough relative training cost: rows x epochs (GSM8K rows are ~3x longer)."""
+    share = 1.0 if cell.method.startswith("full") else cell.budget
+    epochs = cell.epochs * (cell.budget if cell.method == "full_same_steps" else 1.0)
+    return share * epochs * (3.0 if "gsm8k" in cell.mixture else 1.0)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------- orchestration
+
+
+def load_results(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out[r["key"]] = r
+    return out
+
+
+def log_to_mlflow(result: dict, tracking_uri: str, scale_name: str) -> str:
+    cell = result["cell"]
+    tags = {"benchmark": "data_efficiency", "scale": scale_name, "cell": result["key"]}
+    with mlflow_run(tracking_uri, EXPERIMENT, result["key"].replace("/", " "), tags) as mt:
+        mt.log_params(
+            {
+                **cell,
+                "n_train": result["n_train"],
+                "n_parameters": result["n_parameters"],
+                "checkpoint_sha256": result["checkpoint_sha256"],
+                **{f"selection.{k}": v for k, v in result["selection"].items()},
+            }
+        )
+        for step, loss in result["losses"]:
+            mt.log_metrics({"train_loss": loss}, step=step)
+        mt.log_metrics({**result["metrics"], **result["per_set"]})
+        mt.log_metrics({f"seconds.{k}": v for k, v in result["seconds"].items()})
+        return mt.run_id
+
+
+def run_cells(cells: list[Cell], ctxs: dict, args, results: dict, results_path: Path) -> None:
+    """Run the cells not yet in ``results``, appending each result as it finishes."""
+    todo = [c for c in cells if c.key not in results]
+    if not todo:
+        return
+    print(f"{len(todo)} cells to run ({len(cells) - len(todo)} already done)", flush=True)
+
+    def record(res: dict) -> None:
+        res["mlflow_run_id"] = log_to_mlflow(res, args.tracking_uri, args.scale)
+        results[res["key"]] = res
+        with results_path.open("a") as f:
+            f.write(json.dumps(res) + "\n")
+        m = res["metrics"]
+        print(
+            f"[{len(results)}] {res['key']}: n={res['n_train']} "
+            f"in={m.get('in_domain_accuracy', float('nan')):.4f} "
+            f"ood={m.get('out_of_domain_accuracy', float('nan')):.4f} "
+            f"nll={m['mean_nll']:.4f} ({res['seconds']})",
+            flush=True,
+        )
+
+    ctx_of = lambda c: ctxs[(c.mixture, c.proxy)]  # noqa: E731
+    if args.workers <= 1:
+        for c in todo:
+            record(run_cell(c, ctx_of(c)))
+        return
+    threads = max(1, (os.cpu_count() or 2) // args.workers)
+    with cf.ProcessPoolExecutor(
+        args.workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(threads,),
+    ) as pool:
+        order = sorted(todo, key=lambda c: -cost(c))  # longest first: less idling at the end
+        futures = {pool.submit(run_cell, c, ctx_of(c)): c for c in order}
+        for fut in cf.as_completed(futures):
+            record(fut.result())
+
+
+def context(
+    scale: Scale, mixture: str, proxy: dict, paths: dict, out: Path, emb: Path | None
+) -> dict:
+    import torch
+
+    return {
+        "train": str(paths["train"]),
+        "validation": str(paths["validation"]),
+        "test": str(paths["test"]),
+        "trajectories": proxy["trajectories"],
+        "tokenizer_dir": proxy["tokenizer_dir"],
+        "epoch1_step": proxy["epoch1_step"],
+        "embeddings": str(emb) if emb else None,
+        "embedding_clusters": scale.embedding_clusters,
+        "target": scale.target,
+        "batch_size": scale.batch_size,
+        "max_length": proxy["max_length"],
+        "max_new_tokens": scale.max_new_tokens,
+        "artifacts": str(out / "artifacts"),
+        "work": str(out / "work" / "target"),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def tuned_lr(scale: Scale, results: dict) -> float:
+    """The learning rate with the best validation accuracy (then NLL) on a random 20%."""
+    scores = []
+    for lr in scale.lr_grid:
+        cell = tuning_cell(scale, lr)
+        m = results[cell.key]["metrics"]
+        scores.append((-m.get("in_domain_accuracy", 0.0), m["mean_nll"], lr))
+    return min(scores)[2]
+
+
+def tuning_cell(scale: Scale, lr: float) -> Cell:
+    return Cell(
+        "embedded",
+        "random",
+        0.2,
+        0,
+        f"lr={lr:g}",
+        scale.clusters,
+        None,
+        scale.proxy,
+        lr,
+        scale.target_epochs,
+        "validation",
+    )
+
+
+def plan(scale: Scale, lr: float) -> list[Cell]:
+    """Every test cell of the benchmark (tuning cells excluded)."""
+    base = Cell(
+        "embedded",
+        "s2l",
+        0.0,
+        0,
+        "main",
+        scale.clusters,
+        None,
+        scale.proxy,
+        lr,
+        scale.target_epochs,
+    )
+    cells = []
+    for seed in scale.seeds:
+        cells.append(replace(base, method="full", budget=1.0, seed=seed))
+        for budget in scale.budgets:
+            cells.append(replace(base, method="full_same_steps", budget=budget, seed=seed))
+            cells += [replace(base, method=m, budget=budget, seed=seed) for m in scale.methods]
+        b = replace(base, budget=scale.ablation_budget, seed=seed)
+        cells += [replace(b, variant=f"K={k}", clusters=k) for k in scale.ablation_clusters]
+        cells += [replace(b, variant=f"T={t}", length=t) for t in scale.ablation_lengths]
+        if scale.ablation_proxy:
+            cells.append(
+                replace(b, variant=f"proxy={scale.ablation_proxy}", proxy=scale.ablation_proxy)
+            )
+        if scale.gsm8k:
+            g = replace(b, mixture="embedded+gsm8k")
+            cells += [replace(g, method=m) for m in scale.gsm8k_methods]
+            if seed in scale.gsm8k_full_seeds:
+                cells.append(replace(g, method="full", budget=1.0))
+    return cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    p.add_argument("--out", type=Path, default=None, help="default: data/benchmarks/<scale>")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow")
+    p.add_argument("--report", type=Path, default=ROOT / "docs" / "results.md")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    scale = SCALES[args.scale]
+    if args.workers is None:
+        args.workers = scale.workers
+    out = args.out or ROOT / "data" / "benchmarks" / f"data_efficiency_{args.scale}"
+    out.mkdir(parents=True, exist_ok=True)
+    args.tracking_uri = args.tracking_uri or local_tracking_uri(ROOT / "data")
+    results_path = out / "results.jsonl"
+    results = load_results(results_path)
+    if scale.gsm8k and not (Path(scale.gsm8k) / "train.jsonl").exists():
+        print(f"GSM8K not found at {scale.gsm8k}: the second mixture is skipped", flush=True)
+        scale = replace(scale, gsm8k=None)
+
+    if not args.report_only:
+        t0 = time.perf_counter()
+        ctxs = {}
+        proxies = {}
+        mixtures = ["embedded"] + (["embedded+gsm8k"] if scale.gsm8k else [])
+        for mixture in mixtures:
+            paths = prepare_data(scale, mixture, out)
+            sizes = [scale.proxy] + (
+                [scale.ablation_proxy] if scale.ablation_proxy and mixture == "embedded" else []
+            )
+            for size in sizes:
+                proxy = proxy_trajectories(scale, mixture, size, out)
+                proxies[(mixture, size)] = proxy
+                emb = None
+                if (
+                    mixture == "embedded"
+                    and size == scale.proxy
+                    and "learning_percentage" in scale.methods
+                ):
+                    emb = embeddings_for(proxy, paths["train"], out)
+                ctxs[(mixture, size)] = context(scale, mixture, proxy, paths, out, emb)
+                print(f"proxy {mixture}/{size}: {proxy}", flush=True)
+        run_cells(
+            [tuning_cell(scale, lr) for lr in scale.lr_grid], ctxs, args, results, results_path
+        )
+        lr = tuned_lr(scale, results)
+        print(f"learning rate chosen on validation: {lr:g}", flush=True)
+        run_cells(plan(scale, lr), ctxs, args, results, results_path)
+        meta = {
+            "scale": asdict(scale),
+            "lr": lr,
+            "proxies": {f"{k[0]}/{k[1]}": v for k, v in proxies.items()},
+            "wall_seconds_this_run": round(time.perf_counter() - t0, 1),
+            "workers": args.workers,
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        }
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    from results_report import write_report  # noqa: PLC0415 (benchmarks/ is on sys.path)
+
+    write_report(out, args.report, args.scale)
+    print(f"report: {args.report}", flush=True)
+    return 0
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""docs/results.md from a data-efficiency run: tables (mean +- std over seeds), plot, claims.
+
+Only the part between the generated markers is rewritten; the discussion around it is kept.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+START = "<!-- generated:start (benchmarks/data_efficiency.py rewrites this part) -->"
+END = "<!-- generated:end -->"
+PLOT = "results_accuracy_vs_budget.png"
+METRICS = (
+    ("in_domain_accuracy", "in-domain accuracy", 100.0),
+    ("out_of_domain_accuracy", "out-of-domain accuracy", 100.0),
+    ("mean_nll", "mean response NLL (lower is better)", 1.0),
+)
+PAPER_CLAIMS = (
+    (
+        "S2L matches full-data accuracy with 11% of MathInstruct",
+        "262K examples, Pythia-160M proxy, Pythia-410M / Phi-2 targets, 3 epochs",
+        "the 10% column against the full-data line",
+    ),
+    (
+        "S2L beats the other selectors at equal budget (+4.7% average over 6 math sets)",
+        "30K-100K examples",
+        "the S2L rows against the baselines; the paired S2L - random table",
+    ),
+    (
+        "50% of MIMIC-III radiology beats the full set",
+        "clinical summarization, ROUGE",
+        "not run here (no clinical data on this machine)",
+    ),
+    (
+        "a proxy far smaller than the target works as well",
+        "Pythia-70M/160M proxies for 410M-2.8B targets",
+        "the proxy-size ablation",
+    ),
+)
+PAPER = "| claim in the S2L paper (Yang et al., 2024) | their setting | where to look here |\n"
+PAPER += "|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in PAPER_CLAIMS)
+
+
+def _mean_std(values: list[float], scale: float) -> str:
+    if not values:
+        return "-"
+    a = np.asarray(values, dtype=float) * scale
+    digits = 2 if scale > 1 else 4
+    std = a.std(ddof=1) if len(a) > 1 else 0.0
+    return f"{a.mean():.{digits}f} +- {std:.{digits}f}"
+
+
+def _values(results: list[dict], metric: str, **match) -> list[float]:
+    out = []
+    for r in results:
+        c = r["cell"]
+        if all(c.get(k) == v for k, v in match.items()) and metric in r["metrics"]:
+            out.append(r["metrics"][metric])
+    return out
+
+
+def main_table(
+    results: list[dict], budgets: list[float], methods: list[str], metric: str, scale: float
+) -> str:
+    head = "| method | " + " | ".join(f"{b:.0%}" for b in budgets) + " |\n"
+    head += "|---|" + "---|" * len(budgets) + "\n"
+    base = {"mixture": "embedded", "variant": "main", "judge": "test"}
+    rows = []
+    for m in methods:
+        cells = [
+            _mean_std(_values(results, metric, method=m, budget=b, **base), scale) for b in budgets
+        ]
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+    same = [
+        _mean_std(_values(results, metric, method="full_same_steps", budget=b, **base), scale)
+        for b in budgets
+    ]
+    rows.append("| full data, same steps as the budget | " + " | ".join(same) + " |")
+    full = _mean_std(_values(results, metric, method="full", **base), scale)
+    rows.append(
+        f"| **full data (100%, all epochs)** | {full} (reference) |" + " |" * (len(budgets) - 1)
+    )
+    return head + "\n".join(rows) + "\n"
+
+
+def paired_table(results: list[dict], budgets: list[float], metric: str, scale: float) -> str:
+    """S2L minus random with the same seed: the noise of a seed cancels in the difference."""
+    by = {}
+    for r in results:
+        c = r["cell"]
+        if c["mixture"] == "embedded" and c["variant"] == "main" and c["judge"] == "test":
+            by[(c["method"], c["budget"], c["seed"])] = r["metrics"].get(metric)
+    lines = [
+        "| budget | S2L - random, per seed | mean +- std | S2L ahead in |",
+        "|---|---|---|---|",
+    ]
+    for b in budgets:
+        diffs = [
+            by[("s2l", b, s)] - by[("random", b, s)]
+            for (m, bb, s) in sorted(by)
+            if m == "s2l" and bb == b and ("random", b, s) in by
+        ]
+        if not diffs:
+            continue
+        sign = -1 if metric == "mean_nll" else 1
+        wins = sum(1 for d in diffs if sign * d > 0)
+        shown = ", ".join(f"{d * scale:+.2f}" for d in diffs)
+        lines.append(
+            f"| {b:.0%} | {shown} | {_mean_std(diffs, scale)} | {wins} of {len(diffs)} seeds |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def ablation_table(results: list[dict], budget: float) -> str:
+    base = {"mixture": "embedded", "budget": budget, "judge": "test"}
+    variants = sorted(
+        {
+            r["cell"]["variant"]
+            for r in results
+            if r["cell"]["mixture"] == "embedded"
+            and r["cell"]["variant"] != "main"
+            and r["cell"]["judge"] == "test"
+        }
+    )
+    lines = [
+        f"| variant (S2L at {budget:.0%}) | in-domain acc | out-of-domain acc | mean NLL |",
+        "|---|---|---|---|",
+    ]
+    rows = [
+        (
+            "S2L, main settings (K=100, all checkpoints, main proxy)",
+            {"variant": "main", "method": "s2l"},
+        )
+    ]
+    rows += [(f"S2L, {v}", {"variant": v, "method": "s2l"}) for v in variants]
+    rows.append(("random (reference)", {"variant": "main", "method": "random"}))
+    for name, match in rows:
+        vals = [_mean_std(_values(results, m, **base, **match), s) for m, _, s in METRICS]
+        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def gsm8k_table(results: list[dict]) -> str:
+    part = [r for r in results if r["cell"]["mixture"] == "embedded+gsm8k"]
+    if not part:
+        return "Not run (GSM8K was not found).\n"
+    lines = [
+        "| method | budget | seeds | GSM8K test NLL | in-domain NLL | in-domain acc |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = sorted(
+        {(r["cell"]["method"], r["cell"]["budget"]) for r in part}, key=lambda k: (k[1], k[0])
+    )
+    for method, budget in keys:
+        rs = [r for r in part if r["cell"]["method"] == method and r["cell"]["budget"] == budget]
+        g = [
+            r["per_set"].get("gsm8k_test.mean_nll")
+            for r in rs
+            if "gsm8k_test.mean_nll" in r["per_set"]
+        ]
+        ind = [
+            r["metrics"]["in_domain_mean_nll"] for r in rs if "in_domain_mean_nll" in r["metrics"]
+        ]
+        acc = [
+            r["metrics"]["in_domain_accuracy"] for r in rs if "in_domain_accuracy" in r["metrics"]
+        ]
+        stats = " | ".join((_mean_std(g, 1), _mean_std(ind, 1), _mean_std(acc, 100)))
+        lines.append(f"| {method} | {budget:.0%} | {len(rs)} | {stats} |")
+    return "\n".join(lines) + "\n"
+
+
+def tuning_table(results: list[dict], lr: float | None) -> str:
+    rs = sorted(
+        (r for r in results if r["cell"]["judge"] == "validation"), key=lambda r: r["cell"]["lr"]
+    )
+    lines = [
+        "| learning rate | validation accuracy | validation NLL | chosen |",
+        "|---|---|---|---|",
+    ]
+    for r in rs:
+        m = r["metrics"]
+        chosen = "yes" if lr is not None and r["cell"]["lr"] == lr else ""
+        acc = 100 * m.get("in_domain_accuracy", 0)
+        lines.append(f"| {r['cell']['lr']:g} | {acc:.2f} | {m['mean_nll']:.4f} | {chosen} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], budgets: list[float], methods: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = {"mixture": "embedded", "variant": "main", "judge": "test"}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (metric, label, scale) in zip(axes, METRICS, strict=True):
+        for m in methods:
+            means, stds, xs = [], [], []
+            for b in budgets:
+                v = np.asarray(_values(results, metric, method=m, budget=b, **base)) * scale
+                if len(v):
+                    xs.append(100 * b)
+                    means.append(v.mean())
+                    stds.append(v.std(ddof=1) if len(v) > 1 else 0.0)
+            if xs:
+                style = dict(lw=2.5, color="black") if m == "s2l" else dict(lw=1.2)
+                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=m, **style)
+        full = np.asarray(_values(results, metric, method="full", **base)) * scale
+        if len(full):
+            ax.axhline(full.mean(), ls="--", color="gray", label="full data")
+        ax.set_xlabel("budget (% of training pool)")
+        ax.set_title(label)
+        ax.set_xticks([100 * b for b in budgets])
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Target trained on each method's subset (mean +- std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def setup(sc: dict, meta: dict, first: dict | None) -> str:
+    proxy = meta.get("proxies", {}).get(f"embedded/{sc.get('proxy')}", {})
+    return (
+        f"Setup: embedded mixture of {sc.get('size')} examples over 12 families "
+        f"({sc.get('heldout_per_family')} per family held out as the test set, "
+        f"{sc.get('val_per_source')} per family carved off the training data as validation); "
+        f"proxy `{sc.get('proxy')}` ({proxy.get('n_parameters')} parameters, "
+        f"{sc.get('proxy_epochs')} epochs, {sc.get('checkpoints')} checkpoints); target "
+        f"`{sc.get('target')}` ({first['n_parameters'] if first else '?'} parameters), "
+        f"{sc.get('target_epochs')} epochs for every training set, batch {sc.get('batch_size')}."
+    )
+
+
+def generated(out: Path, scale_name: str, image: str) -> str:
+    results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()]
+    meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
+    sc = meta.get("scale", {})
+    budgets = sorted(
+        {
+            r["cell"]["budget"]
+            for r in results
+            if r["cell"]["method"] not in ("full",)
+            and r["cell"]["variant"] == "main"
+            and r["cell"]["judge"] == "test"
+            and r["cell"]["mixture"] == "embedded"
+        }
+    )
+    present = {r["cell"]["method"] for r in results}
+    order = [
+        "s2l",
+        "random",
+        "learning_percentage",
+        "least_confidence",
+        "middle_perplexity",
+        "cartography",
+        "facility_location",
+    ]
+    methods = [m for m in order if m in present]
+    seeds = sorted({r["cell"]["seed"] for r in results if r["cell"]["judge"] == "test"})
+    ttrain = sum(r["seconds"]["train"] for r in results)
+    teval = sum(r["seconds"]["eval"] for r in results)
+    first = next((r for r in results if r["cell"]["judge"] == "test"), None)
+    parts = [
+        START,
+        f"Scale `{scale_name}`; {len(results)} target trainings; seeds {seeds}; "
+        f"learning rate {meta.get('lr', '?')} (chosen on validation, below).",
+        "",
+        setup(sc, meta, first),
+        f"Compute: {ttrain / 60:.1f} min of target training and {teval / 60:.1f} min of "
+        f"evaluation summed over cells; wall time of the last invocation "
+        f"{meta.get('wall_seconds_this_run', 0) / 60:.1f} min with {meta.get('workers')} workers.",
+        "",
+        f"![accuracy vs budget]({image})",
+        "",
+    ]
+    for metric, label, scale in METRICS:
+        parts += [
+            f"### Main table: {label}",
+            "",
+            main_table(results, budgets, methods, metric, scale),
+        ]
+    parts += [
+        "### S2L against random, paired by seed (in-domain accuracy, points)",
+        "",
+        paired_table(results, budgets, "in_domain_accuracy", 100.0),
+        "Same, mean NLL (negative = S2L better):",
+        "",
+        paired_table(results, budgets, "mean_nll", 1.0),
+        f"### Ablations at {sc.get('ablation_budget', 0.2):.0%}",
+        "",
+        ablation_table(results, sc.get("ablation_budget", 0.2)),
+        "### Second mixture: embedded + GSM8K train (judged on held-out NLL)",
+        "",
+        gsm8k_table(results),
+        "### Learning-rate tuning (random 20%, seed 0, validation split only)",
+        "",
+        tuning_table(results, meta.get("lr")),
+        "### The paper's claims beside ours",
+        "",
+        PAPER,
+        END,
+    ]
+    return "\n".join(parts)
+
+
+def write_report(out: Path, report: Path, scale_name: str) -> None:
+    report.parent.mkdir(parents=True, exist_ok=True)
+    image = report.with_name(PLOT if report.name == "results.md" else report.stem + ".png")
+    results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()]
+    budgets = sorted({r["cell"]["budget"] for r in results if r["cell"]["method"] != "full"})
+    methods = [
+        m for m in dict.fromkeys(r["cell"]["method"] for r in results) if not m.startswith("full")
+    ]
+    plot(results, budgets, methods, image)
+    body = generated(out, scale_name, image.name)
+    old = report.read_text() if report.exists() else f"# Results\n\n{START}\n{END}\n"
+    if START in old and END in old:
+        before, rest = old.split(START, 1)
+        after = rest.split(END, 1)[1]
+        report.write_text(before + body + after)
+    else:
+        report.write_text(old.rstrip() + "\n\n" + body + "\n")
