@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import polars as pl
 
 from .encoding import Encoded, encode
-from .hashing import file_hash
+from .hashing import file_hash, table_hash
 from .scoring import score_losses
 from .storage import ArtifactStore
 
@@ -191,3 +192,48 @@ def score_unit(unit: ScoringUnit, rows: pl.DataFrame, store: ArtifactStore) -> p
     enc = encode(rows, tokenizer, unit.max_length)
     losses = score_losses(model, enc, unit.token_budget)
     return unit_frame(rows["example_id"].to_list(), losses)
+
+
+def score_rows(
+    rows: pl.DataFrame,
+    checkpoints: list[dict],
+    store: ArtifactStore,
+    max_length: int,
+    token_budget: int | None = None,
+) -> pl.DataFrame:
+    """The trajectory table of ``rows`` at every checkpoint, in one process: the same units,
+    scoring and assembly as the fanned-out asset, for a shard or any small table."""
+    from transformers import AutoTokenizer
+
+    units = plan_units(
+        checkpoints, rows.height, max(rows.height, 1), table_hash(rows), max_length, token_budget
+    )
+    by_step = {u.step: [score_unit(u, rows, store)] for u in units}
+    tokenizer = AutoTokenizer.from_pretrained(str(store.fetch_dir(checkpoints[0]["uri"])))
+    enc = encode(rows, tokenizer, max_length)
+    return assemble(base_table(rows["example_id"].to_list(), enc), by_step)
+
+
+def incremental_trajectories(
+    rows: pl.DataFrame, known: pl.DataFrame | None, score: Callable[[pl.DataFrame], pl.DataFrame]
+) -> tuple[pl.DataFrame, int, int]:
+    """Trajectories of ``rows`` in their order, taking rows already in ``known`` (same proxy)
+    from there and scoring only the rest; returns (table, n_scored, n_reused)."""
+    reused = (
+        known.join(rows.select("example_id"), on="example_id", how="semi")
+        if known is not None and known.height
+        else None
+    )
+    todo = (
+        rows
+        if reused is None
+        else rows.join(reused.select("example_id"), on="example_id", how="anti")
+    )
+    parts = [p for p in (reused, score(todo) if todo.height else None) if p is not None]
+    if not parts:
+        raise ValueError("no rows to score")
+    cols = parts[-1].columns
+    table = pl.concat([p.select(cols) for p in parts], how="vertical")
+    order = rows.select("example_id").with_row_index("_order")
+    table = table.join(order, on="example_id").sort("_order").drop("_order")
+    return table, todo.height, 0 if reused is None else reused.height

@@ -1,0 +1,45 @@
+"""The chain from a result back to the data and models that made it, as nested JSON.
+
+Assets write it into their metadata and MLflow runs; ``s2l lineage`` prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# The order links are printed in, from the data to the result.
+ORDER = ("dataset", "proxy", "clustering", "selection", "target", "evaluation")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} -> {'a.b': '1'}: for MLflow tags and params."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _line(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) if value else "(none)"
+    return str(value)
+
+
+def format_lineage(lineage: Mapping[str, Any], header: str = "") -> str:
+    """A readable chain: one block per link, data first."""
+    lines = [header] if header else []
+    keys = [k for k in ORDER if k in lineage] + sorted(k for k in lineage if k not in ORDER)
+    for i, key in enumerate(keys, 1):
+        lines.append(f"{i}. {key}")
+        value = lineage[key]
+        if not isinstance(value, Mapping):
+            lines.append(f"     {_line(value)}")
+            continue
+        for name, v in flatten(value).items():
+            lines.append(f"     {name}: {_line(v)}")
+    return "\n".join(lines)
