@@ -92,6 +92,84 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+LINEAGE_ASSETS = ("selected_subset", "target_model", "target_evaluation", "training_pool")
+
+
+def _asset_lineage(name: str, partition: str | None) -> tuple[dict, str]:
+    """The lineage recorded by the latest materialization of an asset in the Dagster instance."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(name), asset_partitions=[partition] if partition else None
+        ),
+        limit=1,
+    ).records
+    if not records:
+        where = f" partition {partition}" if partition else ""
+        raise ValueError(f"{name}{where}: no materialization in the instance at DAGSTER_HOME")
+    event = records[0].event_log_entry
+    meta = event.asset_materialization.metadata
+    if "lineage" not in meta:
+        raise ValueError(f"{name}: its latest materialization records no lineage")
+    header = (
+        f"{name}{' [' + partition + ']' if partition else ''}: run {event.run_id}, "
+        f"materialized {_time(event.timestamp)}"
+    )
+    return meta["lineage"].value, header
+
+
+def _time(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _mlflow_lineage(run_id: str, tracking_uri: str | None) -> tuple[dict, str]:
+    """The lineage.json artifact of an MLflow run (selected_subset, target_model, evaluation)."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    from .core.tracking import local_tracking_uri
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri("data")
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+        local = client.download_artifacts(run_id, "lineage.json")
+    except Exception as exc:  # mlflow raises MlflowException or OSError variants
+        raise ValueError(f"MLflow run {run_id} at {uri}: no lineage.json ({exc})") from exc
+    lineage = json.loads(Path(local).read_text())
+    asset = run.data.tags.get("dagster.asset_key", "?")
+    header = (
+        f"MLflow run {run_id} ({asset}, Dagster run {run.data.tags.get('dagster.run_id', '?')})"
+    )
+    return lineage, header
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    """Print the chain from a subset, target or evaluation back to the data and proxy."""
+    from .core.lineage import format_lineage
+
+    name, _, part = args.target.partition(":")
+    if name in LINEAGE_ASSETS:
+        lineage, header = _asset_lineage(name, args.partition or part or None)
+    elif len(name) == 32 and all(c in "0123456789abcdef" for c in name):
+        lineage, header = _mlflow_lineage(name, args.tracking_uri)
+    else:
+        raise ValueError(
+            f"{args.target!r} is neither an asset ({', '.join(LINEAGE_ASSETS)}, optionally "
+            "asset:partition) nor an MLflow run id (32 hex characters)"
+        )
+    if args.json:
+        print(json.dumps(lineage, indent=1, sort_keys=True))
+    else:
+        print(format_lineage(lineage, header))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s2l", description="SmallToLarge data selection.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,6 +205,17 @@ def parser() -> argparse.ArgumentParser:
         help="what the target trains on (the target assets' partition)",
     )
     r.set_defaults(func=cmd_run)
+
+    lin = sub.add_parser(
+        "lineage", help="print the data, proxy and selection behind an asset or MLflow run"
+    )
+    lin.add_argument(
+        "target", help="selected_subset, target_model[:partition], ... or an MLflow run id"
+    )
+    lin.add_argument("--partition", help="partition of a partitioned asset (default: selected)")
+    lin.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI or local)")
+    lin.add_argument("--json", action="store_true", help="print the raw JSON record")
+    lin.set_defaults(func=cmd_lineage)
     return p
 
 

@@ -6,12 +6,26 @@ import os
 
 import dagster as dg
 
+from .defs.automation import RetrainPolicy
 from .defs.data_assets import eval_sets, raw_dataset
 from .defs.data_checks import eval_sets_not_in_training, raw_dataset_rows_valid
 from .defs.profiles import run_config
 from .defs.proxy_assets import proxy_checkpoints
 from .defs.resources import ArtifactStoreResource, ManifestIOManager, default_artifact_root
 from .defs.selection_assets import selected_subset, trajectory_clusters
+from .defs.sensors import (
+    proxy_retrain_schedule,
+    proxy_retrain_sensor,
+    reselection_schedule,
+    shard_sensor,
+)
+from .defs.shard_assets import (
+    ShardSourceResource,
+    data_shard,
+    shard_inventory,
+    shard_trajectories,
+    training_pool,
+)
 from .defs.target_assets import target_evaluation, target_model
 from .defs.tracking import MlflowTracking
 from .defs.trajectory_assets import loss_trajectories
@@ -26,11 +40,17 @@ ASSETS = [
     eval_sets,
     proxy_checkpoints,
     loss_trajectories,
+    shard_inventory,
+    data_shard,
+    shard_trajectories,
+    training_pool,
     trajectory_clusters,
     selected_subset,
     target_model,
     target_evaluation,
 ]
+# Everything but the per-shard assets (their dynamic partitions need runs of their own).
+MAIN_ASSETS = [a for a in ASSETS if a not in (shard_inventory, data_shard, shard_trajectories)]
 CHECKS = [
     raw_dataset_rows_valid,
     eval_sets_not_in_training,
@@ -55,10 +75,13 @@ def mlflow_resource() -> MlflowTracking:
 def resources() -> dict:
     """Every output, asset or op, goes through the JSON manifest IO manager: no pickles."""
     store = artifact_store_resource()
+    endpoint = dg.EnvVar("AWS_ENDPOINT_URL") if os.environ.get("AWS_ENDPOINT_URL") else None
     return {
         "artifact_store": store,
         "io_manager": ManifestIOManager(artifact_store=store),
         "mlflow": mlflow_resource(),
+        "shard_source": ShardSourceResource(endpoint_url=endpoint),
+        "retrain_policy": RetrainPolicy(),
     }
 
 
@@ -68,9 +91,12 @@ def resources() -> dict:
 # own worker); the graph does not change.
 LOCAL_EXECUTOR = dg.in_process_executor
 
+# The shard assets have their own (dynamic) partitions: runs per shard come from shard_sensor.
+MAIN_GRAPH = dg.AssetSelection.all() - dg.AssetSelection.assets(data_shard, shard_trajectories)
+
 s2l_job = dg.define_asset_job(
     "s2l_job",
-    selection=dg.AssetSelection.all(),
+    selection=MAIN_GRAPH,
     config=run_config("default"),
     executor_def=LOCAL_EXECUTOR,
     # The target assets are partitioned by training set; the main job trains on the selected
@@ -80,7 +106,7 @@ s2l_job = dg.define_asset_job(
 )
 s2l_tiny_job = dg.define_asset_job(
     "s2l_tiny_job",
-    selection=dg.AssetSelection.all(),
+    selection=MAIN_GRAPH,
     config=run_config("tiny"),
     executor_def=LOCAL_EXECUTOR,
     tags={"dagster/partition": "selected"},
@@ -88,5 +114,10 @@ s2l_tiny_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=ASSETS, asset_checks=CHECKS, resources=resources(), jobs=[s2l_job, s2l_tiny_job]
+    assets=ASSETS,
+    asset_checks=CHECKS,
+    resources=resources(),
+    jobs=[s2l_job, s2l_tiny_job],
+    sensors=[shard_sensor, proxy_retrain_sensor],
+    schedules=[reselection_schedule, proxy_retrain_schedule],
 )

@@ -9,9 +9,11 @@ import polars as pl
 import pytest
 
 from s2l_pipeline.core.hashing import table_hash
+from s2l_pipeline.defs.automation import RetrainPolicy
 from s2l_pipeline.defs.data_assets import eval_sets, raw_dataset
 from s2l_pipeline.defs.profiles import run_config
 from s2l_pipeline.defs.resources import ArtifactStoreResource, ManifestIOManager
+from s2l_pipeline.defs.shard_assets import ShardSourceResource
 from s2l_pipeline.defs.tracking import MlflowTracking
 
 from .conftest import FIXTURES, PROJECT_ROOT
@@ -29,6 +31,8 @@ def make_resources(
         "artifact_store": store,
         "io_manager": ManifestIOManager(artifact_store=store),
         "mlflow": MlflowTracking(tracking_uri=mlflow_uri),
+        "shard_source": ShardSourceResource(root=str(Path(root).parent / "shards")),
+        "retrain_policy": RetrainPolicy(profile="tiny"),
     }
 
 

@@ -13,12 +13,12 @@ from .test_data_assets import make_resources, meta
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory):
-    from s2l_pipeline.definitions import ASSETS, CHECKS
+    from s2l_pipeline.definitions import CHECKS, MAIN_ASSETS
 
     root = tmp_path_factory.mktemp("pipeline")
     resources = make_resources(str(root / "art"))
     result = dg.materialize(
-        [*ASSETS, *CHECKS],
+        [*MAIN_ASSETS, *CHECKS],
         resources=resources,
         run_config=run_config("tiny"),
         partition_key="selected",
@@ -35,6 +35,7 @@ def test_every_asset_materializes_and_checks_pass(tiny_run) -> None:
         "eval_sets",
         "proxy_checkpoints",
         "loss_trajectories",
+        "training_pool",
         "trajectory_clusters",
         "selected_subset",
         "target_model",
@@ -97,11 +98,11 @@ def test_mlflow_received_the_runs(tiny_run) -> None:
 
 
 def test_rematerializing_reuses_checkpoints_and_scores(tiny_run) -> None:
-    from s2l_pipeline.definitions import ASSETS
+    from s2l_pipeline.definitions import MAIN_ASSETS
 
     _, resources, first = tiny_run
     again = dg.materialize(
-        ASSETS, resources=resources, run_config=run_config("tiny"), partition_key="selected"
+        MAIN_ASSETS, resources=resources, run_config=run_config("tiny"), partition_key="selected"
     )
     m = meta(again, "loss_trajectories")
     assert m["units_scored"] == 0 and m["units_reused"] == 5 * 3  # 5 checkpoints x 3 shards
@@ -114,11 +115,11 @@ def test_rematerializing_reuses_checkpoints_and_scores(tiny_run) -> None:
 
 def test_failed_scoring_steps_rerun_alone(tmp_path: Path) -> None:
     """A unit that fails leaves the finished ones stored; the rerun scores only what failed."""
-    from s2l_pipeline.definitions import ASSETS
+    from s2l_pipeline.definitions import MAIN_ASSETS
 
     resources = make_resources(str(tmp_path / "art"))
-    upstream = [a for a in ASSETS if a.key.path[0] in ("raw_dataset", "proxy_checkpoints")]
-    traj = [a for a in ASSETS if a.key.path[0] == "loss_trajectories"]
+    upstream = [a for a in MAIN_ASSETS if a.key.path[0] in ("raw_dataset", "proxy_checkpoints")]
+    traj = [a for a in MAIN_ASSETS if a.key.path[0] == "loss_trajectories"]
     up_cfg = run_config("tiny", assets=[a.key.path[0] for a in upstream])
     base = dg.materialize(upstream, resources=resources, run_config=up_cfg)
     ckpts = base.output_for_node("proxy_checkpoints")["checkpoints"]
@@ -152,7 +153,7 @@ def test_pretrained_model_path_from_a_local_folder(tmp_path: Path) -> None:
     """The real path (from_pretrained by name) exercised on a Pythia-architecture folder."""
     from s2l_pipeline.core.models import NeoXSize, build_gpt_neox, save_model
     from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
-    from s2l_pipeline.definitions import ASSETS
+    from s2l_pipeline.definitions import MAIN_ASSETS
 
     tok = train_bpe_tokenizer(["Calculate 12 + 7.\nAnswer: 19", "gcd of 4 and 6 is 2"] * 50, 300)
     pretrained = save_model(
@@ -170,7 +171,7 @@ def test_pretrained_model_path_from_a_local_folder(tmp_path: Path) -> None:
             }
         },
     )
-    upto = [a for a in ASSETS if a.key.path[0] not in ("target_model", "target_evaluation")]
+    upto = [a for a in MAIN_ASSETS if a.key.path[0] not in ("target_model", "target_evaluation")]
     cfg["ops"] = {k: v for k, v in cfg["ops"].items() if not k.startswith("target_")}
     result = dg.materialize(upto, resources=make_resources(str(tmp_path / "art")), run_config=cfg)
     proxy = result.output_for_node("proxy_checkpoints")
@@ -201,14 +202,14 @@ def test_selected_subset_holds_raw_rows_and_clusters(tiny_run) -> None:
 
 @pytest.mark.parametrize("method", ["learning_percentage", "facility_location", "random"])
 def test_baselines_through_the_asset(tiny_run, method) -> None:
-    from s2l_pipeline.definitions import ASSETS
+    from s2l_pipeline.definitions import MAIN_ASSETS
 
     _, resources, _ = tiny_run
-    sel = [a for a in ASSETS if a.key.path[0] == "selected_subset"]
+    sel = [a for a in MAIN_ASSETS if a.key.path[0] == "selected_subset"]
     cfg = run_config(
         "tiny", {"selected_subset": {"method": method, "budget": "50"}}, assets=["selected_subset"]
     )
-    result = dg.materialize([*ASSETS], selection=sel, resources=resources, run_config=cfg)
+    result = dg.materialize([*MAIN_ASSETS], selection=sel, resources=resources, run_config=cfg)
     m = meta(result, "selected_subset")
     assert m["method"] == method and m["dagster/row_count"] == 50
 
@@ -248,16 +249,16 @@ def test_target_trained_on_the_subset_and_evaluated(tiny_run) -> None:
 def test_comparison_targets_on_random_and_full(tiny_run, partition) -> None:
     import json
 
-    from s2l_pipeline.definitions import ASSETS
+    from s2l_pipeline.definitions import MAIN_ASSETS
 
     _, resources, _ = tiny_run
     store = resources["artifact_store"].store()
     subset = json.loads(store.read_text("_manifests/selected_subset/__unpartitioned__.json"))
     rows = {"random": subset["budget"], "full": 400}[partition]
-    target = [a for a in ASSETS if a.key.path[0] == "target_model"]
+    target = [a for a in MAIN_ASSETS if a.key.path[0] == "target_model"]
     cfg = run_config("tiny", assets=["target_model"])
     result = dg.materialize(
-        ASSETS, selection=target, resources=resources, run_config=cfg, partition_key=partition
+        MAIN_ASSETS, selection=target, resources=resources, run_config=cfg, partition_key=partition
     )
     out = result.output_for_node("target_model")
     assert out["training_set"] == partition and out["n_examples"] == rows
@@ -267,7 +268,7 @@ def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path)
     """A locally saved HF model as target (LoRA via peft), evaluated on a radiology file too."""
     from s2l_pipeline.core.models import NeoXSize, build_gpt_neox, save_model
     from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
-    from s2l_pipeline.definitions import ASSETS
+    from s2l_pipeline.definitions import MAIN_ASSETS
 
     from .conftest import FIXTURES
 
@@ -279,7 +280,9 @@ def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path)
         build_gpt_neox(NeoXSize(32, 1, 2, 64), tok, seed=5), tok, tmp_path / "local-target"
     )
     picked = [
-        a for a in ASSETS if a.key.path[0] in ("eval_sets", "target_model", "target_evaluation")
+        a
+        for a in MAIN_ASSETS
+        if a.key.path[0] in ("eval_sets", "target_model", "target_evaluation")
     ]
     cfg = run_config(
         "tiny",
@@ -293,7 +296,7 @@ def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path)
         assets=["eval_sets", "target_model", "target_evaluation"],
     )
     result = dg.materialize(
-        ASSETS, selection=picked, resources=resources, run_config=cfg, partition_key="selected"
+        MAIN_ASSETS, selection=picked, resources=resources, run_config=cfg, partition_key="selected"
     )
     target = result.output_for_node("target_model")
     assert target["model"]["name"] == str(local) and target["lora_r"] == 4

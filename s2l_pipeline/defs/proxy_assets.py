@@ -3,10 +3,14 @@
 import dagster as dg
 from pydantic import Field
 
+from ..core.hashing import table_hash
 from ..core.model_training import ModelSpec, TrainRun, train_proxy
+from ..core.shards import union_tables
 from ..core.tables import TableRef, read_table
 from ..core.training import CheckpointSchedule
-from .resources import ArtifactStoreResource
+from .automation import RetrainPolicy
+from .resources import ArtifactStoreResource, read_manifest
+from .shard_assets import data_shard, materialized_shards
 from .tracking import MlflowTracking, mlflow_metadata
 from .training_config import LMTrainingConfig
 
@@ -17,6 +21,11 @@ class ProxyConfig(LMTrainingConfig):
     num_checkpoints: int = Field(10, description="Evenly spaced checkpoints (plus step 0).")
     checkpoint_every: int | None = Field(
         None, description="Or a checkpoint every N steps (the paper: 500); overrides the count."
+    )
+    include_shards: bool = Field(
+        True,
+        description="Train on raw_dataset plus every shard materialized so far. The proxy is "
+        "retrained only by policy (proxy_retrain_sensor / proxy_retrain_schedule).",
     )
 
     def to_run(self) -> TrainRun:
@@ -30,7 +39,8 @@ class ProxyConfig(LMTrainingConfig):
 @dg.asset(
     group_name="proxy",
     kinds={"pytorch", "safetensors"},
-    code_version="1",
+    code_version="2",
+    deps=[data_shard],
     pool="gpu",
     retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
     description="The small proxy LM trained on the whole raw_dataset (loss on response tokens "
@@ -42,10 +52,19 @@ def proxy_checkpoints(
     raw_dataset: dict,
     artifact_store: ArtifactStoreResource,
     mlflow: MlflowTracking,
+    retrain_policy: RetrainPolicy,
 ) -> dg.Output[dict]:
     store = artifact_store.store()
     train_ref = TableRef.from_dict(raw_dataset["train"])
-    train = read_table(train_ref, store)
+    parts, shards = [read_table(train_ref, store)], {}
+    for key in materialized_shards(context.instance) if config.include_shards else []:
+        m = read_manifest(store, "data_shard", key)
+        if m is not None:
+            parts.append(read_table(TableRef.from_dict(m["train"]), store))
+            shards[key] = m["train"]["content_hash"]
+    train = union_tables(parts)
+    data_hash = table_hash(train) if shards else train_ref.content_hash
+    trained_on = {"raw_dataset": train_ref.content_hash, "shards": shards, "rows": train.height}
     run = config.to_run()
     with mlflow.run(context, "proxy_checkpoints", {"raw_dataset": train_ref.content_hash}) as mt:
         mt.log_params(
@@ -59,7 +78,7 @@ def proxy_checkpoints(
         )
         manifest = train_proxy(
             train,
-            train_ref.content_hash,
+            data_hash,
             run,
             store,
             artifact_store.work_path("proxy"),
@@ -67,6 +86,7 @@ def proxy_checkpoints(
         )
         mt.log_dict(manifest, "proxy_manifest.json")
         manifest["mlflow_run_id"] = mt.run_id
+        manifest["trained_on"] = trained_on
         mlflow_meta = mlflow_metadata(mt)
     steps = [c["step"] for c in manifest["checkpoints"]]
     context.log.info(f"{len(steps)} checkpoints at steps {steps}")
@@ -85,6 +105,8 @@ def proxy_checkpoints(
             "n_truncated": manifest["n_truncated"],
             "train_tokens": manifest["train_tokens"],
             "train_config": dg.MetadataValue.json(manifest["train"]),
+            "trained_on": dg.MetadataValue.json(trained_on),
+            "retrain_policy": dg.MetadataValue.json(retrain_policy.describe()),
             **mlflow_meta,
         },
     )

@@ -41,6 +41,16 @@ class ArtifactStoreResource(dg.ConfigurableResource):
         return path
 
 
+def manifest_key(asset: str, partition: str | None = None) -> str:
+    return f"_manifests/{asset}/{partition or '__unpartitioned__'}.json"
+
+
+def read_manifest(store: ArtifactStore, asset: str, partition: str | None = None) -> dict | None:
+    """An asset's stored manifest, for assets that read upstream partitions by listing them."""
+    key = manifest_key(asset, partition)
+    return json.loads(store.read_text(key)) if store.exists(key) else None
+
+
 class ManifestIOManager(dg.ConfigurableIOManager):
     """Stores every output (an asset's manifest, an op's small dict) as JSON; no pickles."""
 
@@ -48,8 +58,7 @@ class ManifestIOManager(dg.ConfigurableIOManager):
 
     @staticmethod
     def _asset_key(asset_key: dg.AssetKey, partition: str | None) -> str:
-        name = "/".join(asset_key.path)
-        return f"_manifests/{name}/{partition or '__unpartitioned__'}.json"
+        return manifest_key("/".join(asset_key.path), partition)
 
     @staticmethod
     def _op_key(identifier: list[str]) -> str:

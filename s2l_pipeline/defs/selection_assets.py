@@ -23,8 +23,11 @@ from ..core.selection.learning_percentage import epoch1_from_schedule
 from ..core.selection.report import compare_counts
 from ..core.tables import TableRef, read_table, write_table
 from ..core.trajectories import steps_of
+from .automation import REFRESH
+from .lineage import lineage_tags, subset_lineage
 from .metadata import md
 from .resources import ArtifactStoreResource
+from .tracking import MlflowTracking, mlflow_metadata
 
 
 class ClusterConfig(dg.Config):
@@ -58,19 +61,19 @@ class ClusterConfig(dg.Config):
 @dg.asset(
     group_name="selection",
     kinds={"faiss", "parquet"},
-    code_version="1",
+    code_version="2",
+    automation_condition=REFRESH,
     description="S2L's K-means clusters of the loss trajectories: example_id, cluster, distance.",
 )
 def trajectory_clusters(
     context: dg.AssetExecutionContext,
     config: ClusterConfig,
-    loss_trajectories: dict,
-    raw_dataset: dict,
+    training_pool: dict,
     artifact_store: ArtifactStoreResource,
 ) -> dg.Output[dict]:
     store = artifact_store.store()
-    traj = read_table(TableRef.from_dict(loss_trajectories["trajectories"]), store)
-    data = read_table(TableRef.from_dict(raw_dataset["train"]), store)
+    traj = read_table(TableRef.from_dict(training_pool["trajectories"]), store)
+    data = read_table(TableRef.from_dict(training_pool["train"]), store)
     opts = config.options()
     try:
         table, summary = cluster_table(traj, data, config.seed, opts)
@@ -90,6 +93,7 @@ def trajectory_clusters(
         "clusters": ref.to_dict(),
         "options": {**opts.__dict__, "steps": steps, "seed": config.seed},
         "n_clusters": summary["clusters"],
+        "pool": training_pool["lineage"],
     }
     return dg.Output(
         manifest,
@@ -106,6 +110,7 @@ def trajectory_clusters(
             "cluster_trajectories": dg.MetadataValue.md(markdown_image(curves, "trajectories")),
             "cluster_sizes": dg.MetadataValue.md(markdown_image(hist, "sizes")),
             "clusters_path": dg.MetadataValue.path(ref.uri),
+            "training_pool": dg.MetadataValue.json(training_pool["lineage"]),
         },
     )
 
@@ -130,21 +135,22 @@ class SelectionConfig(dg.Config):
 @dg.asset(
     group_name="selection",
     kinds={"polars", "parquet"},
-    code_version="1",
-    description="The chosen subset: the selected rows of raw_dataset (all columns) + cluster.",
+    code_version="2",
+    automation_condition=REFRESH,
+    description="The chosen subset: the selected rows of training_pool (all columns) + cluster.",
 )
 def selected_subset(
     context: dg.AssetExecutionContext,
     config: SelectionConfig,
-    raw_dataset: dict,
-    loss_trajectories: dict,
+    training_pool: dict,
     trajectory_clusters: dict,
     proxy_checkpoints: dict,
     artifact_store: ArtifactStoreResource,
+    mlflow: MlflowTracking,
 ) -> dg.Output[dict]:
     store = artifact_store.store()
-    data = read_table(TableRef.from_dict(raw_dataset["train"]), store)
-    traj = read_table(TableRef.from_dict(loss_trajectories["trajectories"]), store)
+    data = read_table(TableRef.from_dict(training_pool["train"]), store)
+    traj = read_table(TableRef.from_dict(training_pool["trajectories"]), store)
     clusters = read_table(TableRef.from_dict(trajectory_clusters["clusters"]), store)
     copts = trajectory_clusters["options"]
     opts = SelectionOptions(
@@ -189,12 +195,25 @@ def selected_subset(
         "Rows per cluster",
     )
     context.log.info(f"{config.method}: {subset.height} of {data.height} examples selected")
+    lineage = subset_lineage(
+        training_pool, proxy_checkpoints, trajectory_clusters, config.method, info, version
+    )
+    with mlflow.run(
+        context, "selected_subset", {"training_pool": training_pool["lineage"]["pool"]}
+    ) as mt:
+        mt.set_tags({"selection_method": config.method, **lineage_tags(lineage)})
+        mt.log_params({"method": config.method, "budget": info["budget"], "seed": config.seed})
+        mt.log_metrics({"selected_rows": subset.height, "pool_rows": data.height})
+        mt.log_dict(lineage, "lineage.json")
+        meta_ml = mlflow_metadata(mt)
     manifest = {
         "subset": ref.to_dict(),
         "method": config.method,
         "budget": info["budget"],
         "seed": config.seed,
         "info": {k: v for k, v in info.items() if k != "centroids"},
+        "lineage": lineage,
+        "mlflow_run_id": meta_ml["mlflow_run_id"].value,
     }
     return dg.Output(
         manifest,
@@ -211,5 +230,7 @@ def selected_subset(
             "per_cluster": md(by_cluster, 200),
             "per_cluster_chart": dg.MetadataValue.md(markdown_image(cbars, "per cluster")),
             "subset_path": dg.MetadataValue.path(ref.uri),
+            "lineage": dg.MetadataValue.json(lineage),
+            **meta_ml,
         },
     )

@@ -2,7 +2,7 @@
 of the same budget and on the full set), and its evaluation.
 
 Both assets are partitioned by training set: 'selected' (the selected_subset), 'random' (same
-budget and seed, uniform) and 'full' (all of raw_dataset), so the three sit side by side in the
+budget and seed, uniform) and 'full' (all of training_pool), so the three sit side by side in the
 UI and in MLflow. The main job materializes 'selected'; the others are one launch away.
 """
 
@@ -17,6 +17,8 @@ from ..core.selection.random_sample import training_set_rows
 from ..core.tables import TableRef, read_table, write_table
 from ..core.target_eval import evaluate, headline
 from ..core.training import CheckpointSchedule
+from .automation import REFRESH
+from .lineage import lineage_tags
 from .metadata import md, preview
 from .resources import ArtifactStoreResource
 from .tracking import MlflowTracking, mlflow_metadata
@@ -47,9 +49,10 @@ class TargetConfig(LMTrainingConfig):
 @dg.asset(
     group_name="target",
     kinds={"pytorch", "safetensors"},
-    code_version="1",
+    code_version="2",
     pool="gpu",
     partitions_def=TRAINING_SETS,
+    automation_condition=REFRESH,
     retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
     description="The target LM fine-tuned (loss on response tokens) on the partition's training "
     "set; safetensors checkpoints in the artifact store; resumes after an interruption.",
@@ -57,7 +60,7 @@ class TargetConfig(LMTrainingConfig):
 def target_model(
     context: dg.AssetExecutionContext,
     config: TargetConfig,
-    raw_dataset: dict,
+    training_pool: dict,
     selected_subset: dict,
     proxy_checkpoints: dict,
     artifact_store: ArtifactStoreResource,
@@ -65,7 +68,7 @@ def target_model(
 ) -> dg.Output[dict]:
     store = artifact_store.store()
     partition = context.partition_key
-    data = read_table(TableRef.from_dict(raw_dataset["train"]), store)
+    data = read_table(TableRef.from_dict(training_pool["train"]), store)
     subset = read_table(TableRef.from_dict(selected_subset["subset"]), store)
     rows = training_set_rows(
         partition, data, subset, selected_subset["budget"], selected_subset["seed"]
@@ -74,7 +77,7 @@ def target_model(
     tokenizer_dir = store.fetch_dir(proxy_checkpoints["checkpoints"][0]["uri"])
     run = config.to_run()
     upstream = {
-        "raw_dataset": raw_dataset["train"]["content_hash"],
+        "training_pool": training_pool["train"]["content_hash"],
         "selected_subset": selected_subset["subset"]["content_hash"],
         "proxy_checkpoints": proxy_checkpoints["fingerprint"],
         "training_rows": rows_hash,
@@ -106,7 +109,23 @@ def target_model(
             tokenizer_dir=tokenizer_dir if run.model.name == "embedded" else None,
         )
         mt.log_dict(manifest, "target_manifest.json")
+        final = manifest["checkpoints"][-1]
+        lineage = {
+            **selected_subset["lineage"],
+            "target": {
+                "training_set": partition,
+                "training_rows": rows.height,
+                "training_rows_hash": rows_hash,
+                "model": run.model.name if run.model.name != "embedded" else run.model.size,
+                "fingerprint": manifest["fingerprint"],
+                "checkpoint_sha256": final["sha256"],
+                "checkpoint_uri": final["uri"],
+            },
+        }
+        mt.set_tags(lineage_tags(lineage))
+        mt.log_dict(lineage, "lineage.json")
         manifest.update(
+            lineage=lineage,
             training_set=partition,
             training_rows_hash=rows_hash,
             training_ids=ids_path,
@@ -126,6 +145,7 @@ def target_model(
             "final_checkpoint": dg.MetadataValue.path(final["uri"]),
             "checkpoint_sha256": final["sha256"],
             "train_config": dg.MetadataValue.json(manifest["train"]),
+            "lineage": dg.MetadataValue.json(manifest["lineage"]),
             **meta_ml,
         },
     )
@@ -143,9 +163,10 @@ class EvaluationConfig(dg.Config):
 @dg.asset(
     group_name="target",
     kinds={"pytorch", "parquet"},
-    code_version="1",
+    code_version="2",
     pool="gpu",
     partitions_def=TRAINING_SETS,
+    automation_condition=REFRESH,
     description="Accuracy per evaluation set (greedy generation; reasoning-gym scorers, "
     "math-verify), in/out-of-domain averages, reference NLL, ROUGE-L/BLEU for summaries.",
 )
@@ -203,10 +224,20 @@ def target_evaluation(
         )
         mt.log_artifact(store.fetch(metrics_ref.uri), "evaluation")
         mt.log_artifact(store.fetch(preds_ref.uri), "evaluation")
+        lineage = {
+            **target_model.get("lineage", {}),
+            "evaluation": {"eval_sets": eval_sets["eval"]["content_hash"], "predictions": version},
+        }
+        mt.log_dict(lineage, "lineage.json")
         meta_ml = mlflow_metadata(mt)
     context.log.info(", ".join(f"{k}={v:.4f}" for k, v in heads.items()))
     return dg.Output(
-        {"predictions": preds_ref.to_dict(), "metrics": metrics_ref.to_dict(), **heads},
+        {
+            "predictions": preds_ref.to_dict(),
+            "metrics": metrics_ref.to_dict(),
+            "lineage": lineage,
+            **heads,
+        },
         data_version=dg.DataVersion(version),
         metadata={
             **{k: dg.MetadataValue.float(v) for k, v in heads.items()},
@@ -215,6 +246,7 @@ def target_evaluation(
                 preds.select("eval_set", "prompt", "answer", "prediction", "correct", "nll"), 10
             ),
             "predictions_path": dg.MetadataValue.path(preds_ref.uri),
+            "lineage": dg.MetadataValue.json(lineage),
             **meta_ml,
         },
     )

@@ -25,6 +25,7 @@ from ..core.trajectories import (
     plan_units,
     score_unit,
 )
+from .automation import REFRESH
 from .metadata import md
 from .resources import ArtifactStoreResource
 from .tracking import MlflowTracking, mlflow_metadata
@@ -74,7 +75,14 @@ def plan_scoring(
         config.token_budget,
     )
     context.log.info(f"{len(units)} scoring units over {train.height} examples")
-    yield dg.Output({"base": base_ref.to_dict(), "train": raw_dataset["train"]}, output_name="base")
+    yield dg.Output(
+        {
+            "base": base_ref.to_dict(),
+            "train": raw_dataset["train"],
+            "proxy_fingerprint": proxy_checkpoints["fingerprint"],
+        },
+        output_name="base",
+    )
     for unit in units:
         yield dg.DynamicOutput(
             {"unit": unit.to_dict(), "train": raw_dataset["train"]},
@@ -147,7 +155,11 @@ def assemble_trajectories(
     reused = sum(1 for s in scored if s["reused"])
     context.log.info(f"{len(scored)} units ({reused} reused); {n_trunc} truncated examples")
     return dg.Output(
-        {"trajectories": ref.to_dict(), "steps": summary["step"].to_list()},
+        {
+            "trajectories": ref.to_dict(),
+            "steps": summary["step"].to_list(),
+            "proxy_fingerprint": base.get("proxy_fingerprint"),
+        },
         data_version=dg.DataVersion(version),
         metadata={
             "dagster/row_count": table.height,
@@ -175,6 +187,7 @@ def _image(png: bytes):
 
 @dg.graph_asset(
     group_name="proxy",
+    automation_condition=REFRESH,
     kinds={"pytorch", "parquet"},
     description="Every example's mean response loss at every proxy checkpoint: example_id, "
     "loss_step_<step>..., n_response_tokens, truncated.",

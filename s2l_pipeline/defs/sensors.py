@@ -1,0 +1,155 @@
+"""Sensors and schedules: new shards in, proxy retraining by policy, re-selection on a cron."""
+
+import json
+
+import dagster as dg
+
+from ..core.shards import (
+    ShardCursor,
+    ShardRejected,
+    list_shards,
+    load_shard,
+    retrain_due,
+    run_key,
+    shard_version,
+)
+from ..core.tables import TableRef
+from .automation import RetrainPolicy, reselect_cron
+from .profiles import run_config
+from .proxy_assets import proxy_checkpoints
+from .resources import ArtifactStoreResource, read_manifest
+from .selection_assets import selected_subset, trajectory_clusters
+from .shard_assets import (
+    SHARDS,
+    ShardSourceResource,
+    data_shard,
+    inventory_observation,
+    materialized_shards,
+    shard_trajectories,
+    training_pool,
+)
+
+REJECTED_SHARDS_KEY = "data_shard/_rejected_shards.json"
+
+
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Registers each new or changed shard under the shard root as a partition and "
+    "requests its ingest + scoring run (one run per shard version); bad shards are refused "
+    "with their reason, the others go on.",
+)
+def shard_sensor(
+    context: dg.SensorEvaluationContext,
+    shard_source: ShardSourceResource,
+    artifact_store: ArtifactStoreResource,
+) -> dg.SensorResult:
+    cursor = ShardCursor.parse(context.cursor)
+    registered = set(context.instance.get_dynamic_partitions(SHARDS.name))
+    requests, new_keys = [], []
+    for key, uri in list_shards(shard_source.root, shard_source.endpoint_url).items():
+        version = shard_version(uri, shard_source.endpoint_url)
+        if cursor.versions.get(key) == version:
+            continue
+        if cursor.rejected.get(key, {}).get("version") == version:
+            continue
+        try:
+            load_shard(uri, shard_source.endpoint_url, shard_source.max_rejected_share)
+        except ShardRejected as exc:
+            cursor.rejected[key] = {"version": version, "uri": uri, "reason": str(exc)}
+            context.log.warning(f"shard {key} refused: {exc}")
+            continue
+        cursor.rejected.pop(key, None)
+        if key not in registered:
+            new_keys.append(key)
+        requests.append(
+            dg.RunRequest(
+                run_key=run_key(key, version),
+                partition_key=key,
+                asset_selection=[data_shard.key, shard_trajectories.key],
+                tags={"s2l/shard_version": version},
+            )
+        )
+        cursor.versions[key] = version
+    artifact_store.store().write_text(
+        REJECTED_SHARDS_KEY, json.dumps(cursor.rejected, indent=1, sort_keys=True)
+    )
+    changed = cursor.dump() != (context.cursor or ShardCursor().dump())
+    return dg.SensorResult(
+        asset_events=[inventory_observation(cursor)] if changed else [],
+        run_requests=requests,
+        dynamic_partitions_requests=[SHARDS.build_add_request(new_keys)] if new_keys else [],
+        cursor=cursor.dump(),
+        skip_reason=None if requests else f"no new shards ({len(cursor.rejected)} refused)",
+    )
+
+
+def pool_rows(instance: dg.DagsterInstance, store) -> int:
+    """Rows the proxy could train on now: raw_dataset plus every materialized shard."""
+    raw = read_manifest(store, "raw_dataset")
+    rows = TableRef.from_dict(raw["train"]).rows if raw else 0
+    for key in materialized_shards(instance):
+        m = read_manifest(store, "data_shard", key)
+        rows += TableRef.from_dict(m["train"]).rows if m else 0
+    return rows
+
+
+@dg.sensor(
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    asset_selection=[proxy_checkpoints],
+    description="Retrains the proxy once rows it never saw reach the policy's share of the pool "
+    "(RetrainPolicy.new_data_share).",
+)
+def proxy_retrain_sensor(
+    context: dg.SensorEvaluationContext,
+    retrain_policy: RetrainPolicy,
+    artifact_store: ArtifactStoreResource,
+):
+    store = artifact_store.store()
+    proxy = read_manifest(store, "proxy_checkpoints")
+    if proxy is None:
+        return dg.SkipReason("no proxy yet: materialize proxy_checkpoints first")
+    trained = proxy.get("trained_on", {}).get("rows", proxy.get("n_examples", 0))
+    total = pool_rows(context.instance, store)
+    due, reason = retrain_due(trained, total, retrain_policy.new_data_share)
+    context.log.info(reason)
+    if not due:
+        return dg.SkipReason(reason)
+    return dg.RunRequest(
+        run_key=f"proxy-retrain:{total}",
+        run_config=run_config(retrain_policy.profile, assets=["proxy_checkpoints"]),
+        tags={"s2l/retrain_reason": reason},
+    )
+
+
+reselect_job = dg.define_asset_job(
+    "reselect_job",
+    selection=dg.AssetSelection.assets(training_pool, trajectory_clusters, selected_subset),
+    description="Pool, clusters and subset again, from the trajectories already scored.",
+)
+
+reselection_schedule = dg.ScheduleDefinition(
+    name="reselection_schedule",
+    job=reselect_job,
+    cron_schedule=reselect_cron(),
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Re-selection at a fixed rhythm (S2L_RESELECT_CRON), for users who prefer it "
+    "to declarative automation.",
+)
+
+proxy_retrain_job = dg.define_asset_job(
+    "proxy_retrain_job",
+    selection=dg.AssetSelection.assets(proxy_checkpoints),
+    config=run_config("default", assets=["proxy_checkpoints"]),
+    description="Retrain the proxy on the pool as it is now (the retrain policy's schedule).",
+)
+
+proxy_retrain_schedule = dg.ScheduleDefinition(
+    name="proxy_retrain_schedule",
+    job=proxy_retrain_job,
+    cron_schedule=RetrainPolicy().cron,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Retrain the proxy on a cron (S2L_PROXY_RETRAIN_CRON); downstream assets then "
+    "refresh through automation.",
+)
