@@ -559,13 +559,19 @@ def plan(scale: Scale, lr: float) -> list[Cell]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    p.add_argument(
+        "--scale", choices=sorted(SCALES), default=None, help="default: gpu with CUDA, else cpu"
+    )
     p.add_argument("--out", type=Path, default=None, help="default: data/benchmarks/<scale>")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow")
     p.add_argument("--report", type=Path, default=ROOT / "docs" / "results.md")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
+    if args.scale is None:
+        import torch
+
+        args.scale = "gpu" if torch.cuda.is_available() else "cpu"
     scale = SCALES[args.scale]
     if args.workers is None:
         args.workers = scale.workers

@@ -249,16 +249,9 @@ def generated(out: Path, scale_name: str, image: str) -> str:
         }
     )
     present = {r["cell"]["method"] for r in results}
-    order = [
-        "s2l",
-        "random",
-        "learning_percentage",
-        "least_confidence",
-        "middle_perplexity",
-        "cartography",
-        "facility_location",
-    ]
-    methods = [m for m in order if m in present]
+    from data_efficiency import METHODS  # noqa: PLC0415 (the benchmark imports this module)
+
+    methods = [m for m in METHODS if m in present]
     seeds = sorted({r["cell"]["seed"] for r in results if r["cell"]["judge"] == "test"})
     ttrain = sum(r["seconds"]["train"] for r in results)
     teval = sum(r["seconds"]["eval"] for r in results)

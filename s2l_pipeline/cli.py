@@ -212,7 +212,7 @@ def parser() -> argparse.ArgumentParser:
     lin.add_argument(
         "target", help="selected_subset, target_model[:partition], ... or an MLflow run id"
     )
-    lin.add_argument("--partition", help="partition of a partitioned asset (default: selected)")
+    lin.add_argument("--partition", help="partition of a partitioned asset (default: the latest)")
     lin.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI or local)")
     lin.add_argument("--json", action="store_true", help="print the raw JSON record")
     lin.set_defaults(func=cmd_lineage)

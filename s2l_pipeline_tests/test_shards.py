@@ -316,3 +316,32 @@ def test_lineage_command_prints_the_chain(pipeline, monkeypatch, capsys) -> None
 
     assert main(["lineage", "no_such_asset"]) == 2
     assert "neither an asset" in capsys.readouterr().err
+
+
+def test_proxy_retrains_only_by_policy(pipeline) -> None:
+    from s2l_pipeline.defs.automation import RetrainPolicy
+    from s2l_pipeline.defs.sensors import proxy_retrain_sensor
+
+    root, instance, resources, first = pipeline
+    policy = meta(first, "proxy_checkpoints")["retrain_policy"]
+    assert policy["new_data_share"] == 0.25 and policy["sensor"] == "proxy_retrain_sensor"
+    assert meta(first, "proxy_checkpoints")["trained_on"]["shards"] == {}
+    if not instance.get_dynamic_partitions("data_shards"):  # run alone: add one shard first
+        test_new_shard_is_scored_incrementally_and_joins_the_pool(pipeline)
+
+    def tick(share: float):
+        res = {
+            "retrain_policy": RetrainPolicy(new_data_share=share, profile="tiny"),
+            "artifact_store": resources["artifact_store"],
+        }
+        with dg.build_sensor_context(instance=instance, resources=res) as ctx:
+            return proxy_retrain_sensor(ctx)
+
+    # The shard added ~40 rows to a pool of ~360: 10%, under the default 25%.
+    skipped = tick(0.25)
+    assert isinstance(skipped, dg.SkipReason) and "not due" in skipped.skip_message
+    due = tick(0.05)
+    assert isinstance(due, dg.RunRequest) and due.run_key.startswith("proxy-retrain:")
+    assert "due" in due.tags["s2l/retrain_reason"]
+    assert due.run_config["ops"]["proxy_checkpoints"]["config"]["size"] == "proxy-tiny"
+    assert tick(0.05).run_key == due.run_key  # same pool, same key: never two retrains

@@ -1,0 +1,64 @@
+"""The data-efficiency benchmark end to end at its smoke scale: cells, MLflow, report, resume."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from .conftest import PROJECT_ROOT
+
+
+def _load(name: str):
+    folder = PROJECT_ROOT / "benchmarks"
+    sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    bench = _load("data_efficiency")
+    out, report = tmp_path / "out", tmp_path / "docs" / "results.md"
+    report.parent.mkdir()
+    report.write_text("# Results\n\nkept text\n\n" + bench_markers(bench) + "\nafter\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--scale", "smoke", "--out", str(out), "--report", str(report), "--tracking-uri", uri]
+    assert bench.main(args) == 0
+
+    results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    scale = bench.SCALES["smoke"]
+    planned = bench.plan(scale, scale.lr_grid[0])
+    assert {r["key"] for r in results} == {c.key for c in planned} | {
+        bench.tuning_cell(scale, lr).key for lr in scale.lr_grid
+    }
+    by = {(r["cell"]["method"], r["cell"]["variant"]): r for r in results}
+    n_pool = by[("full", "main")]["n_train"]
+    for method in bench.METHODS:  # every selector trained on exactly its budget
+        assert by[(method, "main")]["n_train"] == int(0.2 * n_pool)
+    assert by[("full_same_steps", "main")]["train_steps"] < by[("full", "main")]["train_steps"]
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(bench.EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    assert len(runs) == len(results)
+    assert all("mean_nll" in r.data.metrics for r in runs)
+
+    text = report.read_text()
+    assert text.startswith("# Results\n\nkept text") and text.rstrip().endswith("after")
+    assert "old generated text" not in text
+    assert "### Main table: in-domain accuracy" in text and "| s2l |" in text
+    assert (report.parent / "results_accuracy_vs_budget.png").stat().st_size > 10_000
+
+    # A second invocation finds every cell done: nothing retrained, same report.
+    before = (out / "results.jsonl").read_text()
+    assert bench.main(args) == 0
+    assert (out / "results.jsonl").read_text() == before
+
+
+def bench_markers(bench) -> str:
+    report = _load("results_report")
+    return f"{report.START}\nold generated text\n{report.END}"
