@@ -171,6 +171,28 @@ def test_sensor_cursor_over_several_ticks(tmp_path: Path) -> None:
     assert not _tick(instance, resources, third.cursor).run_requests
 
 
+def test_sensor_on_an_s3_prefix(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> None:
+    import boto3
+
+    from s2l_pipeline.defs.shard_assets import ShardSourceResource
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    good = write_shard(tmp_path / "good.jsonl", new_rows(24, 31))
+    client.upload_file(str(good), s3_bucket, "incoming/2026/good.jsonl")
+    client.put_object(Bucket=s3_bucket, Key="incoming/2026/broken.parquet", Body=b"not parquet")
+    resources = make_resources(str(tmp_path / "art"))
+    resources["shard_source"] = ShardSourceResource(
+        root=f"s3://{s3_bucket}/incoming", endpoint_url=s3_endpoint
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    first = _tick(instance, resources, None)
+    assert [r.partition_key for r in first.run_requests] == ["2026__good.jsonl"]
+    rejected = ShardCursor.parse(first.cursor).rejected
+    assert list(rejected) == ["2026__broken.parquet"]
+    assert "broken.parquet" in rejected["2026__broken.parquet"]["reason"]
+    assert not _tick(instance, resources, first.cursor).run_requests
+
+
 # ------------------------------------------------------------------------ a real pipeline
 
 
