@@ -87,14 +87,17 @@ class Scale:
     size: int = 20_000
     heldout_per_family: int = 300
     ood_per_family: int = 300
+    test_rows_per_set: int | None = 150  # evaluated rows of each test set (first ones)
     val_per_source: int = 50
-    proxy: str = "proxy-tiny"
+    proxy: str = "proxy-micro"
     proxy_epochs: float = 3.0
     checkpoints: int = 10
-    target: str = "proxy"
-    target_epochs: float = 10.0
-    lr_grid: tuple[float, ...] = (2e-3, 4e-3)
-    batch_size: int = 64
+    target: str = "proxy-tiny"
+    target_epochs: float = 6.0
+    lr_grid: tuple[float, ...] = (4e-3, 8e-3)
+    batch_size: int = 64  # the proxy's
+    target_batch_size: int = 64
+    eval_batch_size: int = 256
     max_length: int = 128
     clusters: int = 100
     embedding_clusters: int = 1000
@@ -102,14 +105,15 @@ class Scale:
     methods: tuple[str, ...] = METHODS
     budgets: tuple[float, ...] = (0.1, 0.2, 0.3)
     seeds: tuple[int, ...] = (0, 1, 2)
-    same_steps_seeds: tuple[int, ...] = (0,)
-    ablation_seeds: tuple[int, ...] = (0, 1)
+    same_steps_seeds: tuple[int, ...] = ()
+    ablation_seeds: tuple[int, ...] = (0,)
     ablation_budget: float = 0.2
     ablation_clusters: tuple[int, ...] = (10, 50)
     ablation_lengths: tuple[int, ...] = (4, 8)
-    ablation_proxy: str | None = "proxy"
+    ablation_proxy: str | None = "proxy-tiny"
     gsm8k: str | None = str(SHARED / "gsm8k")
     gsm8k_proxy: str = "proxy"
+    gsm8k_seeds: tuple[int, ...] = (0, 1)
     gsm8k_budget: float = 0.1
     gsm8k_max_length: int = 256
     gsm8k_eval_rows: int = 300
@@ -123,11 +127,17 @@ SCALES: dict[str, Scale] = {
     # A GPU: more data, the 0.86M/3.4M targets, one worker holding the device.
     "gpu": Scale(
         size=100_000,
+        test_rows_per_set=None,
         proxy="proxy-large",
         ablation_proxy="proxy",
         target="target-large",
+        target_epochs=10.0,
         lr_grid=(1e-3, 2e-3),
         batch_size=128,
+        target_batch_size=128,
+        same_steps_seeds=(0,),
+        ablation_seeds=(0, 1, 2),
+        gsm8k_seeds=(0, 1, 2),
         workers=1,
     ),
     # Seconds: every code path once, for the test suite.
@@ -143,12 +153,14 @@ SCALES: dict[str, Scale] = {
         target_epochs=1.0,
         lr_grid=(2e-3,),
         batch_size=32,
+        target_batch_size=32,
         max_length=96,
         clusters=8,
         embedding_clusters=10,
         max_new_tokens=6,
         budgets=(0.2,),
         seeds=(0,),
+        same_steps_seeds=(0,),
         ablation_clusters=(4,),
         ablation_lengths=(2,),
         ablation_proxy=None,
@@ -174,12 +186,14 @@ class Cell:
     epochs: float = 10.0
     judge: str = "test"  # 'test' or 'validation' (tuning)
     target: str = "proxy"
+    batch: int = 64
 
     @property
     def key(self) -> str:
         return (
             f"{self.mixture}/{self.variant}/{self.method}/b{self.budget:g}/s{self.seed}/"
-            f"{self.proxy}->{self.target}/lr{self.lr:g}/e{self.epochs:g}/{self.judge}"
+            f"{self.proxy}->{self.target}/lr{self.lr:g}/e{self.epochs:g}/bs{self.batch}/"
+            f"{self.judge}"
         )
 
 
@@ -288,6 +302,15 @@ def _read(path: str) -> pl.DataFrame:
     return pl.read_parquet(path)
 
 
+@functools.lru_cache(maxsize=4)
+def _first_rows(path: str, per_set: int | None) -> pl.DataFrame:
+    """The first ``per_set`` rows of every evaluation set (all with None)."""
+    table = _read(path)
+    if per_set is None:
+        return table
+    return table.filter(pl.int_range(pl.len()).over("eval_set") < per_set)
+
+
 def training_rows(cell: Cell, ctx: dict) -> tuple[pl.DataFrame, dict]:
     """The rows the target trains on, and what the selector reported."""
     data = _read(ctx["train"])
@@ -325,7 +348,7 @@ def run_cell(cell: Cell, ctx: dict) -> dict:
         train=TrainConfig(
             epochs=epochs,
             learning_rate=cell.lr,
-            batch_size=ctx["batch_size"],
+            batch_size=cell.batch,
             max_length=ctx["max_length"],
             seed=cell.seed,
         ),
@@ -347,8 +370,13 @@ def run_cell(cell: Cell, ctx: dict) -> dict:
     model, tokenizer = load_causal_lm(store.fetch_dir(manifest["checkpoints"][-1]["uri"]))
     if ctx["cuda"]:
         model = model.to("cuda")
-    table = _read(ctx["validation" if cell.judge == "validation" else "test"])
-    _, metrics = evaluate(model, tokenizer, table, ctx["max_new_tokens"], ctx["max_length"])
+    if cell.judge == "validation":
+        table = _read(ctx["validation"])
+    else:
+        table = _first_rows(ctx["test"], ctx["test_rows_per_set"])
+    _, metrics = evaluate(
+        model, tokenizer, table, ctx["max_new_tokens"], ctx["max_length"], ctx["eval_batch_size"]
+    )
     t_eval = time.perf_counter() - t0 - t_select - t_train
     per_set = {
         f"{r['eval_set']}.{k}": float(r[k])
@@ -456,7 +484,8 @@ def run_cells(cells: list[Cell], ctxs: dict, args, results: dict, results_path: 
         initializer=_init_worker,
         initargs=(threads,),
     ) as pool:
-        order = sorted(todo, key=lambda c: -cost(c))  # longest first: less idling at the end
+        # Seed by seed, so a run cut short still holds whole seeds; longest first within one.
+        order = sorted(todo, key=lambda c: (c.seed, -cost(c)))
         futures = {pool.submit(run_cell, c, ctx_of(c)): c for c in order}
         for fut in cf.as_completed(futures):
             record(fut.result())
@@ -477,7 +506,8 @@ def context(
         "embeddings": str(emb) if emb else None,
         "embedding_clusters": scale.embedding_clusters,
         "target": scale.target,  # every Cell of a run carries the same target
-        "batch_size": scale.batch_size,
+        "eval_batch_size": scale.eval_batch_size,
+        "test_rows_per_set": scale.test_rows_per_set,
         "max_length": proxy["max_length"],
         "max_new_tokens": scale.max_new_tokens,
         "artifacts": str(out / "artifacts"),
@@ -510,6 +540,7 @@ def tuning_cell(scale: Scale, lr: float) -> Cell:
         scale.target_epochs,
         "validation",
         scale.target,
+        scale.target_batch_size,
     )
 
 
@@ -527,6 +558,7 @@ def plan(scale: Scale, lr: float) -> list[Cell]:
         lr,
         scale.target_epochs,
         target=scale.target,
+        batch=scale.target_batch_size,
     )
     cells = []
     for seed in scale.seeds:
@@ -543,7 +575,7 @@ def plan(scale: Scale, lr: float) -> list[Cell]:
             cells.append(
                 replace(b, variant=f"proxy={scale.ablation_proxy}", proxy=scale.ablation_proxy)
             )
-        if scale.gsm8k:
+        if scale.gsm8k and seed in scale.gsm8k_seeds:
             g = replace(
                 base,
                 mixture="embedded+gsm8k",

@@ -56,8 +56,8 @@ def resources(root: Path) -> dict:
 
 def config(size: int, files: list[dict] | None = None, assets: list[str] = SELECTION) -> dict:
     overrides = {"raw_dataset": {"embedded": {"size": size, "heldout_per_family": 50}}}
-    if files:
-        overrides["raw_dataset"]["files"] = files
+    if files:  # the shard repeats some pool rows on purpose: duplicates are rejected, counted
+        overrides["raw_dataset"].update(files=files, max_rejected_share=0.05)
     return run_config("default", overrides, assets=assets)
 
 
@@ -111,7 +111,8 @@ def main() -> int:
     )
 
     n_new = round(args.new_share * base_rows.height)
-    fresh = generate_mixture(n_new - n_new // 10, seed=1234, heldout_per_family=0)[0]
+    # reasoning-gym builds item i from Random(seed + i): a far seed gives rows not in the base.
+    fresh = generate_mixture(n_new - n_new // 10, seed=10_000_000, heldout_per_family=0)[0]
     shard = pl.concat([fresh, base_rows.sample(n_new // 10, seed=0)])
     shard_path = root / "shards" / "refresh.jsonl"
     write_shard(shard_path, shard)

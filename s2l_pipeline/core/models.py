@@ -22,6 +22,7 @@ class NeoXSize:
 
 # Measured on 2 CPU cores (../shared/DESIGN.md): proxy ~50K tokens/s, target ~15K tokens/s.
 SIZES: dict[str, NeoXSize] = {
+    "proxy-micro": NeoXSize(hidden=16, layers=1, heads=2, ffn=64),
     "proxy-tiny": NeoXSize(hidden=32, layers=1, heads=2, ffn=128),
     "proxy": NeoXSize(hidden=64, layers=2, heads=4, ffn=256),
     "proxy-large": NeoXSize(hidden=96, layers=3, heads=4, ffn=384),
