@@ -91,7 +91,8 @@ def test_runs_reach_the_server_with_lineage_tags(tmp_path: Path, mlflow_server: 
     assert "proxy_manifest.json" in names
 
 
-def test_unreachable_server_fails_clearly_or_falls_back(tmp_path: Path) -> None:
+def test_unreachable_server_fails_clearly_or_falls_back(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("S2L_DATA_DIR", str(tmp_path / "data"))  # the fallback store goes here
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     resources = make_resources(str(tmp_path / "art"), mlflow_uri=dead)
     cfg = run_config("tiny", assets=ASSETS_UNDER_TEST)
@@ -104,5 +105,5 @@ def test_unreachable_server_fails_clearly_or_falls_back(tmp_path: Path) -> None:
     resources["mlflow"] = MlflowTracking(tracking_uri=dead, on_unreachable="local")
     ok = dg.materialize(_assets(), resources=resources, run_config=cfg)
     assert ok.success and meta(ok, "proxy_checkpoints")["mlflow_tracking_uri"].startswith(
-        "sqlite:///"
+        f"sqlite:///{tmp_path / 'data'}"
     )
