@@ -17,8 +17,10 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and value:
             out.update(flatten(value, name + "."))
+        elif isinstance(value, Mapping):
+            out[name] = "(none)"  # e.g. no shards yet: say so rather than print nothing
         else:
             out[name] = str(value)
     return out
