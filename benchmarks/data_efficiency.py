@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from s2l_pipeline.core.eval_sets import EvalFile, build_eval_sets
+from s2l_pipeline.core.eval_sets import EvalFile, build_eval_sets, first_rows_per_set
 from s2l_pipeline.core.hashing import table_hash
 from s2l_pipeline.core.ingest import (
     DatasetSpec,
@@ -58,13 +58,7 @@ from s2l_pipeline.core.storage import ArtifactStore
 from s2l_pipeline.core.target_eval import evaluate, headline
 from s2l_pipeline.core.tracking import local_tracking_uri, mlflow_run
 from s2l_pipeline.core.training import CheckpointSchedule, TrainConfig
-from s2l_pipeline.core.trajectories import (
-    assemble,
-    base_table,
-    plan_units,
-    score_unit,
-    steps_of,
-)
+from s2l_pipeline.core.trajectories import score_rows, steps_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -253,18 +247,9 @@ def proxy_trajectories(scale: Scale, mixture: str, size: str, out: Path) -> dict
     t0 = time.perf_counter()
     manifest = train_proxy(train, data_hash, run, store, out / "work" / "proxy")
     t_train = time.perf_counter() - t0
-    units = plan_units(
-        manifest["checkpoints"], train.height, train.height, data_hash, max_length, None
-    )
-    by_step = {u.step: [score_unit(u, train, store)] for u in units}
+    traj = score_rows(train, manifest["checkpoints"], store, max_length)
     t_score = time.perf_counter() - t0 - t_train
     ckpt0 = store.fetch_dir(manifest["checkpoints"][0]["uri"])
-    from transformers import AutoTokenizer
-
-    from s2l_pipeline.core.encoding import encode
-
-    enc = encode(train, AutoTokenizer.from_pretrained(str(ckpt0)), max_length)
-    traj = assemble(base_table(train["example_id"].to_list(), enc), by_step)
     traj_path = out / "proxy" / f"{tag}_trajectories.parquet"
     traj_path.parent.mkdir(parents=True, exist_ok=True)
     traj.write_parquet(traj_path)
@@ -305,10 +290,7 @@ def _read(path: str) -> pl.DataFrame:
 @functools.lru_cache(maxsize=4)
 def _first_rows(path: str, per_set: int | None) -> pl.DataFrame:
     """The first ``per_set`` rows of every evaluation set (all with None)."""
-    table = _read(path)
-    if per_set is None:
-        return table
-    return table.filter(pl.int_range(pl.len()).over("eval_set") < per_set)
+    return first_rows_per_set(_read(path), per_set)
 
 
 def training_rows(cell: Cell, ctx: dict) -> tuple[pl.DataFrame, dict]:

@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from ..core.eval_sets import first_rows_per_set
 from ..core.hashing import table_hash
 from ..core.model_training import ModelSpec, TrainRun, train_model
 from ..core.models import load_causal_lm
@@ -180,8 +181,7 @@ def target_evaluation(
 ) -> dg.Output[dict]:
     store = artifact_store.store()
     table = read_table(TableRef.from_dict(eval_sets["eval"]), store)
-    if config.max_rows_per_set:
-        table = table.filter(pl.int_range(pl.len()).over("eval_set") < config.max_rows_per_set)
+    table = first_rows_per_set(table, config.max_rows_per_set)
     final = target_model["checkpoints"][-1]
     model, tokenizer = load_causal_lm(store.fetch_dir(final["uri"]))
     import torch
