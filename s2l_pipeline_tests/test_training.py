@@ -13,7 +13,9 @@ from s2l_pipeline.core.models import SIZES, build_gpt_neox, save_model
 from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
 from s2l_pipeline.core.training import (
     CheckpointSchedule,
+    RunCanceled,
     TrainConfig,
+    TrainHooks,
     last_complete_checkpoint,
     total_steps,
     train_with_checkpoints,
@@ -91,21 +93,30 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, data) 
 
     crashed = tmp_path / "crashed"
     with pytest.raises(Crash):
-        _train(crashed, data, [CrashAt(10)])
-    assert last_complete_checkpoint(crashed / "work").name == "checkpoint-8"
+        _train(crashed, data, [CrashAt(14)])
+    assert last_complete_checkpoint(crashed / "work").name == "checkpoint-12"
     exported = json.loads((crashed / "work" / "exports.json").read_text())
-    assert sorted(int(k) for k in exported) == [0, 4, 8]
+    assert sorted(int(k) for k in exported) == [0, 4, 8, 12]
 
     counter = CountSteps()
     resumed = _train(crashed, data, [counter])
-    assert counter.steps == [9, 10, 11, 12, 13, 14, 15, 16]  # steps 1-8 were not redone
+    assert counter.steps == [13, 14, 15, 16]  # steps 1-12 were not redone (mid-epoch 2)
     assert [r["sha256"] for r in resumed] == [r["sha256"] for r in clean]
 
 
 def test_partial_checkpoint_is_not_trusted(tmp_path: Path) -> None:
     work = tmp_path / "work"
     for step, files in (
-        (4, ["model.safetensors", "trainer_state.json", "optimizer.pt", "scheduler.pt"]),
+        (
+            4,
+            [
+                "model.safetensors",
+                "trainer_state.json",
+                "optimizer.pt",
+                "scheduler.pt",
+                "rng_state.pth",
+            ],
+        ),
         (8, ["model.safetensors"]),
     ):
         d = work / f"checkpoint-{step}"
@@ -120,3 +131,81 @@ def test_finished_training_is_not_repeated(tmp_path: Path, data) -> None:
     counter = CountSteps()
     again = _train(tmp_path, data, [counter])
     assert counter.steps == [] and again == first
+
+
+def test_records_of_a_lost_store_are_redone(tmp_path: Path, data) -> None:
+    """Resume records are checked against the store: emptied, the checkpoints are made again
+    (same bytes); a moved store root never gets the old root's uris."""
+    import shutil
+
+    from s2l_pipeline.core.model_training import StoreExporter
+    from s2l_pipeline.core.storage import ArtifactStore
+
+    tok, enc = data
+    cfg = TrainConfig(epochs=1, batch_size=32, learning_rate=3e-3)
+    messages: list[str] = []
+
+    def train(root: Path) -> list[dict]:
+        model = build_gpt_neox(SIZES["proxy-tiny"], tok, seed=0)
+        export = StoreExporter(ArtifactStore(str(root)), "proxy_checkpoints/fp")
+        hooks = TrainHooks(on_message=messages.append)
+        return train_with_checkpoints(
+            model, tok, enc, cfg, CheckpointSchedule(count=2), tmp_path / "work", export, hooks
+        )
+
+    first = train(tmp_path / "store")
+    shutil.rmtree(tmp_path / "store")
+    again = train(tmp_path / "store")
+    assert [r["sha256"] for r in again] == [r["sha256"] for r in first]
+    assert all(Path(r["uri"], "model.safetensors").exists() for r in again)
+    assert any("not in the store any more" in m for m in messages)
+
+    moved = train(tmp_path / "elsewhere")
+    assert all(r["uri"].startswith(str(tmp_path / "elsewhere")) for r in moved)
+    assert [r["sha256"] for r in moved] == [r["sha256"] for r in first]
+
+
+def test_should_stop_cancels_training_as_an_interrupt(tmp_path: Path, data) -> None:
+    tok, enc = data
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    model = build_gpt_neox(SIZES["proxy-tiny"], tok, seed=0)
+    with pytest.raises(RunCanceled, match="canceled at step 3"):
+        train_with_checkpoints(
+            model,
+            tok,
+            enc,
+            TrainConfig(epochs=2, batch_size=32),
+            CheckpointSchedule(count=4),
+            tmp_path / "work",
+            _exporter(tmp_path / "out"),
+            TrainHooks(should_stop=stop),
+        )
+    assert issubclass(RunCanceled, KeyboardInterrupt)  # Dagster stops on it, never retries
+
+
+def test_sigkill_mid_epoch_resumes_to_the_same_bytes(tmp_path: Path) -> None:
+    """A real SIGKILL in epoch 2 (8 steps an epoch, checkpoints every 4): the rerun says where
+    it resumed and every later checkpoint equals an uninterrupted run's, byte for byte."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("kill_during_training.py")
+
+    def run(root: Path, kill_at: int) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(script), str(root), str(kill_at)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    clean = run(tmp_path / "clean", 0)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    killed = run(tmp_path / "killed", 14)
+    assert killed.returncode == -9
+    resumed = run(tmp_path / "killed", 0)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step 12 of 24" in resumed.stdout
+    last = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert last == json.loads(clean.stdout.strip().splitlines()[-1])

@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,13 @@ from .hashing import file_hash
 from .models import SIZES, build_gpt_neox, count_parameters, load_causal_lm, save_model
 from .storage import ArtifactStore
 from .tokenizer import train_bpe_tokenizer
-from .training import CheckpointSchedule, TrainConfig, clean_work_dir, train_with_checkpoints
+from .training import (
+    CheckpointSchedule,
+    TrainConfig,
+    TrainHooks,
+    clean_work_dir,
+    train_with_checkpoints,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +86,31 @@ def with_lora(model, r: int, alpha: int):
     )
 
 
-def make_exporter(store: ArtifactStore, prefix: str) -> Callable[[object, object, int], dict]:
+class StoreExporter:
     """Write each checkpoint as safetensors + config + tokenizer under ``prefix/step_N``."""
 
-    def export(model, tokenizer, step: int) -> dict:
+    def __init__(self, store: ArtifactStore, prefix: str):
+        self.store, self.prefix = store, prefix
+
+    def key(self, step: int) -> str:
+        return f"{self.prefix}/step_{step}"
+
+    def __call__(self, model, tokenizer, step: int) -> dict:
         if hasattr(model, "merge_and_unload"):  # LoRA: export plain merged weights
             model = copy.deepcopy(model).merge_and_unload()
         with tempfile.TemporaryDirectory() as tmp:
             local = save_model(model, tokenizer, Path(tmp) / f"step_{step}")
             digest = file_hash(local / "model.safetensors")
-            uri = store.put_dir(local, f"{prefix}/step_{step}")
+            uri = self.store.put_dir(local, self.key(step))
         log.info("checkpoint step %d -> %s", step, uri)
         return {"step": step, "uri": uri, "sha256": digest}
 
-    return export
+    def present(self, record: dict) -> bool:
+        """The record points where this store keeps that step, and the weights are there."""
+        key = self.key(record["step"])
+        return record["uri"] == self.store.uri(key) and self.store.exists(
+            f"{key}/model.safetensors"
+        )
 
 
 def train_model(
@@ -104,7 +120,7 @@ def train_model(
     run: TrainRun,
     store: ArtifactStore,
     work_root: Path,
-    on_log: Callable[[dict, int], None] | None = None,
+    hooks: TrainHooks | None = None,
     tokenizer_dir: Path | None = None,
 ) -> dict:
     """Train (or resume) a model of ``kind`` ('proxy_checkpoints', 'target_model'); returns
@@ -123,8 +139,8 @@ def train_model(
         run.train,
         run.schedule,
         work_dir,
-        make_exporter(store, f"{kind}/{fp}"),
-        on_log,
+        StoreExporter(store, f"{kind}/{fp}"),
+        hooks,
     )
     clean_work_dir(work_dir)
     return {
@@ -147,7 +163,7 @@ def train_proxy(
     run: TrainRun,
     store: ArtifactStore,
     work_root: Path,
-    on_log: Callable[[dict, int], None] | None = None,
+    hooks: TrainHooks | None = None,
 ) -> dict:
     """Train (or resume) the proxy on the full dataset; returns its checkpoint manifest."""
-    return train_model("proxy_checkpoints", train_df, data_hash, run, store, work_root, on_log)
+    return train_model("proxy_checkpoints", train_df, data_hash, run, store, work_root, hooks)

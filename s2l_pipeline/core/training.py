@@ -23,7 +23,13 @@ log = logging.getLogger(__name__)
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # What a Trainer checkpoint needs before we trust it for resuming.
-_COMPLETE = ("model.safetensors", "trainer_state.json", "optimizer.pt", "scheduler.pt")
+_COMPLETE = (
+    "model.safetensors",
+    "trainer_state.json",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state.pth",
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,28 @@ def total_steps(n_examples: int, cfg: TrainConfig) -> int:
     return max(1, math.ceil(per_epoch * cfg.epochs))
 
 
-# An exporter turns (model, tokenizer, step) into a JSON-able record (uri, hash, ...).
+# An exporter turns (model, tokenizer, step) into a JSON-able record (uri, hash, ...). It may
+# also have ``present(record) -> bool``: whether that record's artifact is still where the
+# exporter would put it now (a store emptied or moved makes a resume record stale).
 Exporter = Callable[[object, object, int], dict]
+
+
+class RunCanceled(KeyboardInterrupt):
+    """The run was canceled; an interrupt, so orchestrators stop rather than retry."""
+
+
+@dataclass
+class TrainHooks:
+    """What the caller hears from a training run, and how it asks it to stop."""
+
+    on_log: Callable[[dict, int], None] | None = None  # Trainer logs (loss, lr) per step
+    on_message: Callable[[str], None] | None = None  # resumed from step N, checkpoint kept ...
+    should_stop: Callable[[], bool] | None = None  # polled every step; True stops with RunCanceled
+
+    def say(self, text: str) -> None:
+        log.info(text)
+        if self.on_message:
+            self.on_message(text)
 
 
 def _dataset(enc: Encoded):
@@ -101,6 +127,47 @@ def make_collator(pad_id: int):
     return collate
 
 
+class EpochSeededLengthSampler:
+    """Length-grouped order drawn from (seed, epoch), never from the global RNG.
+
+    HF's ``LengthGroupedSampler`` draws each epoch's order from the global torch RNG when the
+    epoch starts; a run resumed mid-epoch draws it in another RNG state, so its data order (and
+    every later checkpoint) differs from an uninterrupted run. Seeding by epoch makes the order
+    a function of (seed, epoch) alone, as accelerate's ``SeedableRandomSampler`` does for
+    random sampling.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
+
+
+def _trainer_class(enc: Encoded, cfg: TrainConfig):
+    """HF ``Trainer`` whose length-grouped sampler is seeded per epoch (exact resume)."""
+    from transformers import Trainer
+
+    class _Trainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            if not cfg.group_by_length:
+                return super()._get_train_sampler(train_dataset)
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return EpochSeededLengthSampler([int(n) for n in enc.lengths], batch, cfg.seed)
+
+    return _Trainer
+
+
 def last_complete_checkpoint(work_dir: Path) -> Path | None:
     """Newest ``checkpoint-N`` holding every file a resume needs; partial ones are ignored."""
     found = []
@@ -124,6 +191,24 @@ class _ExportRegistry:
 
     def add(self, step: int, record: dict) -> None:
         self.records[step] = record
+        self._write()
+
+    def drop_missing(self, export: Exporter, say: Callable[[str], None]) -> None:
+        """Forget records whose artifact is gone from the store (or lives under another root)."""
+        present = getattr(export, "present", None)
+        if present is None:
+            return
+        gone = [s for s, r in sorted(self.records.items()) if not present(r)]
+        for step in gone:
+            say(
+                f"checkpoint step {step} is not in the store any more ({self.records[step]['uri']})"
+                "; it will be made again"
+            )
+            del self.records[step]
+        if gone:
+            self._write()
+
+    def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({str(k): v for k, v in sorted(self.records.items())}, indent=1))
         tmp.replace(self.path)
@@ -137,15 +222,16 @@ def train_with_checkpoints(
     schedule: CheckpointSchedule,
     work_dir: Path,
     export: Exporter,
-    on_log: Callable[[dict, int], None] | None = None,
+    hooks: TrainHooks | None = None,
     extra_callbacks: list | None = None,
 ) -> list[dict]:
     """Train, exporting step 0 and every scheduled step; resume from ``work_dir`` if it has state.
 
     Returns the export records of every kept checkpoint, in step order.
     """
+    hooks = hooks or TrainHooks()
     import torch
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, TrainerCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -154,8 +240,9 @@ def train_with_checkpoints(
     steps_total = total_steps(len(enc), cfg)
     keep = schedule.steps(steps_total)
     registry = _ExportRegistry(work_dir)
+    registry.drop_missing(export, hooks.say)
     if all(s in registry.records for s in [0, *keep]):
-        log.info("every checkpoint of %s is already exported: nothing to train", work_dir)
+        hooks.say(f"every checkpoint is already exported ({len(keep) + 1}): nothing to train")
         return [registry.records[s] for s in [0, *keep]]
     if 0 not in registry.records:
         registry.add(0, export(model, tokenizer, 0))
@@ -165,6 +252,8 @@ def train_with_checkpoints(
 
     class _Schedule(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
+            if hooks.should_stop and hooks.should_stop():
+                raise RunCanceled(f"canceled at step {state.global_step} of {steps_total}")
             if state.global_step in keep:
                 control.should_save = True
             return control
@@ -175,8 +264,8 @@ def train_with_checkpoints(
                 registry.add(step, export(model, tokenizer, step))
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if on_log and logs:
-                on_log(
+            if hooks.on_log and logs:
+                hooks.on_log(
                     {k: v for k, v in logs.items() if isinstance(v, int | float)}, state.global_step
                 )
 
@@ -192,7 +281,7 @@ def train_with_checkpoints(
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        train_sampling_strategy="random",  # group_by_length: our per-epoch seeded sampler
         save_strategy="no",  # our callback decides which steps to save
         save_total_limit=2,
         logging_steps=max(1, steps_total // 50),
@@ -203,7 +292,7 @@ def train_with_checkpoints(
         dataloader_pin_memory=cuda,
         remove_unused_columns=False,
     )
-    trainer = Trainer(
+    trainer = _trainer_class(enc, cfg)(
         model=model,
         args=args,
         train_dataset=_dataset(enc),
@@ -212,7 +301,7 @@ def train_with_checkpoints(
     )
     trainer.remove_callback(PrinterCallback)  # losses go to on_log (MLflow), not stdout
     if resume is not None:
-        log.info("resuming from %s", resume)
+        hooks.say(f"resumed from step {_step_of(resume)} of {steps_total} ({resume.name})")
     if resume is None or _step_of(resume) < steps_total:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     missing = [s for s in keep if s not in registry.records]

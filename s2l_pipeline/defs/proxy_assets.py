@@ -10,6 +10,7 @@ from ..core.tables import TableRef, read_table
 from ..core.training import CheckpointSchedule
 from .automation import RetrainPolicy
 from .resources import ArtifactStoreResource, read_manifest
+from .runtime import training_hooks
 from .shard_assets import data_shard, materialized_shards
 from .tracking import MlflowTracking, mlflow_metadata
 from .training_config import LMTrainingConfig
@@ -42,7 +43,6 @@ class ProxyConfig(LMTrainingConfig):
     code_version="2",
     deps=[data_shard],
     pool="gpu",
-    retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
     description="The small proxy LM trained on the whole raw_dataset (loss on response tokens "
     "only), with its checkpoints as safetensors folders; resumes after an interruption.",
 )
@@ -82,7 +82,7 @@ def proxy_checkpoints(
             run,
             store,
             artifact_store.work_path("proxy"),
-            on_log=lambda logs, step: mt.log_metrics(logs, step),
+            training_hooks(context, mt),
         )
         mt.log_dict(manifest, "proxy_manifest.json")
         manifest["mlflow_run_id"] = mt.run_id

@@ -22,6 +22,7 @@ from .automation import REFRESH
 from .lineage import lineage_tags
 from .metadata import md, preview
 from .resources import ArtifactStoreResource
+from .runtime import training_hooks
 from .tracking import MlflowTracking, mlflow_metadata
 from .training_config import LMTrainingConfig
 
@@ -54,7 +55,6 @@ class TargetConfig(LMTrainingConfig):
     pool="gpu",
     partitions_def=TRAINING_SETS,
     automation_condition=REFRESH,
-    retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
     description="The target LM fine-tuned (loss on response tokens) on the partition's training "
     "set; safetensors checkpoints in the artifact store; resumes after an interruption.",
 )
@@ -106,7 +106,7 @@ def target_model(
             run,
             store,
             artifact_store.work_path("target"),
-            on_log=lambda logs, step: mt.log_metrics(logs, step),
+            hooks=training_hooks(context, mt),
             tokenizer_dir=tokenizer_dir if run.model.name == "embedded" else None,
         )
         mt.log_dict(manifest, "target_manifest.json")

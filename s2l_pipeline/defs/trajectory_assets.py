@@ -28,6 +28,7 @@ from ..core.trajectories import (
 from .automation import REFRESH
 from .metadata import md
 from .resources import ArtifactStoreResource
+from .runtime import retried_on_error
 from .tracking import MlflowTracking, mlflow_metadata
 
 
@@ -93,8 +94,8 @@ def plan_scoring(
 
 @dg.op(
     pool="gpu",
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
-    description="Score one shard of rows at one checkpoint (skipped if already stored).",
+    description="Score one shard of rows at one checkpoint (skipped if already stored); "
+    "retried on errors, never after a cancel.",
 )
 def score_trajectory_unit(
     context: dg.OpExecutionContext, work: dict, artifact_store: ArtifactStoreResource
@@ -105,14 +106,15 @@ def score_trajectory_unit(
     if store.exists(key):
         context.log.info(f"{unit.mapping_key}: already scored at {store.uri(key)}")
         return {"step": unit.step, "uri": store.uri(key), "reused": True}
-    rows = read_table(TableRef.from_dict(work["train"]), store).slice(
-        unit.start, unit.stop - unit.start
-    )
-    try:
-        scores = score_unit(unit, rows, store)
-    except CheckpointIntegrityError as exc:  # not transient: retrying cannot help
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    ref = write_table(scores, store, key)
+    with retried_on_error():
+        rows = read_table(TableRef.from_dict(work["train"]), store).slice(
+            unit.start, unit.stop - unit.start
+        )
+        try:
+            scores = score_unit(unit, rows, store)
+        except CheckpointIntegrityError as exc:  # not transient: retrying cannot help
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        ref = write_table(scores, store, key)
     context.log.info(f"{unit.mapping_key}: scored {ref.rows} rows")
     return {"step": unit.step, "uri": ref.uri, "reused": False}
 

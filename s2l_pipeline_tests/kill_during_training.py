@@ -1,0 +1,62 @@
+"""Train the tiny test model in its own process; SIGKILL itself at step ``kill_at`` (0: never).
+
+Used by test_training to check that a resume after a real kill gives the same bytes.
+Usage: python kill_during_training.py WORK_DIR KILL_AT
+"""
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from s2l_pipeline.core.embedded import generate_mixture
+from s2l_pipeline.core.encoding import encode, render_prompts
+from s2l_pipeline.core.hashing import file_hash
+from s2l_pipeline.core.models import SIZES, build_gpt_neox, save_model
+from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
+from s2l_pipeline.core.training import (
+    CheckpointSchedule,
+    TrainConfig,
+    TrainHooks,
+    train_with_checkpoints,
+)
+
+
+class KillAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(root: Path, kill_at: int) -> None:
+    train, _ = generate_mixture(256, seed=5, heldout_per_family=1)
+    texts = render_prompts(train["prompt"].to_list(), train["task"].to_list())
+    tok = train_bpe_tokenizer(texts + train["response"].to_list(), 300)
+    enc = encode(train, tok, 64)
+
+    def export(model, tokenizer, step):
+        out = save_model(model, tokenizer, root / "out" / f"step_{step}")
+        return {"step": step, "uri": str(out), "sha256": file_hash(out / "model.safetensors")}
+
+    records = train_with_checkpoints(
+        build_gpt_neox(SIZES["proxy-tiny"], tok, seed=0),
+        tok,
+        enc,
+        TrainConfig(epochs=3, batch_size=32, learning_rate=3e-3),
+        CheckpointSchedule(count=6),
+        root / "work",
+        export,
+        TrainHooks(on_message=lambda m: print(m, flush=True)),
+        extra_callbacks=[KillAt(kill_at)] if kill_at else None,
+    )
+    print(json.dumps([r["sha256"] for r in records]))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]))
