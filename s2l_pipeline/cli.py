@@ -55,32 +55,52 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the whole graph for a profile and training set, recorded in the Dagster instance."""
+    """Run the whole graph at the deployment's scale, recorded in the Dagster instance."""
     import os
+    import signal
+
+    deployed = os.environ.get("S2L_PROFILE") or "default"
+    profile = args.profile or deployed
+    if profile != deployed:
+        print(
+            f"note: running at profile {profile!r}; automation, sensors and UI launches use "
+            f"S2L_PROFILE (now {deployed!r}): start `dagster dev` with S2L_PROFILE={profile} "
+            "to keep this scale",
+            file=sys.stderr,
+        )
+    os.environ["S2L_PROFILE"] = profile  # read when the definitions load, just below
 
     import dagster as dg
 
     from .definitions import defs
-    from .defs.profiles import run_config
+    from .defs.recovery import owner_tags, sweep_dead_runs
 
-    job = defs.resolve_job_def("s2l_tiny_job" if args.profile == "tiny" else "s2l_job")
+    job = defs.resolve_job_def("s2l_job")
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     if instance is None:
         print(
             "DAGSTER_HOME is not set: this run will not appear in the Dagster UI", file=sys.stderr
         )
-    # The profile's config is passed explicitly: `dagster job execute` ignores a partitioned
-    # job's own config, so the CLI would silently run with the code defaults.
+    else:
+        mlflow = defs.resources["mlflow"]
+        sweep_dead_runs(
+            instance,
+            on_dead=lambda run_id: mlflow.end_orphaned_runs(run_id),
+            say=lambda text: print(text, file=sys.stderr),
+        )
+    # SIGTERM (timeout, systemd, kill) stops the run like Ctrl-C: steps end, the run is marked.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # No run config: the deployment's profile is in the config defaults, as for every launch.
     result = job.execute_in_process(
-        run_config=run_config(args.profile),
         instance=instance,
         partition_key=args.training_set,
         raise_on_error=False,
+        tags=owner_tags(),
     )
     summary: dict = {
         "run_id": result.run_id,
         "success": result.success,
-        "profile": args.profile,
+        "profile": profile,
         "training_set": args.training_set,
     }
     if result.success:
@@ -197,7 +217,11 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_select)
 
     r = sub.add_parser("run", help="run the whole graph (proxy to evaluation) for a profile")
-    r.add_argument("--profile", choices=["default", "tiny"], default="default")
+    r.add_argument(
+        "--profile",
+        choices=["default", "tiny"],
+        help="scale of the run (default: S2L_PROFILE, else 'default')",
+    )
     r.add_argument(
         "--training-set",
         choices=["selected", "random", "full"],

@@ -9,7 +9,7 @@ import dagster as dg
 from .defs.automation import RetrainPolicy
 from .defs.data_assets import eval_sets, raw_dataset
 from .defs.data_checks import eval_sets_not_in_training, raw_dataset_rows_valid
-from .defs.profiles import run_config
+from .defs.profiles import active_profile
 from .defs.proxy_assets import proxy_checkpoints
 from .defs.resources import ArtifactStoreResource, ManifestIOManager, default_artifact_root
 from .defs.selection_assets import selected_subset, trajectory_clusters
@@ -97,27 +97,18 @@ MAIN_GRAPH = dg.AssetSelection.all() - dg.AssetSelection.assets(data_shard, shar
 s2l_job = dg.define_asset_job(
     "s2l_job",
     selection=MAIN_GRAPH,
-    config=run_config("default"),
     executor_def=LOCAL_EXECUTOR,
     # The target assets are partitioned by training set; the main job trains on the selected
     # subset. Launch with the tag dagster/partition=random or =full for the comparisons.
     tags={"dagster/partition": "selected"},
-    description="The whole S2L graph at the default scale (about 20K examples).",
-)
-s2l_tiny_job = dg.define_asset_job(
-    "s2l_tiny_job",
-    selection=MAIN_GRAPH,
-    config=run_config("tiny"),
-    executor_def=LOCAL_EXECUTOR,
-    tags={"dagster/partition": "selected"},
-    description="The whole graph on a few hundred examples: a smoke run in a minute or two.",
+    description=f"The whole S2L graph at this deployment's scale (S2L_PROFILE={active_profile()}).",
 )
 
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     resources=resources(),
-    jobs=[s2l_job, s2l_tiny_job],
+    jobs=[s2l_job],
     sensors=[shard_sensor, proxy_retrain_sensor],
     schedules=[reselection_schedule, proxy_retrain_schedule],
 )

@@ -357,7 +357,7 @@ def test_proxy_retrains_only_by_policy(pipeline) -> None:
 
     def tick(share: float):
         res = {
-            "retrain_policy": RetrainPolicy(new_data_share=share, profile="tiny"),
+            "retrain_policy": RetrainPolicy(new_data_share=share),
             "artifact_store": resources["artifact_store"],
         }
         with dg.build_sensor_context(instance=instance, resources=res) as ctx:
@@ -369,5 +369,5 @@ def test_proxy_retrains_only_by_policy(pipeline) -> None:
     due = tick(0.05)
     assert isinstance(due, dg.RunRequest) and due.run_key.startswith("proxy-retrain:")
     assert "due" in due.tags["s2l/retrain_reason"]
-    assert due.run_config["ops"]["proxy_checkpoints"]["config"]["size"] == "proxy-tiny"
+    assert not due.run_config  # the deployment's scale comes from the config defaults
     assert tick(0.05).run_key == due.run_key  # same pool, same key: never two retrains

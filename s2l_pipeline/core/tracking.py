@@ -130,7 +130,26 @@ def mlflow_run(
     tracker = Tracker(client, run.info.run_id, exp_id, tracking_uri)
     try:
         yield tracker
-    except BaseException:
-        client.set_terminated(run.info.run_id, status="FAILED")
+    except BaseException as exc:  # an interrupt (cancel, Ctrl-C) is a kill, not a failure
+        status = "FAILED" if isinstance(exc, Exception) else "KILLED"
+        client.set_terminated(run.info.run_id, status=status)
         raise
     client.set_terminated(run.info.run_id, status="FINISHED")
+
+
+def end_orphaned_runs(tracking_uri: str, experiment: str, tag: str, value: str) -> list[str]:
+    """Mark KILLED the RUNNING runs tagged ``tag=value`` whose process died without closing
+    them (SIGKILL, OOM); returns their ids."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{tag}` = '{value}' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [r.info.run_id for r in runs]

@@ -19,6 +19,7 @@ from ..core.readers import FileReadError
 from ..core.stats import length_summary, rejection_counts, source_counts
 from ..core.tables import TableRef, read_table, write_table
 from .metadata import md, preview, table_ref_metadata
+from .profiles import profiled
 from .resources import ArtifactStoreResource
 
 
@@ -69,6 +70,9 @@ class RawDatasetConfig(dg.Config):
             heldout_per_source=self.heldout_per_source,
             max_rejected_share=self.max_rejected_share,
         )
+
+
+RawDatasetConfig = profiled(RawDatasetConfig, "raw_dataset")  # the deployment's scale
 
 
 @dg.asset(
@@ -146,6 +150,9 @@ class EvalSetsConfig(dg.Config):
     )
     seed: int = 0
     files: list[EvalFileInput] = Field(default_factory=list)
+
+
+EvalSetsConfig = profiled(EvalSetsConfig, "eval_sets")  # the deployment's scale
 
 
 @dg.asset(

@@ -9,6 +9,7 @@ from ..core.shards import union_tables
 from ..core.tables import TableRef, read_table
 from ..core.training import CheckpointSchedule
 from .automation import RetrainPolicy
+from .profiles import profiled
 from .resources import ArtifactStoreResource, read_manifest
 from .runtime import training_hooks
 from .shard_assets import data_shard, materialized_shards
@@ -35,6 +36,9 @@ class ProxyConfig(LMTrainingConfig):
             train=self.train_config(),
             schedule=CheckpointSchedule(count=self.num_checkpoints, every=self.checkpoint_every),
         )
+
+
+ProxyConfig = profiled(ProxyConfig, "proxy_checkpoints")  # the deployment's scale
 
 
 @dg.asset(

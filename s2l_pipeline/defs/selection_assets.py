@@ -26,6 +26,7 @@ from ..core.trajectories import steps_of
 from .automation import REFRESH
 from .lineage import lineage_tags, subset_lineage
 from .metadata import md
+from .profiles import profiled
 from .resources import ArtifactStoreResource
 from .tracking import MlflowTracking, mlflow_metadata
 
@@ -56,6 +57,9 @@ class ClusterConfig(dg.Config):
             stratify_by=self.stratify_by,
             steps=tuple(self.steps) if self.steps else None,
         )
+
+
+ClusterConfig = profiled(ClusterConfig, "trajectory_clusters")  # the deployment's scale
 
 
 @dg.asset(
@@ -130,6 +134,9 @@ class SelectionConfig(dg.Config):
     lp_variant: str = Field("lp1", description="learning_percentage: lp1 or lp_app.")
     embedding_clusters: int = Field(1000, description="learning_percentage: K of MiniLM K-means.")
     knn: int = Field(20, description="facility_location: neighbours per point.")
+
+
+SelectionConfig = profiled(SelectionConfig, "selected_subset")  # the deployment's scale
 
 
 @dg.asset(

@@ -15,7 +15,6 @@ from ..core.shards import (
 )
 from ..core.tables import TableRef
 from .automation import RetrainPolicy, reselect_cron
-from .profiles import run_config
 from .proxy_assets import proxy_checkpoints
 from .resources import ArtifactStoreResource, read_manifest
 from .selection_assets import selected_subset, trajectory_clusters
@@ -35,6 +34,8 @@ REJECTED_SHARDS_KEY = "data_shard/_rejected_shards.json"
 @dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
+    # The daemon refuses RunRequests from a sensor that names no target.
+    asset_selection=[data_shard, shard_trajectories],
     description="Registers each new or changed shard under the shard root as a partition and "
     "requests its ingest + scoring run (one run per shard version); bad shards are refused "
     "with their reason, the others go on.",
@@ -118,7 +119,6 @@ def proxy_retrain_sensor(
         return dg.SkipReason(reason)
     return dg.RunRequest(
         run_key=f"proxy-retrain:{total}",
-        run_config=run_config(retrain_policy.profile, assets=["proxy_checkpoints"]),
         tags={"s2l/retrain_reason": reason},
     )
 
@@ -141,7 +141,6 @@ reselection_schedule = dg.ScheduleDefinition(
 proxy_retrain_job = dg.define_asset_job(
     "proxy_retrain_job",
     selection=dg.AssetSelection.assets(proxy_checkpoints),
-    config=run_config("default", assets=["proxy_checkpoints"]),
     description="Retrain the proxy on the pool as it is now (the retrain policy's schedule).",
 )
 

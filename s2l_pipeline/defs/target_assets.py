@@ -21,6 +21,7 @@ from ..core.training import CheckpointSchedule
 from .automation import REFRESH
 from .lineage import lineage_tags
 from .metadata import md, preview
+from .profiles import profiled
 from .resources import ArtifactStoreResource
 from .runtime import training_hooks
 from .tracking import MlflowTracking, mlflow_metadata
@@ -46,6 +47,9 @@ class TargetConfig(LMTrainingConfig):
             lora_r=self.lora_r,
             lora_alpha=self.lora_alpha,
         )
+
+
+TargetConfig = profiled(TargetConfig, "target_model")  # the deployment's scale
 
 
 @dg.asset(
@@ -159,6 +163,9 @@ class EvaluationConfig(dg.Config):
     max_rows_per_set: int | None = Field(
         None, description="Evaluate at most this many rows of each set (first ones); empty: all."
     )
+
+
+EvaluationConfig = profiled(EvaluationConfig, "target_evaluation")  # the deployment's scale
 
 
 @dg.asset(

@@ -11,6 +11,7 @@ from ..core.tracking import (
     Tracker,
     TrackingUnavailable,
     check_server,
+    end_orphaned_runs,
     local_tracking_uri,
     mlflow_run,
 )
@@ -47,6 +48,16 @@ class MlflowTracking(dg.ConfigurableResource):
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
             context.log.warning(f"{exc}; logging to {self.local_uri()} instead")
             return self.local_uri()
+
+    def end_orphaned_runs(self, dagster_run_id: str) -> list[str]:
+        """Mark KILLED this Dagster run's MLflow runs left RUNNING by a killed process."""
+        try:
+            check_server(self.resolved_uri())
+        except TrackingUnavailable:
+            return []
+        return end_orphaned_runs(
+            self.resolved_uri(), self.experiment, "dagster.run_id", dagster_run_id
+        )
 
     @contextmanager
     def run(

@@ -27,6 +27,7 @@ from ..core.trajectories import (
 )
 from .automation import REFRESH
 from .metadata import md
+from .profiles import profiled
 from .resources import ArtifactStoreResource
 from .runtime import retried_on_error
 from .tracking import MlflowTracking, mlflow_metadata
@@ -42,6 +43,9 @@ class ScoringConfig(dg.Config):
     max_length: int | None = Field(
         None, description="Tokens per example; empty: the proxy's training max_length."
     )
+
+
+ScoringConfig = profiled(ScoringConfig, "loss_trajectories.plan_scoring")  # the deployment's scale
 
 
 @dg.op(

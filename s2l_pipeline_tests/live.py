@@ -1,0 +1,247 @@
+"""A real ``dagster dev`` (webserver + daemon + code server) on loopback, for tests that drive
+the running system through GraphQL and a browser. Every wait is bounded; ``stop`` ends the whole
+process group it started."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .conftest import PROJECT_ROOT
+
+LOCATION = "s2l_pipeline"
+REPO = "__repository__"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def project_env(root: Path, profile: str = "tiny") -> dict[str, str]:
+    """Environment of a throwaway deployment under ``root`` at ``profile`` scale."""
+    (root / "home").mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", root / "home" / "dagster.yaml")
+    (root / "shards").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "S2L_"))}
+    env.update(
+        DAGSTER_HOME=str(root / "home"),
+        S2L_PROFILE=profile,
+        S2L_ARTIFACT_ROOT=str(root / "artifacts"),
+        S2L_SHARD_ROOT=str(root / "shards"),
+        S2L_DATA_DIR=str(root / "data"),
+        S2L_CACHE_DIR=str(root / "cache"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+class DagsterDev:
+    """``dagster dev`` for the project's code location, with its instance under ``root``."""
+
+    def __init__(self, root: Path, profile: str = "tiny"):
+        self.root = root
+        self.env = project_env(root, profile)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "dagster_dev.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> DagsterDev:
+        exe = Path(sys.executable).with_name("dagster")
+        workspace = str(PROJECT_ROOT / "workspace.yaml")  # names the location s2l_pipeline
+        cmd = [str(exe), "dev", "-w", workspace, "-h", "127.0.0.1"]
+        cmd += ["-p", str(self.port)]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=self.root / "home",  # dagster.yaml keeps storage relative to the working dir
+            env=self.env,
+            stdout=self.log_path.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for("the webserver to answer", self._up, timeout)
+        wait_for("the code location to load", self._location_loaded, timeout, every=2)
+        return self
+
+    def _up(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise RuntimeError(f"dagster dev exited: {self.log_tail()}")
+        try:
+            return requests.get(f"{self.url}/server_info", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    def _location_loaded(self) -> bool:
+        data = self.gql(
+            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+            "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+        )
+        for entry in data["workspaceOrError"]["locationEntries"]:
+            err = entry["locationOrLoadError"]
+            if err and err["__typename"] == "PythonError":
+                raise RuntimeError(f"code location failed to load: {err['message']}")
+            if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":
+                return True
+        return False
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        try:  # stragglers of the group (run workers) go too
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # ------------------------------------------------------------------ GraphQL
+
+    def gql(self, query: str, variables: dict | None = None) -> dict:
+        resp = requests.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+        )
+        resp.raise_for_status()
+        body = resp.json()
+        if body.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {body['errors']}")
+        return body["data"]
+
+    def launch(self, job: str, tags: dict[str, str], run_config: dict | None = None) -> str:
+        """Launch ``job`` as the UI does (launchPipelineExecution); no run config by default."""
+        data = self.gql(
+            """mutation($p: ExecutionParams!) { launchPipelineExecution(executionParams: $p) {
+                __typename ... on LaunchRunSuccess { run { runId } }
+                ... on PythonError { message } ... on InvalidStepError { invalidStepKey }
+                ... on RunConfigValidationInvalid { errors { message } } } }""",
+            {
+                "p": {
+                    "selector": {
+                        "repositoryLocationName": LOCATION,
+                        "repositoryName": REPO,
+                        "pipelineName": job,
+                    },
+                    "runConfigData": run_config or {},
+                    "executionMetadata": {
+                        "tags": [{"key": k, "value": v} for k, v in tags.items()]
+                    },
+                }
+            },
+        )["launchPipelineExecution"]
+        if data["__typename"] != "LaunchRunSuccess":
+            raise RuntimeError(f"launch failed: {data}")
+        return data["run"]["runId"]
+
+    def run_status(self, run_id: str) -> str:
+        return self.gql(
+            "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id}
+        )["runOrError"]["status"]
+
+    def wait_run(self, run_id: str, timeout: float, done=("SUCCESS",)) -> str:
+        finished = {"SUCCESS", "FAILURE", "CANCELED"}
+
+        def check():
+            status = self.run_status(run_id)
+            return status if status in finished else None
+
+        status = wait_for(f"run {run_id} to finish", check, timeout, every=2)
+        assert status in done, f"run {run_id} ended {status}\n{self.run_errors(run_id)}"
+        return status
+
+    def run_errors(self, run_id: str) -> str:
+        events = self.events(run_id)
+        return "\n".join(
+            f"{e['__typename']}: {e.get('message', '')}"
+            for e in events
+            if "Failure" in e["__typename"] or e.get("level") == "ERROR"
+        )[-4000:]
+
+    def events(self, run_id: str) -> list[dict]:
+        out, cursor = [], None
+        while True:
+            data = self.gql(
+                """query($id: ID!, $after: String) { logsForRun(runId: $id, afterCursor: $after) {
+                    ... on EventConnection { cursor hasMore events { __typename
+                      ... on MessageEvent { message level stepKey } } } } }""",
+                {"id": run_id, "after": cursor},
+            )["logsForRun"]
+            out.extend(data["events"])
+            cursor = data["cursor"]
+            if not data["hasMore"]:
+                return out
+
+    def terminate(self, run_id: str, force: bool = False) -> dict:
+        return self.gql(
+            """mutation($id: String!, $policy: TerminateRunPolicy) {
+                terminateRun(runId: $id, terminatePolicy: $policy) { __typename
+                  ... on TerminateRunFailure { message } ... on PythonError { message } } }""",
+            {"id": run_id, "policy": "MARK_AS_CANCELED_IMMEDIATELY" if force else None},
+        )["terminateRun"]
+
+    def start_sensor(self, name: str) -> str:
+        data = self.gql(
+            """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename
+                ... on Sensor { sensorState { status } } ... on PythonError { message } } }""",
+            {"s": {"repositoryLocationName": LOCATION, "repositoryName": REPO, "sensorName": name}},
+        )["startSensor"]
+        assert data["__typename"] == "Sensor", data
+        return data["sensorState"]["status"]
+
+    def latest_materialization(self, asset: str, partition: str | None = None) -> dict | None:
+        """runId, timestamp and metadata (label -> value) of the asset's latest materialization."""
+        data = self.gql(
+            """query($k: AssetKeyInput!, $p: [String!]) { assetOrError(assetKey: $k) {
+                ... on Asset { assetMaterializations(limit: 1, partitions: $p) { runId timestamp
+                  metadataEntries { label __typename
+                    ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text }
+                    ... on JsonMetadataEntry { jsonString } ... on FloatMetadataEntry { floatValue }
+                    ... on PathMetadataEntry { path } } } } } }""",
+            {"k": {"path": [asset]}, "p": [partition] if partition else None},
+        )["assetOrError"]
+        mats = (data or {}).get("assetMaterializations") or []
+        if not mats:
+            return None
+        m = mats[0]
+        values = {}
+        for e in m["metadataEntries"]:
+            for key in ("intValue", "text", "jsonString", "floatValue", "path"):
+                if key in e:
+                    values[e["label"]] = e[key]
+        return {"runId": m["runId"], "timestamp": float(m["timestamp"]), "metadata": values}
+
+    def runs(self) -> list[dict]:
+        return self.gql(
+            """{ runsOrError(limit: 100) { ... on Runs { results { runId status jobName
+                tags { key value } } } } }"""
+        )["runsOrError"]["results"]
