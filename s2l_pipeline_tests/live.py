@@ -4,6 +4,7 @@ process group it started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -121,10 +122,8 @@ class DagsterDev:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
-        try:  # stragglers of the group (run workers) go too
+        with contextlib.suppress(ProcessLookupError):  # stragglers of the group go too
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     # ------------------------------------------------------------------ GraphQL
 

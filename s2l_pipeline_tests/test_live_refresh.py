@@ -45,7 +45,9 @@ def test_new_shard_is_reselected_by_the_daemon(dev: DagsterDev) -> None:
     tags = [{t["key"]: t["value"] for t in r["tags"]} for r in runs]
     shard_runs = [t for t in tags if t.get("dagster/sensor_name") == "shard_sensor"]
     assert shard_runs and shard_runs[0]["dagster/partition"] == "fresh.jsonl"
-    auto = [r for r, t in zip(runs, tags, strict=True) if t.get("dagster/from_automation_condition")]
+    auto = [
+        r for r, t in zip(runs, tags, strict=True) if t.get("dagster/from_automation_condition")
+    ]
     assert auto, f"no automation run among {[(r['jobName'], r['status']) for r in runs]}"
     # Automation ran at the deployment's scale: the tiny profile's K=8, not the default 100.
     clusters = dev.latest_materialization("trajectory_clusters")
