@@ -90,8 +90,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     # SIGTERM (timeout, systemd, kill) stops the run like Ctrl-C: steps end, the run is marked.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    # No run config: the deployment's profile is in the config defaults, as for every launch.
+    # The deployment's profile is in the config defaults, as for every launch; --config holds
+    # only what this run changes, in the launchpad's format.
     result = job.execute_in_process(
+        run_config=_run_config_file(args.config),
         instance=instance,
         partition_key=args.training_set,
         raise_on_error=False,
@@ -110,6 +112,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary.update({k: v for k, v in evaluation.items() if isinstance(v, float)})
     print(json.dumps(summary, default=str))
     return 0 if result.success else 1
+
+
+def _run_config_file(path: str | None) -> dict:
+    """Run config from a YAML/JSON file in the launchpad's format ({ops: {asset: {config}}})."""
+    if not path:
+        return {}
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: not a readable YAML run config ({exc})") from exc
+    if not isinstance(cfg, dict) or set(cfg) - {"ops", "resources", "execution", "loggers"}:
+        raise ValueError(f"{path}: expected the launchpad's keys (ops:, resources:, ...)")
+    return cfg
 
 
 LINEAGE_ASSETS = ("selected_subset", "target_model", "target_evaluation", "training_pool")
@@ -221,6 +238,11 @@ def parser() -> argparse.ArgumentParser:
         "--profile",
         choices=["default", "tiny"],
         help="scale of the run (default: S2L_PROFILE, else 'default')",
+    )
+    r.add_argument(
+        "--config",
+        help="YAML run config with what this run changes, as in the launchpad "
+        "(e.g. ops: {proxy_checkpoints: {config: {epochs: 5}}})",
     )
     r.add_argument(
         "--training-set",
