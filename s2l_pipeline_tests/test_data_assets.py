@@ -32,7 +32,7 @@ def make_resources(
         "io_manager": ManifestIOManager(artifact_store=store),
         "mlflow": MlflowTracking(tracking_uri=mlflow_uri),
         "shard_source": ShardSourceResource(root=str(Path(root).parent / "shards")),
-        "retrain_policy": RetrainPolicy(profile="tiny"),
+        "retrain_policy": RetrainPolicy(),
     }
 
 
@@ -111,8 +111,40 @@ def test_too_many_rejected_fails_with_a_clear_message_and_keeps_rejects(tmp_path
     text = failure.step_failure_data.user_failure_data.description
     # 7 bad rows + the 3 good bad_rows lines that repeat gsm8k lines 1-3, out of 20 + 12 + 10.
     assert "10 of 42 rows rejected" in text and "bad_rows.jsonl" in text
-    rejected_files = list((tmp_path / "art" / "raw_dataset").rglob("rejected.parquet"))
+    rejected_files = list((tmp_path / "art" / "raw_dataset" / "rejected").glob("*.parquet"))
     assert len(rejected_files) == 1 and pl.read_parquet(rejected_files[0]).height == 10
+
+
+def test_rejected_rows_are_kept_per_input(tmp_path: Path) -> None:
+    """Same accepted rows, other rejected rows: each run's manifest points at its own rows."""
+    good = (FIXTURES / "gsm8k_train_sample.jsonl").read_text()
+    paths = []
+    for name, bad in (("a", '{"question": "no answer"}\n'), ("b", "not json\n")):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(good + bad)
+        paths.append(path)
+    res = make_resources(str(tmp_path / "art"))
+    metas = []
+    for path in paths:
+        cfg = run_config(
+            "tiny",
+            {
+                "raw_dataset": {
+                    "embedded": {"enabled": False},
+                    "files": [{"path": str(path)}],
+                    "max_rejected_share": 0.5,
+                }
+            },
+            assets=["raw_dataset"],
+        )
+        metas.append(
+            meta(dg.materialize([raw_dataset], resources=res, run_config=cfg), "raw_dataset")
+        )
+    a, b = metas
+    assert a["content_hash"] == b["content_hash"]  # the same accepted rows
+    assert a["rejected_path"] != b["rejected_path"]
+    assert pl.read_parquet(a["rejected_path"])["file"].to_list() == [str(paths[0])]
+    assert pl.read_parquet(b["rejected_path"])["file"].to_list() == [str(paths[1])]
 
 
 def test_rejects_under_threshold_are_counted_in_metadata(tmp_path: Path) -> None:

@@ -40,3 +40,23 @@ def test_full_gsm8k_test_and_math500_load(rel: str, rows: int) -> None:
     assert table.height == rows and rejected.height == 0
     assert table["answer"].null_count() == 0
     assert table["eval_set"][0] == rel.replace("/", "_").removesuffix(".jsonl")
+
+
+def test_an_evaluation_file_never_vanishes(tmp_path) -> None:
+    """All rows rejected, or more than max_rejected_share: an error naming the file."""
+    from s2l_pipeline.core.ingest import TooManyRejected
+
+    empty = pl.DataFrame(schema=EVAL_SCHEMA)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "no answer here"}\n{"question": 3, "answer": "1"}\n')
+    with pytest.raises(TooManyRejected, match="2 of 2 rows rejected") as err:
+        build_eval_sets(empty, 0, 0, (EvalFile(str(broken)),))
+    assert str(broken) in str(err.value) and "max_rejected_share" in str(err.value)
+
+    good = (FIXTURES / "gsm8k_test_sample.jsonl").read_text()
+    mostly = tmp_path / "mostly.jsonl"
+    mostly.write_text(good + '{"question": "q"}\n')  # 1 bad row of 21
+    with pytest.raises(TooManyRejected, match="1 of 21 rows rejected"):
+        build_eval_sets(empty, 0, 0, (EvalFile(str(mostly)),))
+    table, rejected = build_eval_sets(empty, 0, 0, (EvalFile(str(mostly)),), None, 0.1)
+    assert table.height == 20 and rejected.height == 1

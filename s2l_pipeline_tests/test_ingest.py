@@ -248,3 +248,15 @@ def test_s3_files_through_a_real_s3_server(s3_endpoint: str, s3_bucket: str) -> 
     assert both.rejected.height == 7 + 3
     with pytest.raises(FileReadError, match="missing.jsonl"):
         load_dataset(files_only(FileSource(f"s3://{s3_bucket}/missing.jsonl")), s3_endpoint)
+
+
+def test_empty_file_in_a_folder_is_skipped_and_counted(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "gsm8k_train_sample.jsonl", folder / "a.jsonl")
+    (folder / "b.jsonl").write_text("")
+    (folder / "c.jsonl").write_text("\n\n")
+    out = load_dataset(files_only(FileSource(str(folder))))
+    assert out.train.height == len(_lines("gsm8k_train_sample.jsonl"))
+    assert out.empty_files == [str(folder / "b.jsonl"), str(folder / "c.jsonl")]
+    assert out.rejected.height == 0

@@ -9,7 +9,13 @@ import polars as pl
 
 from .embedded import generate_ood
 from .hashing import example_ids
-from .ingest import RecordCollector, _file_records, expand_path
+from .ingest import (
+    RecordCollector,
+    TooManyRejected,
+    _file_records,
+    check_rejected_share,
+    expand_path,
+)
 from .schema import EVAL_SCHEMA
 
 
@@ -23,13 +29,24 @@ class EvalFile:
 
 
 def load_eval_file(
-    spec: EvalFile, endpoint_url: str | None = None
+    spec: EvalFile, endpoint_url: str | None = None, max_rejected_share: float = 0.01
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(eval rows, rejected rows) of one external test file or folder."""
+    """(eval rows, rejected rows) of one external test file or folder.
+
+    A file whose rejected share passes ``max_rejected_share``, or that has no usable row, is an
+    error (TooManyRejected): an evaluation set must never vanish quietly.
+    """
     collector = RecordCollector()
     for uri in expand_path(spec.path, endpoint_url):
         collector.add_records(_file_records(uri, endpoint_url), uri, spec.format, None, None)
     accepted, rejected = collector.frames()
+    seen = accepted.height + rejected.height
+    check_rejected_share(rejected, seen, max_rejected_share)
+    if accepted.is_empty():
+        raise TooManyRejected(
+            f"{spec.path}: evaluation file has no usable rows ({rejected.height} rejected, "
+            f"{len(collector.empty_files)} empty files)"
+        )
     name = spec.name or default_eval_name(spec.path)
     rows = accepted.with_columns(
         example_id=pl.Series(
@@ -55,6 +72,7 @@ def build_eval_sets(
     seed: int,
     files: tuple[EvalFile, ...] = (),
     endpoint_url: str | None = None,
+    max_rejected_share: float = 0.01,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """All evaluation rows in one table (``eval_set`` and ``domain`` tell them apart)."""
     parts = [heldout.cast(EVAL_SCHEMA)]
@@ -62,7 +80,7 @@ def build_eval_sets(
         parts.append(generate_ood(ood_per_family, seed))
     rejected_parts = []
     for spec in files:
-        rows, rejected = load_eval_file(spec, endpoint_url)
+        rows, rejected = load_eval_file(spec, endpoint_url, max_rejected_share)
         parts.append(rows)
         rejected_parts.append(rejected)
     table = pl.concat(parts, how="vertical")

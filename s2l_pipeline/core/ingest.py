@@ -69,6 +69,7 @@ class LoadedDataset:
     train: pl.DataFrame  # RAW_SCHEMA
     heldout: pl.DataFrame  # EVAL_SCHEMA, in-domain
     rejected: pl.DataFrame  # REJECTED_SCHEMA
+    empty_files: list[str] = field(default_factory=list)  # skipped: no record at all
 
     @property
     def rows_seen(self) -> int:
@@ -91,6 +92,7 @@ class RecordCollector:
             k: [] for k in ("source", "prompt", "response", "answer", "task", "_file", "_line")
         }
         self.bad: dict[str, list] = {k: [] for k in REJECTED_SCHEMA}
+        self.empty_files: list[str] = []
 
     def reject(self, file: str, line: int, fld: str | None, reason: str, raw: str) -> None:
         for k, v in zip(REJECTED_SCHEMA, (file, line, fld, reason, raw), strict=True):
@@ -105,6 +107,10 @@ class RecordCollector:
         task: str | None,
     ) -> None:
         records = list(records)
+        if not records:  # an empty file says nothing about the schema: skip it, and say so
+            log.warning("%s: no records (empty file), skipped", file)
+            self.empty_files.append(file)
+            return
         decoded = (r for _, r in records if isinstance(r, dict))
         fmt: Format = (
             get_format(fmt_name, file)
@@ -199,6 +205,7 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
         train=train.select(list(RAW_SCHEMA)),
         heldout=pl.concat(held_parts, how="vertical").cast(EVAL_SCHEMA),
         rejected=pl.concat([rejected, dups], how="vertical"),
+        empty_files=collector.empty_files,
     )
 
 
@@ -256,11 +263,18 @@ def split_heldout(df: pl.DataFrame, per_source: int) -> tuple[pl.DataFrame, pl.D
 
 def check_rejections(loaded: LoadedDataset, max_share: float, rejected_uri: str = "") -> None:
     """Raise TooManyRejected past ``max_share`` of rejected rows, naming the top reasons."""
-    share = loaded.rejected_share
+    check_rejected_share(loaded.rejected, loaded.rows_seen, max_share, rejected_uri)
+
+
+def check_rejected_share(
+    rejected: pl.DataFrame, rows_seen: int, max_share: float, rejected_uri: str = ""
+) -> None:
+    """Raise TooManyRejected when ``rejected`` is over ``max_share`` of ``rows_seen``."""
+    share = rejected.height / rows_seen if rows_seen else 0.0
     if share <= max_share:
         return
     top = (
-        loaded.rejected.group_by("file", "reason")
+        rejected.group_by("file", "reason")
         .agg(pl.len().alias("n"), pl.col("line").min().alias("first_line"))
         .sort(["n", "file", "first_line"], descending=[True, False, False])
         .head(5)
@@ -271,6 +285,7 @@ def check_rejections(loaded: LoadedDataset, max_share: float, rejected_uri: str 
     ]
     where = f"; every rejected row is in {rejected_uri}" if rejected_uri else ""
     raise TooManyRejected(
-        f"{loaded.rejected.height} of {loaded.rows_seen} rows rejected ({share:.2%}), more than "
-        f"the allowed {max_share:.2%}{where}. Most common:\n" + "\n".join(lines)
+        f"{rejected.height} of {rows_seen} rows rejected ({share:.2%}), more than "
+        f"the allowed {max_share:.2%} (max_rejected_share){where}. Most common:\n"
+        + "\n".join(lines)
     )

@@ -39,3 +39,10 @@ def read_table(ref: TableRef | str, store: ArtifactStore | None = None) -> pl.Da
     uri = ref.uri if isinstance(ref, TableRef) else ref
     path = store.fetch(uri) if store else ArtifactStore(".").fetch(uri)
     return pl.read_parquet(path)
+
+
+def write_rejected(df: pl.DataFrame, store: ArtifactStore, asset: str) -> TableRef:
+    """Rejected rows keyed by their own content: two inputs with the same accepted rows never
+    share (or overwrite) one rejected file."""
+    digest = table_hash(df)
+    return write_table(df, store, f"{asset}/rejected/{digest[:16]}.parquet", digest)

@@ -17,7 +17,7 @@ from ..core.ingest import (
 )
 from ..core.readers import FileReadError
 from ..core.stats import length_summary, rejection_counts, source_counts
-from ..core.tables import TableRef, read_table, write_table
+from ..core.tables import TableRef, read_table, write_rejected, write_table
 from .metadata import md, preview, table_ref_metadata
 from .profiles import profiled
 from .resources import ArtifactStoreResource
@@ -95,7 +95,7 @@ def raw_dataset(
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     version = table_hash(loaded.train)
     prefix = f"raw_dataset/{version[:16]}"
-    rejected = write_table(loaded.rejected, store, f"{prefix}/rejected.parquet")
+    rejected = write_rejected(loaded.rejected, store, "raw_dataset")
     reasons = rejection_counts(loaded.rejected)
     try:
         check_rejections(loaded, spec.max_rejected_share, rejected.uri)
@@ -114,7 +114,8 @@ def raw_dataset(
     heldout = write_table(loaded.heldout, store, f"{prefix}/heldout.parquet")
     context.log.info(
         f"{train.rows} examples from {loaded.train['source'].n_unique()} sources; "
-        f"{rejected.rows} rejected ({loaded.rejected_share:.2%}); {heldout.rows} held out"
+        f"{rejected.rows} rejected ({loaded.rejected_share:.2%}); {heldout.rows} held out; "
+        f"{len(loaded.empty_files)} empty files skipped"
     )
     manifest = {
         "train": train.to_dict(),
@@ -130,6 +131,8 @@ def raw_dataset(
         "rejected_share": round(loaded.rejected_share, 6),
         "rejected_by_reason": md(reasons),
         "rejected_preview": preview(loaded.rejected),
+        "empty_files_skipped": len(loaded.empty_files),
+        "empty_files": dg.MetadataValue.json(loaded.empty_files),
         "preview": preview(loaded.train),
         **table_ref_metadata("train", train),
         **table_ref_metadata("heldout", heldout),
@@ -150,6 +153,9 @@ class EvalSetsConfig(dg.Config):
     )
     seed: int = 0
     files: list[EvalFileInput] = Field(default_factory=list)
+    max_rejected_share: float = Field(
+        0.01, description="Fail when more than this share of an evaluation file is rejected."
+    )
 
 
 EvalSetsConfig = profiled(EvalSetsConfig, "eval_sets")  # the deployment's scale
@@ -173,14 +179,19 @@ def eval_sets(
     files = tuple(EvalFile(f.path, f.name, f.format) for f in config.files)
     try:
         table, rejected = build_eval_sets(
-            heldout, config.ood_per_family, config.seed, files, store.endpoint_url
+            heldout,
+            config.ood_per_family,
+            config.seed,
+            files,
+            store.endpoint_url,
+            config.max_rejected_share,
         )
-    except (FileReadError, UnknownSchemaError) as exc:
+    except (FileReadError, UnknownSchemaError, TooManyRejected) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     version = table_hash(table)
     prefix = f"eval_sets/{version[:16]}"
     ref = write_table(table, store, f"{prefix}/eval.parquet", version)
-    rejected_ref = write_table(rejected, store, f"{prefix}/rejected.parquet")
+    rejected_ref = write_rejected(rejected, store, "eval_sets")
     summary = eval_summary(table)
     context.log.info(f"{ref.rows} evaluation rows in {summary.height} sets")
     metadata = {

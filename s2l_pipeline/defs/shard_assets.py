@@ -19,7 +19,7 @@ from ..core.shards import (
     union_tables,
 )
 from ..core.stats import rejection_counts, source_counts
-from ..core.tables import TableRef, read_table, write_table
+from ..core.tables import TableRef, read_table, write_rejected, write_table
 from ..core.trajectories import incremental_trajectories, score_rows
 from .automation import REFRESH
 from .metadata import md, table_ref_metadata
@@ -93,7 +93,7 @@ def data_shard(
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     version = table_hash(loaded.train)
     train = write_table(loaded.train, store, f"data_shard/{version[:16]}/train.parquet", version)
-    rejected = write_table(loaded.rejected, store, f"data_shard/{version[:16]}/rejected.parquet")
+    rejected = write_rejected(loaded.rejected, store, "data_shard")
     manifest = {
         "train": train.to_dict(),
         "rejected": rejected.to_dict(),
