@@ -7,12 +7,74 @@ leaves half an object behind.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long an S3 call keeps retrying a server that does not answer (or answers 5xx) before it
+# fails: long enough to ride out a restart or a short network outage.
+RETRY_ENV = "S2L_STORAGE_RETRY_S"
+DEFAULT_RETRY_S = 180.0
+
+
+class StorageError(OSError):
+    """A storage call failed for good; the message names the uri or path."""
+
+
+def backoff_delays(budget_s: float) -> list[float]:
+    """1, 2, 4, 8, 16, 30, 30, ... seconds, until they add up to ``budget_s``."""
+    delays: list[float] = []
+    while sum(delays) < budget_s:
+        delays.append(min(30.0, 2.0 ** len(delays), budget_s - sum(delays)))
+    return delays
+
+
+def _transient(exc: BaseException) -> bool:
+    """A connection failure, a timeout, throttling or a 5xx: worth waiting for."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = exc.response.get("Error", {}).get("Code", "")
+        return status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout")
+    if isinstance(exc, S3UploadFailedError):  # boto3 wraps the cause in its message only
+        text = str(exc)
+        return any(s in text for s in ("Could not connect", "Connection", "timed out", " 50"))
+    return False
+
+
+def s3_retry(uri: str, what: str, call: Callable[[], T]) -> T:
+    """Run an S3 call, retrying transient failures with backoff (``S2L_STORAGE_RETRY_S``)."""
+    delays = backoff_delays(float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_S)))
+    for attempt in range(len(delays) + 1):
+        try:
+            return call()
+        except Exception as exc:  # sorted into transient or not just below
+            if not _transient(exc) or attempt == len(delays):
+                waited = f" after {attempt} retries" if attempt else ""
+                raise StorageError(f"{uri}: {what} failed{waited} ({exc})") from exc
+            log.warning(
+                "%s: %s failed (%s); retry %d in %.0f s",
+                uri,
+                what,
+                exc,
+                attempt + 1,
+                delays[attempt],
+            )
+            time.sleep(delays[attempt])
+    raise AssertionError("unreachable")
 
 
 def is_s3(uri: str) -> bool:
@@ -29,8 +91,13 @@ def split_s3(uri: str) -> tuple[str, str]:
 def s3_client(endpoint_url: str | None = None):
     """A boto3 S3 client; credentials come from the environment (AWS_ACCESS_KEY_ID, ...)."""
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
+    # Few quick retries inside botocore; the long wait for an outage is s3_retry's.
+    cfg = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2})
+    return boto3.client(
+        "s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"), config=cfg
+    )
 
 
 def default_cache_dir() -> Path:
@@ -47,9 +114,11 @@ def fetch(uri: str, endpoint_url: str | None = None, cache_dir: Path | None = No
     bucket, key = split_s3(uri)
     client = s3_client(endpoint_url)
     try:
-        head = client.head_object(Bucket=bucket, Key=key)
-    except Exception as exc:  # botocore raises ClientError subclasses per status code
-        raise FileNotFoundError(f"{uri}: cannot read object ({exc})") from exc
+        head = s3_retry(uri, "reading", lambda: client.head_object(Bucket=bucket, Key=key))
+    except StorageError as exc:
+        if isinstance(exc.__cause__, Exception) and not _transient(exc.__cause__):
+            raise FileNotFoundError(f"{uri}: cannot read object ({exc.__cause__})") from exc
+        raise
     etag = head["ETag"].strip('"')
     local = (cache_dir or default_cache_dir()) / "s3" / bucket / key
     tag_file = local.with_name(local.name + ".etag")
@@ -57,7 +126,7 @@ def fetch(uri: str, endpoint_url: str | None = None, cache_dir: Path | None = No
         return local
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(local.name + ".part")
-    client.download_file(bucket, key, str(tmp))
+    s3_retry(uri, "download", lambda: client.download_file(bucket, key, str(tmp)))
     tmp.replace(local)
     tag_file.write_text(etag)
     return local
@@ -70,10 +139,12 @@ def list_uris(prefix: str, endpoint_url: str | None = None) -> list[str]:
         return sorted(str(p) for p in root.rglob("*") if p.is_file())
     bucket, key = split_s3(prefix)
     client = s3_client(endpoint_url)
-    uris: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-        uris.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
-    return sorted(uris)
+
+    def listing() -> list[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+        return [f"s3://{bucket}/{o['Key']}" for page in pages for o in page.get("Contents", [])]
+
+    return sorted(s3_retry(prefix, "listing", listing))
 
 
 class ArtifactStore:
@@ -94,15 +165,24 @@ class ArtifactStore:
         if is_s3(target):
             with tempfile.TemporaryDirectory() as tmp:
                 local = Path(tmp) / Path(key).name
-                yield local
+                try:
+                    yield local
+                except OSError as exc:
+                    msg = f"{target}: cannot write the local copy {local} ({exc})"
+                    raise StorageError(msg) from exc
                 bucket, obj = split_s3(target)
-                s3_client(self.endpoint_url).upload_file(str(local), bucket, obj)
+                client = s3_client(self.endpoint_url)
+                s3_retry(target, "upload", lambda: client.upload_file(str(local), bucket, obj))
             return
         final = Path(target)
-        final.parent.mkdir(parents=True, exist_ok=True)
         part = final.with_name(final.name + ".part")
-        yield part
-        part.replace(final)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            yield part
+            part.replace(final)
+        except OSError as exc:  # disk full, read-only disk, ...: say where
+            part.unlink(missing_ok=True)
+            raise StorageError(exc.errno, f"cannot write {final}: {exc.strerror or exc}") from exc
 
     def put_dir(self, local_dir: Path, key: str) -> str:
         """Copy a directory (e.g. a checkpoint) into the store; returns its uri."""
@@ -111,11 +191,19 @@ class ArtifactStore:
             bucket, prefix = split_s3(target)
             client = s3_client(self.endpoint_url)
             for path in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
-                client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local_dir)}")
+                obj = f"{prefix}/{path.relative_to(local_dir)}"
+                s3_retry(
+                    f"s3://{bucket}/{obj}",
+                    "upload",
+                    lambda path=path, obj=obj: client.upload_file(str(path), bucket, obj),
+                )
             return target
-        if Path(target).exists():
-            shutil.rmtree(target)
-        shutil.copytree(local_dir, target)
+        try:
+            if Path(target).exists():
+                shutil.rmtree(target)
+            shutil.copytree(local_dir, target)
+        except OSError as exc:
+            raise StorageError(f"cannot write {target}: {exc}") from exc
         return target
 
     def exists(self, key: str) -> bool:
@@ -123,7 +211,10 @@ class ArtifactStore:
         if not is_s3(target):
             return Path(target).exists()
         bucket, obj = split_s3(target)
-        resp = s3_client(self.endpoint_url).list_objects_v2(Bucket=bucket, Prefix=obj, MaxKeys=1)
+        client = s3_client(self.endpoint_url)
+        resp = s3_retry(
+            target, "lookup", lambda: client.list_objects_v2(Bucket=bucket, Prefix=obj, MaxKeys=1)
+        )
         return resp.get("KeyCount", 0) > 0
 
     def fetch(self, uri: str) -> Path:
