@@ -110,8 +110,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         evaluation = result.output_for_node("target_evaluation")
         summary["examples"] = raw["train"]["rows"]
         summary.update({k: v for k, v in evaluation.items() if isinstance(v, float)})
+    else:
+        summary["failed_steps"] = _failures(result)
+        for step, reason in summary["failed_steps"].items():
+            print(f"s2l run: step {step} failed: {reason}", file=sys.stderr)
     print(json.dumps(summary, default=str))
     return 0 if result.success else 1
+
+
+def _failures(result) -> dict[str, str]:
+    """Step key -> the reason it failed (the user's message, else the error's last line)."""
+    out = {}
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        user = data.user_failure_data
+        error = data.error
+        cause = error.cause if error and error.cause else error
+        text = (user.description if user and user.description else None) or (
+            f"{cause.cls_name}: {cause.message.strip()}" if cause else "unknown error"
+        )
+        out[event.step_key] = text
+    return out
 
 
 def _run_config_file(path: str | None) -> dict:

@@ -181,3 +181,42 @@ def test_run_executes_the_tiny_profile_into_the_instance(tmp_path: Path, monkeyp
     assert record.dagster_run.run_id == summary["run_id"]
     assert not (tmp_path / "mlruns").exists()  # MLflow artifacts sit beside its database
     assert (tmp_path / "data" / "mlflow" / "mlflow.db").exists()
+
+
+def test_run_failure_says_which_step_and_why(tmp_path: Path) -> None:
+    """A failing run names the step and the reason, not just {"success": false}."""
+    import os
+
+    from .conftest import PROJECT_ROOT
+
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    missing = tmp_path / "nowhere" / "train.jsonl"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "ops:\n  raw_dataset:\n    config:\n      embedded: {enabled: false}\n"
+        f"      files: [{{path: '{missing}'}}]\n"
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "S2L_PROFILE": "tiny",
+        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
+        "S2L_DATA_DIR": str(tmp_path / "data"),
+    }
+    res = subprocess.run(
+        [*s2l_cmd(), "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert res.returncode == 1
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert not summary["success"] and str(missing) in summary["failed_steps"]["raw_dataset"]
+    assert f"step raw_dataset failed: {missing}" in res.stderr
+
+    cfg.write_text("proxy_checkpoints: {epochs: 2}\n")
+    res = subprocess.run(
+        [*s2l_cmd(), "run", "--config", str(cfg)], capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 2 and "expected the launchpad's keys" in res.stderr
