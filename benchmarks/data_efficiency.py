@@ -57,7 +57,7 @@ from s2l_pipeline.core.selection.learning_percentage import embed_rows, epoch1_f
 from s2l_pipeline.core.storage import ArtifactStore
 from s2l_pipeline.core.target_eval import evaluate, headline
 from s2l_pipeline.core.tracking import local_tracking_uri, mlflow_run
-from s2l_pipeline.core.training import CheckpointSchedule, TrainConfig
+from s2l_pipeline.core.training import CheckpointSchedule, TrainConfig, TrainHooks
 from s2l_pipeline.core.trajectories import score_rows, steps_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -345,7 +345,9 @@ def run_cell(cell: Cell, ctx: dict) -> dict:
         run,
         store,
         Path(ctx["work"]),
-        on_log=lambda logs, step: "loss" in logs and losses.append((step, float(logs["loss"]))),
+        hooks=TrainHooks(
+            on_log=lambda logs, step: "loss" in logs and losses.append((step, float(logs["loss"])))
+        ),
         tokenizer_dir=Path(ctx["tokenizer_dir"]),
     )
     t_train = time.perf_counter() - t0 - t_select

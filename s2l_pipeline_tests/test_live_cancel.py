@@ -113,3 +113,18 @@ def test_forced_cancel_stops_the_worker_and_frees_the_pool(dev: DagsterDev) -> N
     # The gpu pool slot is free again: a normal run (tiny scale) goes through.
     nxt = dev.launch("s2l_job", {"dagster/partition": "selected"})
     dev.wait_run(nxt, timeout=600)
+
+
+def test_sigkilled_run_worker_frees_its_pool_slot(dev: DagsterDev) -> None:
+    """The OOM killer takes the run worker: the run is marked failed and the next run gets
+    the gpu slot without anyone deleting runs."""
+    before = descendants(dev)
+    run_id = dev.launch("s2l_job", {"dagster/partition": "selected"}, LONG_PROXY)
+    wait_for("the proxy to start training", lambda: training_started(dev), 300, every=0.5)
+    workers = [p for p in descendants(dev) - before if "spawn_main" in " ".join(_cmd(p))]
+    assert workers, "no run worker process found"
+    for pid in workers:
+        psutil.Process(pid).kill()
+    dev.wait_run(run_id, timeout=120, done=("FAILURE",))
+    nxt = dev.launch("s2l_job", {"dagster/partition": "selected"})
+    dev.wait_run(nxt, timeout=600)

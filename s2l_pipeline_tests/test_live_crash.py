@@ -112,3 +112,13 @@ def test_sigkill_during_scoring_reuses_finished_units(tmp_path: Path) -> None:
     assert "already scored" in out
     reused = [line for line in out.splitlines() if "already scored" in line]
     assert len(reused) >= len(done) >= 10
+
+    # The artifact store is lost (emptied, or S2L_ARTIFACT_ROOT moved): the resume records no
+    # longer hold; the same command makes everything again instead of pointing at nothing.
+    import shutil
+
+    shutil.rmtree(tmp_path / "artifacts")
+    out = finish(tmp_path, config)
+    assert "not in the store any more" in out
+    manifest = proxy_manifest(tmp_path)
+    assert all(Path(c["uri"], "model.safetensors").exists() for c in manifest["checkpoints"])
