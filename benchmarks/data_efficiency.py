@@ -39,25 +39,25 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from s2l_pipeline.core.evaluation.model_eval import evaluate, headline
 
-from s2l_pipeline.core.eval_sets import EvalFile, build_eval_sets, first_rows_per_set
-from s2l_pipeline.core.hashing import table_hash
-from s2l_pipeline.core.ingest import (
+from s2l_pipeline.core.data.eval_sets import EvalFile, build_eval_sets, first_rows_per_set
+from s2l_pipeline.core.data.ingest import (
     DatasetSpec,
     EmbeddedSource,
     FileSource,
     load_dataset,
     split_heldout,
 )
-from s2l_pipeline.core.model_training import ModelSpec, TrainRun, train_model, train_proxy
-from s2l_pipeline.core.models import load_causal_lm
-from s2l_pipeline.core.schema import EVAL_SCHEMA
+from s2l_pipeline.core.data.schema import EVAL_SCHEMA
+from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_model, train_proxy
+from s2l_pipeline.core.lm.models import load_causal_lm
+from s2l_pipeline.core.lm.trainer import CheckpointSchedule, TrainConfig, TrainHooks
 from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table, usable_rows
 from s2l_pipeline.core.selection.learning_percentage import embed_rows, epoch1_from_schedule
-from s2l_pipeline.core.storage import ArtifactStore
-from s2l_pipeline.core.target_eval import evaluate, headline
-from s2l_pipeline.core.tracking import local_tracking_uri, mlflow_run
-from s2l_pipeline.core.training import CheckpointSchedule, TrainConfig, TrainHooks
+from s2l_pipeline.core.support.hashing import table_hash
+from s2l_pipeline.core.support.storage import ArtifactStore
+from s2l_pipeline.core.support.tracking import local_tracking_uri, mlflow_run
 from s2l_pipeline.core.trajectories import score_rows, steps_of
 
 ROOT = Path(__file__).resolve().parents[1]

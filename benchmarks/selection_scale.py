@@ -86,8 +86,8 @@ def run_mode(mode: str, rows: int, steps: int, k: int, budget: float) -> dict:
         secs = time.perf_counter() - t
         inertia, picked = summary["inertia"], chosen.height
     else:
-        from s2l_pipeline.core.clustering import kmeans
         from s2l_pipeline.core.selection.budget import sample_balanced
+        from s2l_pipeline.core.selection.clustering import kmeans
 
         reset_peak()
         base = rss_mb()

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2l_pipeline.core.embedded import generate_mixture
-from s2l_pipeline.core.encoding import encode, render_prompts
-from s2l_pipeline.core.ingest import DatasetSpec, FileSource, load_dataset
-from s2l_pipeline.core.models import SIZES, NeoXSize, build_gpt_neox, count_parameters
-from s2l_pipeline.core.scoring import reference_losses, score_losses
-from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
+from s2l_pipeline.core.data.embedded import generate_mixture
+from s2l_pipeline.core.data.ingest import DatasetSpec, FileSource, load_dataset
+from s2l_pipeline.core.lm.encoding import encode, render_prompts
+from s2l_pipeline.core.lm.losses import reference_losses, score_losses
+from s2l_pipeline.core.lm.models import SIZES, NeoXSize, build_gpt_neox, count_parameters
+from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
 
 SHAPES = {
     **SIZES,

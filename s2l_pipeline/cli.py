@@ -188,7 +188,7 @@ def _mlflow_lineage(run_id: str, tracking_uri: str | None) -> tuple[dict, str]:
 
     from mlflow.tracking import MlflowClient
 
-    from .core.tracking import local_tracking_uri
+    from .core.support.tracking import local_tracking_uri
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri("data")
     client = MlflowClient(tracking_uri=uri)
@@ -207,7 +207,7 @@ def _mlflow_lineage(run_id: str, tracking_uri: str | None) -> tuple[dict, str]:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     """Print the chain from a subset, target or evaluation back to the data and proxy."""
-    from .core.lineage import format_lineage
+    from .core.support.lineage import format_lineage
 
     name, _, part = args.target.partition(":")
     if name in LINEAGE_ASSETS:

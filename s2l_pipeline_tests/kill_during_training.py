@@ -12,17 +12,17 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from s2l_pipeline.core.embedded import generate_mixture
-from s2l_pipeline.core.encoding import encode, render_prompts
-from s2l_pipeline.core.hashing import file_hash
-from s2l_pipeline.core.models import SIZES, build_gpt_neox, save_model
-from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
-from s2l_pipeline.core.training import (
+from s2l_pipeline.core.data.embedded import generate_mixture
+from s2l_pipeline.core.lm.encoding import encode, render_prompts
+from s2l_pipeline.core.lm.models import SIZES, build_gpt_neox, save_model
+from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
+from s2l_pipeline.core.lm.trainer import (
     CheckpointSchedule,
     TrainConfig,
     TrainHooks,
     train_with_checkpoints,
 )
+from s2l_pipeline.core.support.hashing import file_hash
 
 
 class KillAt(TrainerCallback):

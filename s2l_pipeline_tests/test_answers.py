@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from s2l_pipeline.core.answers import answer_is, final_answer, gsm8k_answer, last_boxed
+from s2l_pipeline.core.data.answers import answer_is, final_answer, gsm8k_answer, last_boxed
 
 from .conftest import FIXTURES
 

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from s2l_pipeline.core.hashing import table_hash
+from s2l_pipeline.core.support.hashing import table_hash
 from s2l_pipeline.defs.automation import RetrainPolicy
 from s2l_pipeline.defs.data_assets import eval_sets, raw_dataset
 from s2l_pipeline.defs.profiles import run_config

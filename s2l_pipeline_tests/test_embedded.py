@@ -3,14 +3,14 @@
 import polars as pl
 import pytest
 
-from s2l_pipeline.core.embedded import (
+from s2l_pipeline.core.data.embedded import (
     OOD_FAMILIES,
     TRAIN_FAMILIES,
     allocate,
     generate_mixture,
     generate_ood,
 )
-from s2l_pipeline.core.hashing import table_hash
+from s2l_pipeline.core.support.hashing import table_hash
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import polars as pl
 import pytest
 
-from s2l_pipeline.core.eval_sets import EvalFile, build_eval_sets, load_eval_file
-from s2l_pipeline.core.schema import EVAL_SCHEMA
+from s2l_pipeline.core.data.eval_sets import EvalFile, build_eval_sets, load_eval_file
+from s2l_pipeline.core.data.schema import EVAL_SCHEMA
 
 from .conftest import FIXTURES, SHARED_DATA
 
@@ -44,7 +44,7 @@ def test_full_gsm8k_test_and_math500_load(rel: str, rows: int) -> None:
 
 def test_an_evaluation_file_never_vanishes(tmp_path) -> None:
     """All rows rejected, or more than max_rejected_share: an error naming the file."""
-    from s2l_pipeline.core.ingest import TooManyRejected
+    from s2l_pipeline.core.data.ingest import TooManyRejected
 
     empty = pl.DataFrame(schema=EVAL_SCHEMA)
     broken = tmp_path / "broken.jsonl"

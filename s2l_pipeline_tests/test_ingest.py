@@ -7,8 +7,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from s2l_pipeline.core.formats import FORMATS, UnknownSchemaError
-from s2l_pipeline.core.ingest import (
+from s2l_pipeline.core.data.formats import FORMATS, UnknownSchemaError
+from s2l_pipeline.core.data.ingest import (
     DatasetSpec,
     FileSource,
     HFSource,
@@ -16,8 +16,8 @@ from s2l_pipeline.core.ingest import (
     check_rejections,
     load_dataset,
 )
-from s2l_pipeline.core.readers import FileReadError
-from s2l_pipeline.core.schema import RAW_SCHEMA, REJECTED_SCHEMA
+from s2l_pipeline.core.data.readers import FileReadError
+from s2l_pipeline.core.data.schema import RAW_SCHEMA, REJECTED_SCHEMA
 
 from .conftest import FIXTURES
 

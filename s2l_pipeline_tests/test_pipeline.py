@@ -151,8 +151,8 @@ def test_failed_scoring_steps_rerun_alone(tmp_path: Path) -> None:
 
 def test_pretrained_model_path_from_a_local_folder(tmp_path: Path) -> None:
     """The real path (from_pretrained by name) exercised on a Pythia-architecture folder."""
-    from s2l_pipeline.core.models import NeoXSize, build_gpt_neox, save_model
-    from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
+    from s2l_pipeline.core.lm.models import NeoXSize, build_gpt_neox, save_model
+    from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
     from s2l_pipeline.definitions import MAIN_ASSETS
 
     tok = train_bpe_tokenizer(["Calculate 12 + 7.\nAnswer: 19", "gcd of 4 and 6 is 2"] * 50, 300)
@@ -266,8 +266,8 @@ def test_comparison_targets_on_random_and_full(tiny_run, partition) -> None:
 
 def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path) -> None:
     """A locally saved HF model as target (LoRA via peft), evaluated on a radiology file too."""
-    from s2l_pipeline.core.models import NeoXSize, build_gpt_neox, save_model
-    from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
+    from s2l_pipeline.core.lm.models import NeoXSize, build_gpt_neox, save_model
+    from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
     from s2l_pipeline.definitions import MAIN_ASSETS
 
     from .conftest import FIXTURES

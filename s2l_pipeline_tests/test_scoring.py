@@ -4,11 +4,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from s2l_pipeline.core.encoding import encode, render_prompts
-from s2l_pipeline.core.ingest import DatasetSpec, FileSource, load_dataset
-from s2l_pipeline.core.models import NeoXSize, build_gpt_neox
-from s2l_pipeline.core.scoring import length_batches, reference_losses, score_losses
-from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
+from s2l_pipeline.core.data.ingest import DatasetSpec, FileSource, load_dataset
+from s2l_pipeline.core.lm.encoding import encode, render_prompts
+from s2l_pipeline.core.lm.losses import length_batches, reference_losses, score_losses
+from s2l_pipeline.core.lm.models import NeoXSize, build_gpt_neox
+from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
 
 from .conftest import FIXTURES
 

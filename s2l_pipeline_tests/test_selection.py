@@ -4,7 +4,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from s2l_pipeline.core.clustering import kmeans, kmeans_by_group
 from s2l_pipeline.core.selection import SelectionInputError, SelectionOptions, choose, cluster_table
 from s2l_pipeline.core.selection.budget import (
     balanced_allocation,
@@ -13,6 +12,7 @@ from s2l_pipeline.core.selection.budget import (
     resolve_budget,
     sample_balanced,
 )
+from s2l_pipeline.core.selection.clustering import kmeans, kmeans_by_group
 from s2l_pipeline.core.selection.learning_percentage import learning_percentage
 from s2l_pipeline.core.selection.s2l import sample
 

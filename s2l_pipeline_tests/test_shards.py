@@ -12,17 +12,17 @@ import pytest
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from s2l_pipeline.core.embedded import generate_mixture
-from s2l_pipeline.core.model_training import ModelSpec, TrainRun, train_proxy
-from s2l_pipeline.core.shards import (
+from s2l_pipeline.core.data.embedded import generate_mixture
+from s2l_pipeline.core.data.shards import (
     ShardCursor,
     list_shards,
     retrain_due,
     shard_key,
     union_tables,
 )
-from s2l_pipeline.core.storage import ArtifactStore
-from s2l_pipeline.core.training import CheckpointSchedule, TrainConfig
+from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_proxy
+from s2l_pipeline.core.lm.trainer import CheckpointSchedule, TrainConfig
+from s2l_pipeline.core.support.storage import ArtifactStore
 from s2l_pipeline.core.trajectories import incremental_trajectories, loss_columns, score_rows
 from s2l_pipeline.defs.profiles import run_config
 

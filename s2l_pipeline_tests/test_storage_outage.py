@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from s2l_pipeline.core.storage import (
+from s2l_pipeline.core.support.storage import (
     DEFAULT_RETRY_S,
     ArtifactStore,
     StorageError,
     backoff_delays,
 )
-from s2l_pipeline.core.tables import read_table, write_table
+from s2l_pipeline.core.support.tables import read_table, write_table
 
 
 class FlakyProxy:
@@ -85,7 +85,7 @@ def test_writes_and_reads_wait_out_an_outage(
         proxy.up.clear()  # the server goes away ...
         threading.Timer(12, proxy.up.set).start()  # ... and comes back after 12 s
         t0 = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="s2l_pipeline.core.storage"):
+        with caplog.at_level(logging.WARNING, logger="s2l_pipeline.core.support.storage"):
             ref = write_table(df, store, "during.parquet")
         assert time.monotonic() - t0 >= 10
         assert any("retry" in r.message and "during.parquet" in r.message for r in caplog.records)

@@ -6,12 +6,11 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-from s2l_pipeline.core.embedded import generate_mixture
-from s2l_pipeline.core.encoding import encode, render_prompts
-from s2l_pipeline.core.hashing import file_hash
-from s2l_pipeline.core.models import SIZES, build_gpt_neox, save_model
-from s2l_pipeline.core.tokenizer import train_bpe_tokenizer
-from s2l_pipeline.core.training import (
+from s2l_pipeline.core.data.embedded import generate_mixture
+from s2l_pipeline.core.lm.encoding import encode, render_prompts
+from s2l_pipeline.core.lm.models import SIZES, build_gpt_neox, save_model
+from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
+from s2l_pipeline.core.lm.trainer import (
     CheckpointSchedule,
     RunCanceled,
     TrainConfig,
@@ -20,6 +19,7 @@ from s2l_pipeline.core.training import (
     total_steps,
     train_with_checkpoints,
 )
+from s2l_pipeline.core.support.hashing import file_hash
 
 
 def test_schedule_evenly_spaced_or_every_n() -> None:
@@ -138,8 +138,8 @@ def test_records_of_a_lost_store_are_redone(tmp_path: Path, data) -> None:
     (same bytes); a moved store root never gets the old root's uris."""
     import shutil
 
-    from s2l_pipeline.core.model_training import StoreExporter
-    from s2l_pipeline.core.storage import ArtifactStore
+    from s2l_pipeline.core.lm.fit import StoreExporter
+    from s2l_pipeline.core.support.storage import ArtifactStore
 
     tok, enc = data
     cfg = TrainConfig(epochs=1, batch_size=32, learning_rate=3e-3)

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-from .encoding import Encoded, encode
-from .hashing import file_hash, table_hash
-from .scoring import score_losses
-from .storage import ArtifactStore
+from .lm.encoding import Encoded, encode
+from .lm.losses import score_losses
+from .support.hashing import file_hash, table_hash
+from .support.storage import ArtifactStore
 
 SCORER_VERSION = "1"
 
@@ -172,7 +172,7 @@ def load_checkpoint(unit: ScoringUnit, store: ArtifactStore, device: str | None 
     """(model, tokenizer) of the unit's checkpoint, refusing one whose weights changed."""
     import torch
 
-    from .models import load_causal_lm
+    from .lm.models import load_causal_lm
 
     local = store.fetch_dir(unit.checkpoint_uri)
     digest = file_hash(local / "model.safetensors")

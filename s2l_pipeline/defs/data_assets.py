@@ -3,10 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
-from ..core.eval_sets import EvalFile, build_eval_sets, eval_summary
-from ..core.formats import UnknownSchemaError
-from ..core.hashing import table_hash
-from ..core.ingest import (
+from ..core.data.eval_sets import EvalFile, build_eval_sets, eval_summary
+from ..core.data.formats import UnknownSchemaError
+from ..core.data.ingest import (
     DatasetSpec,
     EmbeddedSource,
     FileSource,
@@ -15,9 +14,10 @@ from ..core.ingest import (
     check_rejections,
     load_dataset,
 )
-from ..core.readers import FileReadError
-from ..core.stats import length_summary, rejection_counts, source_counts
-from ..core.tables import TableRef, read_table, write_rejected, write_table
+from ..core.data.readers import FileReadError
+from ..core.data.stats import length_summary, rejection_counts, source_counts
+from ..core.support.hashing import table_hash
+from ..core.support.tables import TableRef, read_table, write_rejected, write_table
 from .metadata import md, preview, table_ref_metadata
 from .profiles import profiled
 from .resources import ArtifactStoreResource

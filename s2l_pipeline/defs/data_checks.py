@@ -3,7 +3,7 @@
 import dagster as dg
 
 from ..core.checks import Finding, check_contamination, check_training_table
-from ..core.tables import TableRef, read_table
+from ..core.support.tables import TableRef, read_table
 from .resources import ArtifactStoreResource
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
-from ..core.stats import markdown_table
-from ..core.tables import TableRef
+from ..core.data.stats import markdown_table
+from ..core.support.tables import TableRef
 
 
 def md(df: pl.DataFrame, max_rows: int = 50) -> dg.MetadataValue:

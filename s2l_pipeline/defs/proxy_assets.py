@@ -3,11 +3,11 @@
 import dagster as dg
 from pydantic import Field
 
-from ..core.hashing import table_hash
-from ..core.model_training import ModelSpec, TrainRun, train_proxy
-from ..core.shards import union_tables
-from ..core.tables import TableRef, read_table
-from ..core.training import CheckpointSchedule
+from ..core.data.shards import union_tables
+from ..core.lm.fit import ModelSpec, TrainRun, train_proxy
+from ..core.lm.trainer import CheckpointSchedule
+from ..core.support.hashing import table_hash
+from ..core.support.tables import TableRef, read_table
 from .automation import RetrainPolicy
 from .profiles import profiled
 from .resources import ArtifactStoreResource, read_manifest

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.storage import ArtifactStore
+from ..core.support.storage import ArtifactStore
 
 DEFAULT_DATA_DIR = "data"
 

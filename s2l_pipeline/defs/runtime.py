@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from ..core.training import TrainHooks
+from ..core.lm.trainer import TrainHooks
 
 STOPPING = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 

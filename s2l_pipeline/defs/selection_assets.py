@@ -3,13 +3,6 @@
 import dagster as dg
 from pydantic import Field
 
-from ..core.hashing import table_hash
-from ..core.plots import (
-    cluster_trajectories_png,
-    compare_bars_png,
-    histogram_png,
-    markdown_image,
-)
 from ..core.selection import (
     METHODS,
     SelectionInputError,
@@ -21,7 +14,14 @@ from ..core.selection import (
 from ..core.selection.common import pick_steps
 from ..core.selection.learning_percentage import epoch1_from_schedule
 from ..core.selection.report import compare_counts
-from ..core.tables import TableRef, read_table, write_table
+from ..core.support.hashing import table_hash
+from ..core.support.plots import (
+    cluster_trajectories_png,
+    compare_bars_png,
+    histogram_png,
+    markdown_image,
+)
+from ..core.support.tables import TableRef, read_table, write_table
 from ..core.trajectories import steps_of
 from .automation import REFRESH
 from .lineage import lineage_tags, subset_lineage

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from ..core.shards import (
+from ..core.data.shards import (
     ShardCursor,
     ShardRejected,
     list_shards,
@@ -13,7 +13,7 @@ from ..core.shards import (
     run_key,
     shard_version,
 )
-from ..core.tables import TableRef
+from ..core.support.tables import TableRef
 from .automation import RetrainPolicy, reselect_cron
 from .proxy_assets import proxy_checkpoints
 from .resources import ArtifactStoreResource, read_manifest

@@ -8,8 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ..core.hashing import table_hash
-from ..core.shards import (
+from ..core.data.shards import (
     ShardCursor,
     ShardRejected,
     inventory_version,
@@ -18,8 +17,9 @@ from ..core.shards import (
     shard_version,
     union_tables,
 )
-from ..core.stats import rejection_counts, source_counts
-from ..core.tables import TableRef, read_table, write_rejected, write_table
+from ..core.data.stats import rejection_counts, source_counts
+from ..core.support.hashing import table_hash
+from ..core.support.tables import TableRef, read_table, write_rejected, write_table
 from ..core.trajectories import incremental_trajectories, score_rows
 from .automation import REFRESH
 from .metadata import md, table_ref_metadata

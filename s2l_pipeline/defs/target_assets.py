@@ -10,14 +10,14 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ..core.eval_sets import first_rows_per_set
-from ..core.hashing import table_hash
-from ..core.model_training import ModelSpec, TrainRun, train_model
-from ..core.models import load_causal_lm
+from ..core.data.eval_sets import first_rows_per_set
+from ..core.evaluation.model_eval import evaluate, headline
+from ..core.lm.fit import ModelSpec, TrainRun, train_model
+from ..core.lm.models import load_causal_lm
+from ..core.lm.trainer import CheckpointSchedule
 from ..core.selection.random_sample import training_set_rows
-from ..core.tables import TableRef, read_table, write_table
-from ..core.target_eval import evaluate, headline
-from ..core.training import CheckpointSchedule
+from ..core.support.hashing import table_hash
+from ..core.support.tables import TableRef, read_table, write_table
 from .automation import REFRESH
 from .lineage import lineage_tags
 from .metadata import md, preview

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import dagster as dg
 from pydantic import Field
 
-from ..core.tracking import (
+from ..core.support.tracking import (
     Tracker,
     TrackingUnavailable,
     check_server,

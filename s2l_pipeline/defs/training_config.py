@@ -5,7 +5,7 @@ from dataclasses import fields
 import dagster as dg
 from pydantic import Field
 
-from ..core.training import TrainConfig
+from ..core.lm.trainer import TrainConfig
 
 
 class LMTrainingConfig(dg.Config):

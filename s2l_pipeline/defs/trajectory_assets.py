@@ -12,10 +12,10 @@ import polars as pl
 from pydantic import Field
 from transformers import AutoTokenizer
 
-from ..core.encoding import encode
-from ..core.hashing import table_hash
-from ..core.plots import loss_curve_png, markdown_image
-from ..core.tables import TableRef, read_table, write_table
+from ..core.lm.encoding import encode
+from ..core.support.hashing import table_hash
+from ..core.support.plots import loss_curve_png, markdown_image
+from ..core.support.tables import TableRef, read_table, write_table
 from ..core.trajectories import (
     CheckpointIntegrityError,
     ScoringUnit,

@@ -7,7 +7,7 @@ from ..core.checks import (
     check_trajectory_coverage,
     check_trajectory_finite,
 )
-from ..core.tables import TableRef, read_table
+from ..core.support.tables import TableRef, read_table
 from ..core.trajectories import loss_columns
 from .data_checks import check_result
 from .resources import ArtifactStoreResource

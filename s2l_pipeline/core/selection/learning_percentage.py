@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from ..clustering import kmeans
 from ..trajectories import loss_column, steps_of
 from .budget import group_rows, proportional_allocation
+from .clustering import kmeans
 from .common import Selection, SelectionInputError, SelectionOptions, matrix
 
 
@@ -76,7 +76,7 @@ def select(
 
 
 def embed_rows(traj: pl.DataFrame, data: pl.DataFrame | None) -> np.ndarray:
-    from ..embeddings import embed_texts
+    from ..lm.embeddings import embed_texts
 
     if data is None or not {"prompt", "response"} <= set(data.columns):
         raise SelectionInputError("learning percentage needs data with prompt and response text")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from ..clustering import Clustering, kmeans_by_group
 from .budget import balanced_allocation, group_rows, sample_balanced
+from .clustering import Clustering, kmeans_by_group
 from .common import Selection, SelectionInputError, SelectionOptions, matrix, pick_steps
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from .hashing import example_ids
+from ..support.hashing import example_ids
 from .schema import EVAL_SCHEMA, RAW_SCHEMA
 
 log = logging.getLogger(__name__)

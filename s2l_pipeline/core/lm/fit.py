@@ -12,12 +12,12 @@ from pathlib import Path
 
 import polars as pl
 
+from ..support.hashing import file_hash
+from ..support.storage import ArtifactStore
 from .encoding import encode, render_prompts
-from .hashing import file_hash
 from .models import SIZES, build_gpt_neox, count_parameters, load_causal_lm, save_model
-from .storage import ArtifactStore
 from .tokenizer import train_bpe_tokenizer
-from .training import (
+from .trainer import (
     CheckpointSchedule,
     TrainConfig,
     TrainHooks,

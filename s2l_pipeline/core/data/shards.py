@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from . import storage
+from ..support import storage
+from ..support.hashing import file_hash
 from .formats import UnknownSchemaError
-from .hashing import file_hash
 from .ingest import (
     DatasetSpec,
     FileSource,

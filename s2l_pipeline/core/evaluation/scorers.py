@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from .answers import final_answer
+from ..data.answers import final_answer
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
@@ -72,7 +72,7 @@ def summarization_scores(predictions: list[str], references: list[str]) -> dict[
     import sacrebleu
     from rouge_score import rouge_scorer
 
-    from .embeddings import embed_texts
+    from ..lm.embeddings import embed_texts
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge = [

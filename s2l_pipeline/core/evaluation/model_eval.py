@@ -8,10 +8,10 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from .encoding import encode, render_prompts
-from .evaluation import is_correct, summarization_scores
-from .generation import greedy_generate
-from .scoring import score_losses
+from ..lm.encoding import encode, render_prompts
+from ..lm.generation import greedy_generate
+from ..lm.losses import score_losses
+from .scorers import is_correct, summarization_scores
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Input data: formats, readers, ingest with rejected rows, shards, eval sets, the generator."""

@@ -1,0 +1,1 @@
+"""Language models: build, tokenize, train with checkpoints, generate, score losses, embed."""

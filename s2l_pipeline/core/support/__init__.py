@@ -1,0 +1,1 @@
+"""What every stage leans on: artifact store, Parquet tables, hashes, MLflow, lineage, plots."""
