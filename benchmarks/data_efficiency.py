@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from s2l_pipeline.core.evaluation.model_eval import evaluate, headline
 
 from s2l_pipeline.core.data.eval_sets import EvalFile, build_eval_sets, first_rows_per_set
 from s2l_pipeline.core.data.ingest import (
@@ -50,6 +49,7 @@ from s2l_pipeline.core.data.ingest import (
     split_heldout,
 )
 from s2l_pipeline.core.data.schema import EVAL_SCHEMA
+from s2l_pipeline.core.evaluation.model_eval import evaluate, headline
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_model, train_proxy
 from s2l_pipeline.core.lm.models import load_causal_lm
 from s2l_pipeline.core.lm.trainer import CheckpointSchedule, TrainConfig, TrainHooks

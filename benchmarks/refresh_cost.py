@@ -27,11 +27,16 @@ import polars as pl
 from s2l_pipeline.core.data.embedded import generate_mixture
 from s2l_pipeline.definitions import ASSETS
 from s2l_pipeline.defs.automation import RetrainPolicy
+from s2l_pipeline.defs.data import data_shard
 from s2l_pipeline.defs.profiles import run_config
-from s2l_pipeline.defs.resources import ArtifactStoreResource, ManifestIOManager
+from s2l_pipeline.defs.resources import (
+    ArtifactStoreResource,
+    ManifestIOManager,
+    MlflowTracking,
+    ShardSourceResource,
+)
 from s2l_pipeline.defs.sensors import shard_sensor
-from s2l_pipeline.defs.shard_assets import ShardSourceResource, data_shard, shard_trajectories
-from s2l_pipeline.defs.tracking import MlflowTracking
+from s2l_pipeline.defs.trajectories import shard_trajectories
 
 SELECTION = [
     "raw_dataset",

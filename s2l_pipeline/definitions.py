@@ -7,29 +7,34 @@ import os
 import dagster as dg
 
 from .defs.automation import RetrainPolicy
-from .defs.data_assets import eval_sets, raw_dataset
-from .defs.data_checks import eval_sets_not_in_training, raw_dataset_rows_valid
-from .defs.profiles import active_profile
-from .defs.proxy_assets import proxy_checkpoints
-from .defs.resources import ArtifactStoreResource, ManifestIOManager, default_artifact_root
-from .defs.selection_assets import selected_subset, trajectory_clusters
+from .defs.data import (
+    data_shard,
+    eval_sets,
+    eval_sets_not_in_training,
+    raw_dataset,
+    raw_dataset_rows_valid,
+    shard_inventory,
+)
+from .defs.jobs import proxy_retrain_job, reselect_job, s2l_job
+from .defs.proxy import proxy_checkpoints
+from .defs.resources import (
+    ArtifactStoreResource,
+    ManifestIOManager,
+    MlflowTracking,
+    ShardSourceResource,
+    default_artifact_root,
+)
+from .defs.selection import selected_subset, training_pool, trajectory_clusters
 from .defs.sensors import (
     proxy_retrain_schedule,
     proxy_retrain_sensor,
     reselection_schedule,
     shard_sensor,
 )
-from .defs.shard_assets import (
-    ShardSourceResource,
-    data_shard,
-    shard_inventory,
+from .defs.target import target_evaluation, target_model
+from .defs.trajectories import (
+    loss_trajectories,
     shard_trajectories,
-    training_pool,
-)
-from .defs.target_assets import target_evaluation, target_model
-from .defs.tracking import MlflowTracking
-from .defs.trajectory_assets import loss_trajectories
-from .defs.trajectory_checks import (
     trajectories_cover_dataset,
     trajectories_finite,
     trajectories_loss_decreases,
@@ -85,30 +90,11 @@ def resources() -> dict:
     }
 
 
-# Locally every step runs in one process: on 2 cores, starting a process and importing torch
-# for each of ~20 steps costs ~2.5 of the main job's minutes. A deployment with GPU workers
-# swaps in a multiprocess, docker or k8s executor (each step, e.g. each scoring unit, on its
-# own worker); the graph does not change.
-LOCAL_EXECUTOR = dg.in_process_executor
-
-# The shard assets have their own (dynamic) partitions: runs per shard come from shard_sensor.
-MAIN_GRAPH = dg.AssetSelection.all() - dg.AssetSelection.assets(data_shard, shard_trajectories)
-
-s2l_job = dg.define_asset_job(
-    "s2l_job",
-    selection=MAIN_GRAPH,
-    executor_def=LOCAL_EXECUTOR,
-    # The target assets are partitioned by training set; the main job trains on the selected
-    # subset. Launch with the tag dagster/partition=random or =full for the comparisons.
-    tags={"dagster/partition": "selected"},
-    description=f"The whole S2L graph at this deployment's scale (S2L_PROFILE={active_profile()}).",
-)
-
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     resources=resources(),
-    jobs=[s2l_job],
+    jobs=[s2l_job, reselect_job, proxy_retrain_job],
     sensors=[shard_sensor, proxy_retrain_sensor],
     schedules=[reselection_schedule, proxy_retrain_schedule],
 )

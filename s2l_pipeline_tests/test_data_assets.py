@@ -10,11 +10,14 @@ import pytest
 
 from s2l_pipeline.core.support.hashing import table_hash
 from s2l_pipeline.defs.automation import RetrainPolicy
-from s2l_pipeline.defs.data_assets import eval_sets, raw_dataset
+from s2l_pipeline.defs.data import eval_sets, raw_dataset
 from s2l_pipeline.defs.profiles import run_config
-from s2l_pipeline.defs.resources import ArtifactStoreResource, ManifestIOManager
-from s2l_pipeline.defs.shard_assets import ShardSourceResource
-from s2l_pipeline.defs.tracking import MlflowTracking
+from s2l_pipeline.defs.resources import (
+    ArtifactStoreResource,
+    ManifestIOManager,
+    MlflowTracking,
+    ShardSourceResource,
+)
 
 from .conftest import FIXTURES, PROJECT_ROOT
 

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from s2l_pipeline.defs.profiles import run_config
-from s2l_pipeline.defs.tracking import MlflowTracking
+from s2l_pipeline.defs.resources import MlflowTracking
 
 from .conftest import _free_port
 from .test_data_assets import make_resources, meta

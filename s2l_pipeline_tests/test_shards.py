@@ -176,7 +176,7 @@ def test_sensor_cursor_over_several_ticks(tmp_path: Path) -> None:
 def test_sensor_on_an_s3_prefix(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> None:
     import boto3
 
-    from s2l_pipeline.defs.shard_assets import ShardSourceResource
+    from s2l_pipeline.defs.resources import ShardSourceResource
 
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     good = write_shard(tmp_path / "good.jsonl", new_rows(24, 31))
@@ -226,7 +226,8 @@ def _defs(resources):
 
 def test_new_shard_is_scored_incrementally_and_joins_the_pool(pipeline) -> None:
     from s2l_pipeline.definitions import ASSETS
-    from s2l_pipeline.defs.shard_assets import data_shard, shard_trajectories
+    from s2l_pipeline.defs.data import data_shard
+    from s2l_pipeline.defs.trajectories import shard_trajectories
 
     root, instance, resources, first = pipeline
     defs = _defs(resources)

@@ -1,18 +1,28 @@
-"""Resources: where artifacts live, and an IO manager passing small JSON manifests between assets.
-
-Big things (tables, checkpoints) never travel through an IO manager: an asset writes them to the
-artifact store and returns a manifest of uris and content hashes, which downstream assets read.
-"""
+"""Resources: where artifacts live, the manifest IO manager, the shard source, MLflow."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
+from ..core.data.shards import (
+    list_shards,
+)
 from ..core.support.storage import ArtifactStore
+from ..core.support.tracking import (
+    Tracker,
+    TrackingUnavailable,
+    check_server,
+    end_orphaned_runs,
+    local_tracking_uri,
+    mlflow_run,
+)
 
 DEFAULT_DATA_DIR = "data"
 
@@ -90,3 +100,95 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         if not store.exists(key):
             raise dg.Failure(f"no stored {what} at {store.uri(key)}: materialize it first")
         return json.loads(store.read_text(key))
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """Wraps ``MlflowClient``; the store is a local SQLite file unless ``tracking_uri`` is set."""
+
+    tracking_uri: str | None = Field(
+        None, description="e.g. http://mlflow:5000; empty: sqlite under data/mlflow/."
+    )
+    experiment: str = "s2l_pipeline"
+    on_unreachable: str = Field(
+        "fail",
+        description="'fail': the asset fails with a clear message; 'local': warn and "
+        "log to the local SQLite store instead.",
+    )
+
+    def local_uri(self) -> str:
+        return local_tracking_uri(os.environ.get("S2L_DATA_DIR", DEFAULT_DATA_DIR))
+
+    def resolved_uri(self) -> str:
+        return self.tracking_uri or self.local_uri()
+
+    def reachable_uri(self, context) -> str:
+        """The store to log to now: the server if it answers, else per ``on_unreachable``."""
+        uri = self.resolved_uri()
+        try:
+            check_server(uri)
+            return uri
+        except TrackingUnavailable as exc:
+            if self.on_unreachable != "local":
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+            context.log.warning(f"{exc}; logging to {self.local_uri()} instead")
+            return self.local_uri()
+
+    def end_orphaned_runs(self, dagster_run_id: str) -> list[str]:
+        """Mark KILLED this Dagster run's MLflow runs left RUNNING by a killed process."""
+        try:
+            check_server(self.resolved_uri())
+        except TrackingUnavailable:
+            return []
+        return end_orphaned_runs(
+            self.resolved_uri(), self.experiment, "dagster.run_id", dagster_run_id
+        )
+
+    @contextmanager
+    def run(
+        self,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
+        asset: str,
+        upstream_versions: Mapping[str, str] | None = None,
+    ) -> Iterator[Tracker]:
+        tags = {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": asset,
+            "dagster.job": context.run.job_name,
+        }
+        if context.has_partition_key:
+            tags["dagster.partition"] = context.partition_key
+        for name, version in (upstream_versions or {}).items():
+            tags[f"upstream.{name}.data_version"] = version
+        uri = self.reachable_uri(context)
+        with mlflow_run(uri, self.experiment, f"{asset}-{context.run.run_id[:8]}", tags) as tracker:
+            yield tracker
+
+
+def mlflow_metadata(tracker: Tracker) -> dict[str, dg.MetadataValue]:
+    meta = {
+        "mlflow_run_id": dg.MetadataValue.text(tracker.run_id),
+        "mlflow_tracking_uri": dg.MetadataValue.text(tracker.tracking_uri),
+    }
+    if tracker.url:
+        meta["mlflow_run"] = dg.MetadataValue.url(tracker.url)
+    return meta
+
+
+def default_shard_root() -> str:
+    return os.environ.get("S2L_SHARD_ROOT", os.path.join("data", "shards"))
+
+
+class ShardSourceResource(dg.ConfigurableResource):
+    """The folder or s3:// prefix new data lands in, one JSONL/JSON/Parquet file per shard."""
+
+    root: str = Field(default_factory=default_shard_root)
+    endpoint_url: str | None = None
+    max_rejected_share: float = Field(
+        0.01, description="A shard with more rejected rows than this share is refused whole."
+    )
+
+    def uri_of(self, key: str) -> str:
+        shards = list_shards(self.root, self.endpoint_url)
+        if key not in shards:
+            raise dg.Failure(f"shard {key!r} is no longer under {self.root}", allow_retries=False)
+        return shards[key]

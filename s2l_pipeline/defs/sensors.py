@@ -15,18 +15,11 @@ from ..core.data.shards import (
 )
 from ..core.support.tables import TableRef
 from .automation import RetrainPolicy, reselect_cron
-from .proxy_assets import proxy_checkpoints
-from .resources import ArtifactStoreResource, read_manifest
-from .selection_assets import selected_subset, trajectory_clusters
-from .shard_assets import (
-    SHARDS,
-    ShardSourceResource,
-    data_shard,
-    inventory_observation,
-    materialized_shards,
-    shard_trajectories,
-    training_pool,
-)
+from .data import SHARDS, data_shard, inventory_observation, materialized_shards
+from .jobs import proxy_retrain_job, reselect_job
+from .proxy import proxy_checkpoints
+from .resources import ArtifactStoreResource, ShardSourceResource, read_manifest
+from .trajectories import shard_trajectories
 
 REJECTED_SHARDS_KEY = "data_shard/_rejected_shards.json"
 
@@ -123,12 +116,6 @@ def proxy_retrain_sensor(
     )
 
 
-reselect_job = dg.define_asset_job(
-    "reselect_job",
-    selection=dg.AssetSelection.assets(training_pool, trajectory_clusters, selected_subset),
-    description="Pool, clusters and subset again, from the trajectories already scored.",
-)
-
 reselection_schedule = dg.ScheduleDefinition(
     name="reselection_schedule",
     job=reselect_job,
@@ -138,11 +125,6 @@ reselection_schedule = dg.ScheduleDefinition(
     "to declarative automation.",
 )
 
-proxy_retrain_job = dg.define_asset_job(
-    "proxy_retrain_job",
-    selection=dg.AssetSelection.assets(proxy_checkpoints),
-    description="Retrain the proxy on the pool as it is now (the retrain policy's schedule).",
-)
 
 proxy_retrain_schedule = dg.ScheduleDefinition(
     name="proxy_retrain_schedule",

@@ -9,12 +9,11 @@ from ..core.lm.trainer import CheckpointSchedule
 from ..core.support.hashing import table_hash
 from ..core.support.tables import TableRef, read_table
 from .automation import RetrainPolicy
+from .data import data_shard, materialized_shards
+from .lm_config import LMTrainingConfig
 from .profiles import profiled
-from .resources import ArtifactStoreResource, read_manifest
+from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata, read_manifest
 from .runtime import training_hooks
-from .shard_assets import data_shard, materialized_shards
-from .tracking import MlflowTracking, mlflow_metadata
-from .training_config import LMTrainingConfig
 
 
 class ProxyConfig(LMTrainingConfig):

@@ -1,10 +1,4 @@
-"""The target model, fine-tuned on the selected subset (and, for comparison, on a random subset
-of the same budget and on the full set), and its evaluation.
-
-Both assets are partitioned by training set: 'selected' (the selected_subset), 'random' (same
-budget and seed, uniform) and 'full' (all of training_pool), so the three sit side by side in the
-UI and in MLflow. The main job materializes 'selected'; the others are one launch away.
-"""
+"""The target model fine-tuned on a training set, and its evaluation."""
 
 import dagster as dg
 import polars as pl
@@ -20,12 +14,11 @@ from ..core.support.hashing import table_hash
 from ..core.support.tables import TableRef, read_table, write_table
 from .automation import REFRESH
 from .lineage import lineage_tags
+from .lm_config import LMTrainingConfig
 from .metadata import md, preview
 from .profiles import profiled
-from .resources import ArtifactStoreResource
+from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
 from .runtime import training_hooks
-from .tracking import MlflowTracking, mlflow_metadata
-from .training_config import LMTrainingConfig
 
 TRAINING_SETS = dg.StaticPartitionsDefinition(["selected", "random", "full"])
 

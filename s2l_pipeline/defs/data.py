@@ -1,8 +1,10 @@
-"""Data assets: the normalized training table and the evaluation sets."""
+"""Data assets: the training table, the evaluation sets, and shards as they arrive (one
+dynamic partition per file), with the checks that guard them."""
 
 import dagster as dg
 from pydantic import Field
 
+from ..core.checks import Finding, check_contamination, check_training_table
 from ..core.data.eval_sets import EvalFile, build_eval_sets, eval_summary
 from ..core.data.formats import UnknownSchemaError
 from ..core.data.ingest import (
@@ -15,12 +17,20 @@ from ..core.data.ingest import (
     load_dataset,
 )
 from ..core.data.readers import FileReadError
+from ..core.data.shards import (
+    ShardCursor,
+    ShardRejected,
+    inventory_version,
+    list_shards,
+    load_shard,
+    shard_version,
+)
 from ..core.data.stats import length_summary, rejection_counts, source_counts
 from ..core.support.hashing import table_hash
 from ..core.support.tables import TableRef, read_table, write_rejected, write_table
 from .metadata import md, preview, table_ref_metadata
 from .profiles import profiled
-from .resources import ArtifactStoreResource
+from .resources import ArtifactStoreResource, ShardSourceResource
 
 
 class EmbeddedConfig(dg.Config):
@@ -206,3 +216,125 @@ def eval_sets(
     }
     manifest = {"eval": ref.to_dict(), "rejected": rejected_ref.to_dict()}
     return dg.Output(manifest, data_version=dg.DataVersion(version), metadata=metadata)
+
+
+def check_result(finding: Finding, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=finding.passed,
+        severity=severity,
+        description=finding.summary,
+        metadata={k: dg.MetadataValue.int(v) for k, v in finding.counts.items()},
+    )
+
+
+@dg.asset_check(
+    asset="raw_dataset",
+    blocking=True,
+    description="Every example_id present and unique; no empty prompt or response.",
+)
+def raw_dataset_rows_valid(
+    raw_dataset: dict, artifact_store: ArtifactStoreResource
+) -> dg.AssetCheckResult:
+    train = read_table(TableRef.from_dict(raw_dataset["train"]), artifact_store.store())
+    return check_result(check_training_table(train), dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(
+    asset="eval_sets",
+    additional_ins={"raw_dataset": dg.AssetIn()},
+    description="No evaluation prompt appears verbatim in the training table (warns).",
+)
+def eval_sets_not_in_training(
+    eval_sets: dict, raw_dataset: dict, artifact_store: ArtifactStoreResource
+) -> dg.AssetCheckResult:
+    store = artifact_store.store()
+    train = read_table(TableRef.from_dict(raw_dataset["train"]), store)
+    evals = read_table(TableRef.from_dict(eval_sets["eval"]), store)
+    return check_result(check_contamination(train, evals), dg.AssetCheckSeverity.WARN)
+
+
+SHARDS = dg.DynamicPartitionsDefinition(name="data_shards")
+
+
+@dg.observable_source_asset(
+    group_name="data",
+    required_resource_keys={"shard_source"},
+    description="The set of shards accepted under the shard root. shard_sensor records a new "
+    "version whenever a shard comes or changes, so the pool and all below it show as stale.",
+)
+def shard_inventory(context) -> dg.DataVersion:
+    # Observed from the UI (or by the sensor): every listed shard counts; the sensor's own
+    # observations count only the shards it accepted.
+    src = context.resources.shard_source
+    listing = list_shards(src.root, src.endpoint_url)
+    return dg.DataVersion(
+        inventory_version({k: shard_version(u, src.endpoint_url) for k, u in listing.items()})
+    )
+
+
+def inventory_observation(cursor: ShardCursor) -> dg.AssetObservation:
+    return dg.AssetObservation(
+        asset_key=shard_inventory.key,
+        tags={"dagster/data_version": inventory_version(cursor.versions)},
+        metadata={"shards": len(cursor.versions), "refused": len(cursor.rejected)},
+    )
+
+
+@dg.asset(
+    group_name="data",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    partitions_def=SHARDS,
+    description="One shard of new data, read and checked like raw_dataset (rejected rows kept "
+    "with their reason). Partitions are registered by shard_sensor.",
+)
+def data_shard(
+    context: dg.AssetExecutionContext,
+    shard_source: ShardSourceResource,
+    artifact_store: ArtifactStoreResource,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    uri = shard_source.uri_of(context.partition_key)
+    try:
+        loaded = load_shard(uri, shard_source.endpoint_url, shard_source.max_rejected_share)
+    except ShardRejected as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    version = table_hash(loaded.train)
+    train = write_table(loaded.train, store, f"data_shard/{version[:16]}/train.parquet", version)
+    rejected = write_rejected(loaded.rejected, store, "data_shard")
+    manifest = {
+        "train": train.to_dict(),
+        "rejected": rejected.to_dict(),
+        "uri": uri,
+        "file_sha256": shard_version(uri, shard_source.endpoint_url),
+        "shard": context.partition_key,
+    }
+    return dg.Output(
+        manifest,
+        data_version=dg.DataVersion(version),
+        metadata={
+            "dagster/row_count": train.rows,
+            "content_hash": version,
+            "source_uri": dg.MetadataValue.path(uri),
+            "file_sha256": manifest["file_sha256"],
+            "rows_per_source": md(source_counts(loaded.train)),
+            "rejected_rows": rejected.rows,
+            "rejected_by_reason": md(rejection_counts(loaded.rejected)),
+            **table_ref_metadata("train", train),
+        },
+    )
+
+
+def _materialized(instance: dg.DagsterInstance, asset: str) -> list[str]:
+    registered = set(instance.get_dynamic_partitions(SHARDS.name))
+    return sorted(registered & set(instance.get_materialized_partitions(dg.AssetKey(asset))))
+
+
+def materialized_shards(instance: dg.DagsterInstance) -> list[str]:
+    """Registered shards whose rows are materialized, in key order."""
+    return _materialized(instance, "data_shard")
+
+
+def scored_shards(instance: dg.DagsterInstance) -> list[str]:
+    """Registered shards whose trajectories are materialized, in key order."""
+    return _materialized(instance, "shard_trajectories")

@@ -1,10 +1,5 @@
-"""Loss trajectories, scored as (checkpoint x shard) steps that Dagster fans out.
-
-``plan_scoring`` emits one dynamic output per unit; each ``score_unit`` step runs in the ``gpu``
-pool, on its own worker under a multiprocess/k8s executor, and is retried on failure. A unit
-whose result is already in the artifact store (keyed by checkpoint hash, rows and settings) is
-not scored again, so a crashed run re-executed from failure redoes only the missing units.
-"""
+"""Loss trajectories: the base table scored as (checkpoint x shard) steps, new shards scored
+incrementally, and the checks on both."""
 
 import dagster as dg
 import numpy as np
@@ -12,6 +7,11 @@ import polars as pl
 from pydantic import Field
 from transformers import AutoTokenizer
 
+from ..core.checks import (
+    check_loss_decreases,
+    check_trajectory_coverage,
+    check_trajectory_finite,
+)
 from ..core.lm.encoding import encode
 from ..core.support.hashing import table_hash
 from ..core.support.plots import loss_curve_png, markdown_image
@@ -21,16 +21,19 @@ from ..core.trajectories import (
     ScoringUnit,
     assemble,
     base_table,
+    incremental_trajectories,
+    loss_columns,
     loss_summary,
     plan_units,
+    score_rows,
     score_unit,
 )
 from .automation import REFRESH
+from .data import SHARDS, check_result
 from .metadata import md
 from .profiles import profiled
-from .resources import ArtifactStoreResource
+from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
 from .runtime import retried_on_error
-from .tracking import MlflowTracking, mlflow_metadata
 
 
 class ScoringConfig(dg.Config):
@@ -202,3 +205,100 @@ def loss_trajectories(raw_dataset: dict, proxy_checkpoints: dict) -> dict:
     units, base = plan_scoring(raw_dataset, proxy_checkpoints)
     scored = units.map(score_trajectory_unit)
     return assemble_trajectories(scored.collect(), base)
+
+
+@dg.asset(
+    group_name="proxy",
+    kinds={"pytorch", "parquet"},
+    code_version="1",
+    partitions_def=SHARDS,
+    automation_condition=REFRESH,
+    description="Loss trajectories of one shard at the existing proxy checkpoints; rows already "
+    "scored with this proxy (in the base table or an earlier run) are reused, not rescored.",
+)
+def shard_trajectories(
+    context: dg.AssetExecutionContext,
+    data_shard: dict,
+    proxy_checkpoints: dict,
+    loss_trajectories: dict,
+    artifact_store: ArtifactStoreResource,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    rows = read_table(TableRef.from_dict(data_shard["train"]), store)
+    proxy_fp = proxy_checkpoints["fingerprint"]
+    key = f"shard_trajectories/{proxy_fp}/{data_shard['train']['content_hash'][:16]}.parquet"
+    known = []
+    if store.exists(key):  # this shard's content was scored with this proxy before
+        known.append(read_table(store.uri(key), store))
+    if loss_trajectories.get("proxy_fingerprint") == proxy_fp:
+        base = read_table(TableRef.from_dict(loss_trajectories["trajectories"]), store)
+        known.append(base.join(rows.select("example_id"), on="example_id", how="semi"))
+    max_length = proxy_checkpoints["train"]["max_length"]
+    table, n_scored, n_reused = incremental_trajectories(
+        rows,
+        pl.concat(known, how="vertical_relaxed").unique("example_id") if known else None,
+        lambda todo: score_rows(todo, proxy_checkpoints["checkpoints"], store, max_length),
+    )
+    ref = write_table(table, store, key, table_hash(table))
+    context.log.info(f"{context.partition_key}: scored {n_scored} rows, reused {n_reused}")
+    return dg.Output(
+        {
+            "trajectories": ref.to_dict(),
+            "train": data_shard["train"],
+            "shard": context.partition_key,
+            "proxy_fingerprint": proxy_fp,
+        },
+        data_version=dg.DataVersion(ref.content_hash),
+        metadata={
+            "dagster/row_count": table.height,
+            "rows_scored": n_scored,
+            "rows_reused": n_reused,
+            "proxy_fingerprint": proxy_fp,
+            "trajectories_path": dg.MetadataValue.path(ref.uri),
+        },
+    )
+
+
+def _load(manifest: dict, artifact_store: ArtifactStoreResource):
+    return read_table(TableRef.from_dict(manifest["trajectories"]), artifact_store.store())
+
+
+@dg.asset_check(
+    asset="loss_trajectories",
+    blocking=True,
+    additional_ins={"raw_dataset": dg.AssetIn()},
+    description="Every example_id of raw_dataset appears exactly once.",
+)
+def trajectories_cover_dataset(
+    loss_trajectories: dict, raw_dataset: dict, artifact_store: ArtifactStoreResource
+) -> dg.AssetCheckResult:
+    train = read_table(TableRef.from_dict(raw_dataset["train"]), artifact_store.store())
+    finding = check_trajectory_coverage(
+        train["example_id"], _load(loss_trajectories, artifact_store)
+    )
+    return check_result(finding, dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(
+    asset="loss_trajectories",
+    blocking=True,
+    description="No NaN or inf loss outside rows flagged truncated.",
+)
+def trajectories_finite(
+    loss_trajectories: dict, artifact_store: ArtifactStoreResource
+) -> dg.AssetCheckResult:
+    traj = _load(loss_trajectories, artifact_store)
+    return check_result(
+        check_trajectory_finite(traj, loss_columns(traj)), dg.AssetCheckSeverity.ERROR
+    )
+
+
+@dg.asset_check(
+    asset="loss_trajectories",
+    description="Mean loss falls from the first to the last checkpoint (warns if not).",
+)
+def trajectories_loss_decreases(
+    loss_trajectories: dict, artifact_store: ArtifactStoreResource
+) -> dg.AssetCheckResult:
+    traj = _load(loss_trajectories, artifact_store)
+    return check_result(check_loss_decreases(traj, loss_columns(traj)), dg.AssetCheckSeverity.WARN)

@@ -1,4 +1,4 @@
-"""Hyperparameters shared by the proxy and the target, as Dagster config (launchpad-editable)."""
+"""Hyperparameters shared by the proxy and the target, as Dagster config."""
 
 from dataclasses import fields
 

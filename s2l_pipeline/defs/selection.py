@@ -1,8 +1,11 @@
-"""Trajectory clusters and the selected subset."""
+"""Selection: the training pool, the trajectory clusters and the chosen subset."""
 
 import dagster as dg
 from pydantic import Field
 
+from ..core.data.shards import (
+    union_tables,
+)
 from ..core.selection import (
     METHODS,
     SelectionInputError,
@@ -24,11 +27,81 @@ from ..core.support.plots import (
 from ..core.support.tables import TableRef, read_table, write_table
 from ..core.trajectories import steps_of
 from .automation import REFRESH
+from .data import scored_shards, shard_inventory
 from .lineage import lineage_tags, subset_lineage
-from .metadata import md
+from .metadata import md, table_ref_metadata
 from .profiles import profiled
-from .resources import ArtifactStoreResource
-from .tracking import MlflowTracking, mlflow_metadata
+from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata, read_manifest
+from .trajectories import shard_trajectories
+
+
+@dg.asset(
+    group_name="selection",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    deps=[shard_trajectories, shard_inventory],
+    automation_condition=REFRESH,
+    description="What selection chooses from: raw_dataset plus every scored shard (rows and "
+    "trajectories), duplicates dropped; shards scored with an older proxy wait.",
+)
+def training_pool(
+    context: dg.AssetExecutionContext,
+    raw_dataset: dict,
+    loss_trajectories: dict,
+    proxy_checkpoints: dict,
+    artifact_store: ArtifactStoreResource,
+) -> dg.Output[dict]:
+    store = artifact_store.store()
+    proxy_fp = proxy_checkpoints["fingerprint"]
+    trains = [read_table(TableRef.from_dict(raw_dataset["train"]), store)]
+    trajs = [read_table(TableRef.from_dict(loss_trajectories["trajectories"]), store)]
+    shards, waiting = {}, []
+    for key in scored_shards(context.instance):
+        m = read_manifest(store, "shard_trajectories", key)
+        if m is None or m["proxy_fingerprint"] != proxy_fp:
+            waiting.append(key)  # scored with another proxy: rescored by automation first
+            continue
+        trains.append(read_table(TableRef.from_dict(m["train"]), store))
+        trajs.append(read_table(TableRef.from_dict(m["trajectories"]), store))
+        shards[key] = m["train"]["content_hash"]
+    train = union_tables(trains)
+    traj = union_tables(trajs).join(train.select("example_id"), on="example_id", how="semi")
+    version = table_hash(train)
+    train_ref = write_table(train, store, f"training_pool/{version[:16]}/train.parquet", version)
+    traj_ref = write_table(
+        traj, store, f"training_pool/{version[:16]}/trajectories.parquet", table_hash(traj)
+    )
+    if waiting:
+        context.log.warning(f"left out until rescored with the current proxy: {waiting}")
+    lineage = {
+        "raw_dataset": raw_dataset["train"]["content_hash"],
+        "shards": shards,
+        "pool": version,
+        "trajectories": traj_ref.content_hash,
+        "proxy_fingerprint": proxy_fp,
+    }
+    n_base = trains[0].height
+    context.log.info(f"pool: {train.height} rows ({n_base} base + {len(shards)} shards)")
+    return dg.Output(
+        {
+            "train": train_ref.to_dict(),
+            "trajectories": traj_ref.to_dict(),
+            "shards": shards,
+            "lineage": lineage,
+        },
+        data_version=dg.DataVersion(version[:32] + traj_ref.content_hash[:32]),
+        metadata={
+            "dagster/row_count": train.height,
+            "base_rows": n_base,
+            "shard_rows": train.height - n_base,
+            "n_shards": len(shards),
+            "shards": dg.MetadataValue.json(shards),
+            "shards_waiting_for_rescoring": dg.MetadataValue.json(waiting),
+            "lineage": dg.MetadataValue.json(lineage),
+            **table_ref_metadata("train", train_ref),
+            **table_ref_metadata("trajectories", traj_ref),
+        },
+    )
 
 
 class ClusterConfig(dg.Config):
