@@ -49,9 +49,8 @@ from s2l_pipeline.core.data.ingest import (
     split_heldout,
 )
 from s2l_pipeline.core.data.schema import EVAL_SCHEMA
-from s2l_pipeline.core.evaluation.model_eval import evaluate, headline
+from s2l_pipeline.core.evaluation.model_eval import evaluate_checkpoint, headline
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_model, train_proxy
-from s2l_pipeline.core.lm.models import load_causal_lm
 from s2l_pipeline.core.lm.trainer import CheckpointSchedule, TrainConfig, TrainHooks
 from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table, usable_rows
 from s2l_pipeline.core.selection.learning_percentage import embed_rows, epoch1_from_schedule
@@ -60,18 +59,13 @@ from s2l_pipeline.core.support.storage import ArtifactStore
 from s2l_pipeline.core.support.tracking import local_tracking_uri, mlflow_run
 from s2l_pipeline.core.trajectories import score_rows, steps_of
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# One direction only: this benchmark imports its report (and the method order it reports in).
+from results_report import METHODS, write_report  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 EXPERIMENT = "s2l-data-efficiency"
-METHODS = (
-    "s2l",
-    "random",
-    "learning_percentage",
-    "least_confidence",
-    "middle_perplexity",
-    "cartography",
-    "facility_location",
-)
 
 
 @dataclass(frozen=True)
@@ -351,15 +345,17 @@ def run_cell(cell: Cell, ctx: dict) -> dict:
         tokenizer_dir=Path(ctx["tokenizer_dir"]),
     )
     t_train = time.perf_counter() - t0 - t_select
-    model, tokenizer = load_causal_lm(store.fetch_dir(manifest["checkpoints"][-1]["uri"]))
-    if ctx["cuda"]:
-        model = model.to("cuda")
     if cell.judge == "validation":
         table = _read(ctx["validation"])
     else:
         table = _first_rows(ctx["test"], ctx["test_rows_per_set"])
-    _, metrics = evaluate(
-        model, tokenizer, table, ctx["max_new_tokens"], ctx["max_length"], ctx["eval_batch_size"]
+    _, metrics = evaluate_checkpoint(
+        manifest["checkpoints"][-1]["uri"],
+        store,
+        table,
+        ctx["max_new_tokens"],
+        ctx["max_length"],
+        ctx["eval_batch_size"],
     )
     t_eval = time.perf_counter() - t0 - t_select - t_train
     per_set = {
@@ -637,7 +633,6 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
         }
         (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    from results_report import write_report  # noqa: PLC0415 (benchmarks/ is on sys.path)
 
     write_report(out, args.report, args.scale)
     print(f"report: {args.report}", flush=True)

@@ -37,10 +37,14 @@ def cmd_select(args: argparse.Namespace) -> int:
     data = _read(args.data, "data") if args.data else None
     opts = SelectionOptions(
         clusters=args.clusters,
+        kmeans_iterations=args.iterations,
+        max_train_points=args.max_train_points,
         stratify_by=args.stratify_by,
         steps=_steps(args.steps),
         epoch1_step=args.epoch1_step,
-        max_train_points=args.max_train_points,
+        lp_variant=args.lp_variant,
+        embedding_clusters=args.embedding_clusters,
+        knn=args.knn,
     )
     budget = parse_budget(args.budget)
     clusters = None
@@ -237,16 +241,31 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--method", required=True, choices=sorted(METHODS))
     s.add_argument("--budget", required=True, help="a count (500) or a fraction (0.1)")
-    s.add_argument("--clusters", type=int, default=100, help="K for S2L (default 100)")
+    d = SelectionOptions()  # the defaults the assets use too
+    s.add_argument("--clusters", type=int, default=d.clusters, help=f"K for S2L ({d.clusters})")
+    s.add_argument("--iterations", type=int, default=d.kmeans_iterations, help="K-means iterations")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--stratify-by", help="split the budget over this data column first")
     s.add_argument("--steps", help="checkpoint steps to use, e.g. 100,200,300")
     s.add_argument("--epoch1-step", type=int, help="learning_percentage: checkpoint ending epoch 1")
     s.add_argument(
+        "--lp-variant",
+        choices=["lp1", "lp_app"],
+        default=d.lp_variant,
+        help="learning_percentage: LP(1) or LP_app",
+    )
+    s.add_argument(
+        "--embedding-clusters",
+        type=int,
+        default=d.embedding_clusters,
+        help="learning_percentage: K of the MiniLM K-means",
+    )
+    s.add_argument("--knn", type=int, default=d.knn, help="facility_location: neighbours per point")
+    s.add_argument(
         "--max-train-points",
         type=int,
-        default=1_000_000,
-        help="K-means trains on all points up to this many (default 1,000,000)",
+        default=d.max_train_points,
+        help="K-means trains on all points up to this many",
     )
     s.add_argument("--clusters-out", help="write every example's S2L cluster here (Parquet)")
     s.add_argument("--out", required=True, help="Parquet with example_id (and cluster)")

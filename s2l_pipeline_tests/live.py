@@ -42,6 +42,15 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
         time.sleep(every)
 
 
+def die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, even by SIGKILL or a CI timeout
+    (no fixture teardown runs then), so no `dagster dev` outlives its test."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def project_env(root: Path, profile: str = "tiny") -> dict[str, str]:
     """Environment of a throwaway deployment under ``root`` at ``profile`` scale."""
     (root / "home").mkdir(parents=True, exist_ok=True)
@@ -84,6 +93,7 @@ class DagsterDev:
             stdout=self.log_path.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         wait_for("the webserver to answer", self._up, timeout)
         wait_for("the code location to load", self._location_loaded, timeout, every=2)

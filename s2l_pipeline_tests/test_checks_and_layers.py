@@ -46,3 +46,35 @@ def test_core_never_imports_dagster() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_one_home_for_each_default() -> None:
+    """Dagster config takes its defaults from the core dataclasses; nothing is dropped on the way;
+    the CLI exposes every selection option with the same defaults; 'default' is the code."""
+    from dataclasses import fields
+
+    from s2l_pipeline.cli import parser
+    from s2l_pipeline.core.lm.trainer import TrainConfig
+    from s2l_pipeline.core.selection import SelectionOptions
+    from s2l_pipeline.defs.lm_config import LMTrainingConfig
+    from s2l_pipeline.defs.profiles import PROFILES
+    from s2l_pipeline.defs.selection import ClusterConfig, SelectionConfig
+
+    assert PROFILES["default"] == {}
+    assert LMTrainingConfig().train_config() == TrainConfig()
+    assert not LMTrainingConfig(group_by_length=False).train_config().group_by_length
+    opts, cluster, select = SelectionOptions(), ClusterConfig(), SelectionConfig()
+    assert (cluster.clusters, cluster.iterations) == (opts.clusters, opts.kmeans_iterations)
+    assert (select.lp_variant, select.embedding_clusters, select.knn) == (
+        opts.lp_variant,
+        opts.embedding_clusters,
+        opts.knn,
+    )
+    cli = parser().parse_args(
+        ["select", "--trajectories", "t", "--method", "s2l", "--budget", "1", "--out", "o"]
+    )
+    as_cli = {"kmeans_iterations": "iterations"}
+    for f in fields(SelectionOptions):
+        assert hasattr(cli, as_cli.get(f.name, f.name)), f"s2l select lacks --{f.name}"
+        default = getattr(cli, as_cli.get(f.name, f.name))
+        assert default in (getattr(opts, f.name), None), f.name

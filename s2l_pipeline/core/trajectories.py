@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -30,11 +31,11 @@ def loss_column(step: int) -> str:
 def loss_columns(df: pl.DataFrame) -> list[str]:
     """Loss columns in step order."""
     cols = [c for c in df.columns if c.startswith("loss_step_")]
-    return sorted(cols, key=lambda c: int(c.rsplit("_", 1)[1]))
+    return sorted(cols, key=step_of)
 
 
 def steps_of(df: pl.DataFrame) -> list[int]:
-    return [int(c.rsplit("_", 1)[1]) for c in loss_columns(df)]
+    return [step_of(c) for c in loss_columns(df)]
 
 
 @dataclass(frozen=True)
@@ -237,3 +238,17 @@ def incremental_trajectories(
     order = rows.select("example_id").with_row_index("_order")
     table = table.join(order, on="example_id").sort("_order").drop("_order")
     return table, todo.height, 0 if reused is None else reused.height
+
+
+def step_of(column: str) -> int:
+    """The checkpoint step of a ``loss_step_<N>`` column."""
+    return int(column.rsplit("_", 1)[1])
+
+
+def token_facts(train: pl.DataFrame, tokenizer_dir: Path, max_length: int) -> pl.DataFrame:
+    """The base table of a trajectory run: each row's response tokens and truncation flag
+    under the proxy's tokenizer (the same for every checkpoint)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    return base_table(train["example_id"].to_list(), encode(train, tokenizer, max_length))

@@ -35,9 +35,13 @@ from .resources import ArtifactStoreResource, ShardSourceResource
 
 class EmbeddedConfig(dg.Config):
     enabled: bool = Field(True, description="Include the embedded reasoning-gym mixture.")
-    size: int = Field(20_000, description="Training examples generated over 12 families.")
-    seed: int = Field(0, description="Generator seed: same seed, same table.")
-    heldout_per_family: int = Field(300, description="In-domain test problems per family.")
+    size: int = Field(
+        EmbeddedSource.size, description="Training examples generated over 12 families."
+    )
+    seed: int = Field(EmbeddedSource.seed, description="Generator seed: same seed, same table.")
+    heldout_per_family: int = Field(
+        EmbeddedSource.heldout_per_family, description="In-domain test problems per family."
+    )
 
 
 class FileInput(dg.Config):
@@ -63,10 +67,12 @@ class RawDatasetConfig(dg.Config):
     files: list[FileInput] = Field(default_factory=list)
     hf: list[HFInput] = Field(default_factory=list)
     heldout_per_source: int = Field(
-        0, description="In-domain test rows carved from each file/hf source (at most half)."
+        DatasetSpec.heldout_per_source,
+        description="In-domain test rows carved from each file/hf source (at most half).",
     )
     max_rejected_share: float = Field(
-        0.01, description="Fail when more than this share of rows is rejected."
+        DatasetSpec.max_rejected_share,
+        description="Fail when more than this share of rows is rejected.",
     )
 
     def to_spec(self) -> DatasetSpec:
@@ -164,7 +170,8 @@ class EvalSetsConfig(dg.Config):
     seed: int = 0
     files: list[EvalFileInput] = Field(default_factory=list)
     max_rejected_share: float = Field(
-        0.01, description="Fail when more than this share of an evaluation file is rejected."
+        DatasetSpec.max_rejected_share,
+        description="Fail when more than this share of an evaluation file is rejected.",
     )
 
 

@@ -16,17 +16,21 @@ class LMTrainingConfig(dg.Config):
         description="'embedded' (GPT-NeoX from a config, BPE tokenizer from the data) or a HF "
         "causal LM name or folder, e.g. EleutherAI/pythia-70m-deduped.",
     )
-    epochs: float = 3.0
-    learning_rate: float = 2e-3
-    batch_size: int = 64
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_length: int = Field(128, description="Tokens per example; longer ones are truncated.")
-    seed: int = 0
+    epochs: float = TrainConfig.epochs
+    learning_rate: float = TrainConfig.learning_rate
+    batch_size: int = TrainConfig.batch_size
+    grad_accum: int = TrainConfig.grad_accum
+    warmup_ratio: float = TrainConfig.warmup_ratio
+    scheduler: str = TrainConfig.scheduler
+    weight_decay: float = TrainConfig.weight_decay
+    max_length: int = Field(
+        TrainConfig.max_length, description="Tokens per example; longer ones are truncated."
+    )
+    seed: int = TrainConfig.seed
+    group_by_length: bool = Field(
+        TrainConfig.group_by_length, description="Batch rows of similar length (less padding)."
+    )
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            **{f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)}
-        )
+        """Every TrainConfig field, from this config; a missing one is an error, not a skip."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})

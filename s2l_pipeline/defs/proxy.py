@@ -3,10 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
-from ..core.data.shards import union_tables
+from ..core.data.shards import training_rows
 from ..core.lm.fit import ModelSpec, TrainRun, train_proxy
 from ..core.lm.trainer import CheckpointSchedule
-from ..core.support.hashing import table_hash
 from ..core.support.tables import TableRef, read_table
 from .automation import RetrainPolicy
 from .data import data_shard, materialized_shards
@@ -17,9 +16,11 @@ from .runtime import training_hooks
 
 
 class ProxyConfig(LMTrainingConfig):
-    size: str = Field("proxy", description="Embedded size: proxy-tiny, proxy, proxy-large.")
-    vocab_size: int = Field(512, description="Embedded BPE vocabulary size.")
-    num_checkpoints: int = Field(10, description="Evenly spaced checkpoints (plus step 0).")
+    size: str = Field(ModelSpec.size, description="Embedded size: proxy-tiny, proxy, proxy-large.")
+    vocab_size: int = Field(ModelSpec.vocab_size, description="Embedded BPE vocabulary size.")
+    num_checkpoints: int = Field(
+        CheckpointSchedule.count, description="Evenly spaced checkpoints (plus step 0)."
+    )
     checkpoint_every: int | None = Field(
         None, description="Or a checkpoint every N steps (the paper: 500); overrides the count."
     )
@@ -59,15 +60,15 @@ def proxy_checkpoints(
 ) -> dg.Output[dict]:
     store = artifact_store.store()
     train_ref = TableRef.from_dict(raw_dataset["train"])
-    parts, shards = [read_table(train_ref, store)], {}
+    shards = {}
     for key in materialized_shards(context.instance) if config.include_shards else []:
         m = read_manifest(store, "data_shard", key)
         if m is not None:
-            parts.append(read_table(TableRef.from_dict(m["train"]), store))
-            shards[key] = m["train"]["content_hash"]
-    train = union_tables(parts)
-    data_hash = table_hash(train) if shards else train_ref.content_hash
-    trained_on = {"raw_dataset": train_ref.content_hash, "shards": shards, "rows": train.height}
+            ref = TableRef.from_dict(m["train"])
+            shards[key] = (read_table(ref, store), ref.content_hash)
+    train, data_hash, trained_on = training_rows(
+        read_table(train_ref, store), train_ref.content_hash, shards
+    )
     run = config.to_run()
     with mlflow.run(context, "proxy_checkpoints", {"raw_dataset": train_ref.content_hash}) as mt:
         mt.log_params(

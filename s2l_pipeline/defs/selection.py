@@ -3,9 +3,6 @@
 import dagster as dg
 from pydantic import Field
 
-from ..core.data.shards import (
-    union_tables,
-)
 from ..core.selection import (
     METHODS,
     SelectionInputError,
@@ -16,6 +13,7 @@ from ..core.selection import (
 )
 from ..core.selection.common import pick_steps
 from ..core.selection.learning_percentage import epoch1_from_schedule
+from ..core.selection.pool import assemble_pool
 from ..core.selection.report import compare_counts
 from ..core.support.hashing import table_hash
 from ..core.support.plots import (
@@ -25,7 +23,7 @@ from ..core.support.plots import (
     markdown_image,
 )
 from ..core.support.tables import TableRef, read_table, write_table
-from ..core.trajectories import steps_of
+from ..core.trajectories import step_of, steps_of
 from .automation import REFRESH
 from .data import scored_shards, shard_inventory
 from .lineage import lineage_tags, subset_lineage
@@ -53,19 +51,18 @@ def training_pool(
 ) -> dg.Output[dict]:
     store = artifact_store.store()
     proxy_fp = proxy_checkpoints["fingerprint"]
-    trains = [read_table(TableRef.from_dict(raw_dataset["train"]), store)]
-    trajs = [read_table(TableRef.from_dict(loss_trajectories["trajectories"]), store)]
-    shards, waiting = {}, []
+    base = read_table(TableRef.from_dict(raw_dataset["train"]), store)
+    base_traj = read_table(TableRef.from_dict(loss_trajectories["trajectories"]), store)
+    parts, shards, waiting = [], {}, []
     for key in scored_shards(context.instance):
         m = read_manifest(store, "shard_trajectories", key)
         if m is None or m["proxy_fingerprint"] != proxy_fp:
             waiting.append(key)  # scored with another proxy: rescored by automation first
             continue
-        trains.append(read_table(TableRef.from_dict(m["train"]), store))
-        trajs.append(read_table(TableRef.from_dict(m["trajectories"]), store))
+        rows = read_table(TableRef.from_dict(m["train"]), store)
+        parts.append((rows, read_table(TableRef.from_dict(m["trajectories"]), store)))
         shards[key] = m["train"]["content_hash"]
-    train = union_tables(trains)
-    traj = union_tables(trajs).join(train.select("example_id"), on="example_id", how="semi")
+    train, traj = assemble_pool(base, base_traj, parts)
     version = table_hash(train)
     train_ref = write_table(train, store, f"training_pool/{version[:16]}/train.parquet", version)
     traj_ref = write_table(
@@ -80,7 +77,7 @@ def training_pool(
         "trajectories": traj_ref.content_hash,
         "proxy_fingerprint": proxy_fp,
     }
-    n_base = trains[0].height
+    n_base = base.height
     context.log.info(f"pool: {train.height} rows ({n_base} base + {len(shards)} shards)")
     return dg.Output(
         {
@@ -105,10 +102,14 @@ def training_pool(
 
 
 class ClusterConfig(dg.Config):
-    clusters: int = Field(100, description="K (per source when stratified). Paper: 100.")
-    iterations: int = Field(20, description="K-means iterations (faiss).")
+    clusters: int = Field(
+        SelectionOptions.clusters, description="K (per source when stratified). Paper: 100."
+    )
+    iterations: int = Field(
+        SelectionOptions.kmeans_iterations, description="K-means iterations (faiss)."
+    )
     max_train_points: int = Field(
-        1_000_000,
+        SelectionOptions.max_train_points,
         description="K-means trains on all points up to this many (seeded sample "
         "beyond it); faiss alone would silently use 256 per centroid.",
     )
@@ -159,7 +160,7 @@ def trajectory_clusters(
     version = table_hash(table)
     ref = write_table(table, store, f"trajectory_clusters/{version[:16]}/clusters.parquet", version)
     sizes = table.group_by("cluster").len().sort("cluster")
-    steps = [int(c.rsplit("_", 1)[1]) for c in pick_steps(traj, opts.steps, "trained")]
+    steps = [step_of(c) for c in pick_steps(traj, opts.steps, "trained")]
     curves = cluster_trajectories_png(steps, summary["centroids"], sizes["len"].to_list())
     hist = histogram_png(sizes["len"].to_list(), "cluster size", "Cluster sizes")
     context.log.info(
@@ -204,9 +205,14 @@ class SelectionConfig(dg.Config):
         description="learning_percentage: checkpoint ending epoch 1; empty: from the "
         "proxy's training length.",
     )
-    lp_variant: str = Field("lp1", description="learning_percentage: lp1 or lp_app.")
-    embedding_clusters: int = Field(1000, description="learning_percentage: K of MiniLM K-means.")
-    knn: int = Field(20, description="facility_location: neighbours per point.")
+    lp_variant: str = Field(
+        SelectionOptions.lp_variant, description="learning_percentage: lp1 or lp_app."
+    )
+    embedding_clusters: int = Field(
+        SelectionOptions.embedding_clusters,
+        description="learning_percentage: K of MiniLM K-means.",
+    )
+    knn: int = Field(SelectionOptions.knn, description="facility_location: neighbours per point.")
 
 
 SelectionConfig = profiled(SelectionConfig, "selected_subset")  # the deployment's scale

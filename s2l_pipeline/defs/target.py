@@ -5,9 +5,8 @@ import polars as pl
 from pydantic import Field
 
 from ..core.data.eval_sets import first_rows_per_set
-from ..core.evaluation.model_eval import evaluate, headline
+from ..core.evaluation.model_eval import evaluate_checkpoint, headline
 from ..core.lm.fit import ModelSpec, TrainRun, train_model
-from ..core.lm.models import load_causal_lm
 from ..core.lm.trainer import CheckpointSchedule
 from ..core.selection.random_sample import training_set_rows
 from ..core.support.hashing import table_hash
@@ -183,14 +182,9 @@ def target_evaluation(
     table = read_table(TableRef.from_dict(eval_sets["eval"]), store)
     table = first_rows_per_set(table, config.max_rows_per_set)
     final = target_model["checkpoints"][-1]
-    model, tokenizer = load_causal_lm(store.fetch_dir(final["uri"]))
-    import torch
-
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    preds, metrics = evaluate(
-        model,
-        tokenizer,
+    preds, metrics = evaluate_checkpoint(
+        final["uri"],
+        store,
         table,
         config.max_new_tokens,
         config.max_length,

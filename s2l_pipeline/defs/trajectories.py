@@ -5,14 +5,12 @@ import dagster as dg
 import numpy as np
 import polars as pl
 from pydantic import Field
-from transformers import AutoTokenizer
 
 from ..core.checks import (
     check_loss_decreases,
     check_trajectory_coverage,
     check_trajectory_finite,
 )
-from ..core.lm.encoding import encode
 from ..core.support.hashing import table_hash
 from ..core.support.plots import loss_curve_png, markdown_image
 from ..core.support.tables import TableRef, read_table, write_table
@@ -20,13 +18,13 @@ from ..core.trajectories import (
     CheckpointIntegrityError,
     ScoringUnit,
     assemble,
-    base_table,
     incremental_trajectories,
     loss_columns,
     loss_summary,
     plan_units,
     score_rows,
     score_unit,
+    token_facts,
 )
 from .automation import REFRESH
 from .data import SHARDS, check_result
@@ -67,9 +65,7 @@ def plan_scoring(
     train = read_table(train_ref, store)
     max_length = config.max_length or proxy_checkpoints["train"]["max_length"]
     first = proxy_checkpoints["checkpoints"][0]
-    tokenizer = AutoTokenizer.from_pretrained(str(store.fetch_dir(first["uri"])))
-    enc = encode(train, tokenizer, max_length)
-    base = base_table(train["example_id"].to_list(), enc)
+    base = token_facts(train, store.fetch_dir(first["uri"]), max_length)
     base_hash = table_hash(base)
     base_ref = write_table(
         base, store, f"loss_trajectories/base/{base_hash[:16]}.parquet", base_hash

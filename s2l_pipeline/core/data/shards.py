@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import polars as pl
 
 from ..support import storage
-from ..support.hashing import file_hash
+from ..support.hashing import file_hash, table_hash
 from .formats import UnknownSchemaError
 from .ingest import (
     DatasetSpec,
@@ -126,3 +126,21 @@ def retrain_due(trained_rows: int, pool_rows: int, share: float) -> tuple[bool, 
         verdict == "due",
         f"{unseen} of {pool_rows} rows unseen ({frac:.1%}; policy {share:.0%}): {verdict}",
     )
+
+
+def training_rows(
+    base: pl.DataFrame, base_hash: str, shards: dict[str, tuple[pl.DataFrame, str]]
+) -> tuple[pl.DataFrame, str, dict]:
+    """What the proxy trains on: the base table plus every shard (first seen wins).
+
+    ``shards`` maps a shard key to (rows, content hash). Returns (rows, data hash, trained_on);
+    with no shard the data hash is the base table's own, so a proxy is not retrained for nothing.
+    """
+    train = union_tables([base, *(rows for rows, _ in shards.values())])
+    data_hash = table_hash(train) if shards else base_hash
+    trained_on = {
+        "raw_dataset": base_hash,
+        "shards": {key: digest for key, (_, digest) in shards.items()},
+        "rows": train.height,
+    }
+    return train, data_hash, trained_on

@@ -11,6 +11,8 @@ import polars as pl
 from ..lm.encoding import encode, render_prompts
 from ..lm.generation import greedy_generate
 from ..lm.losses import score_losses
+from ..lm.models import load_causal_lm
+from ..support.storage import ArtifactStore
 from .scorers import is_correct, summarization_scores
 
 log = logging.getLogger(__name__)
@@ -89,3 +91,21 @@ def headline(metrics: pl.DataFrame) -> dict[str, float]:
             out[f"{domain}_mean_nll"] = float(part["mean_nll"].mean())
     out["mean_nll"] = float(np.nanmean(metrics["mean_nll"].to_numpy())) if metrics.height else 0.0
     return out
+
+
+def evaluate_checkpoint(
+    uri: str,
+    store: ArtifactStore,
+    table: pl.DataFrame,
+    max_new_tokens: int = 16,
+    max_length: int = 256,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Load a checkpoint from the store (on the GPU when there is one) and ``evaluate`` it."""
+    import torch
+
+    model, tokenizer = load_causal_lm(store.fetch_dir(uri))
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return evaluate(model, tokenizer, table, max_new_tokens, max_length, batch_size, progress)
