@@ -5,7 +5,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def _load(name: str):

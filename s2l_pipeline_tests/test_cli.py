@@ -153,6 +153,7 @@ def test_nan_in_unflagged_rows_is_an_error(files) -> None:
     assert "not flagged truncated (first: example_id x0007, column loss_step_10)" in res.stderr
 
 
+@pytest.mark.slow
 def test_run_executes_the_tiny_profile_into_the_instance(tmp_path: Path, monkeypatch) -> None:
     """`s2l run` applies the profile (400 rows, not the 20,000 default) and records the run."""
     import os
@@ -183,6 +184,7 @@ def test_run_executes_the_tiny_profile_into_the_instance(tmp_path: Path, monkeyp
     assert (tmp_path / "data" / "mlflow" / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_run_failure_says_which_step_and_why(tmp_path: Path) -> None:
     """A failing run names the step and the reason, not just {"success": false}."""
     import os

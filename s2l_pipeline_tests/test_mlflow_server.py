@@ -17,6 +17,9 @@ from s2l_pipeline.defs.resources import MlflowTracking
 from .conftest import _free_port
 from .test_data_assets import make_resources, meta
 
+pytestmark = pytest.mark.slow
+
+
 ASSETS_UNDER_TEST = ["raw_dataset", "proxy_checkpoints"]
 
 

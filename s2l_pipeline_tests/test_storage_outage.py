@@ -70,6 +70,7 @@ def test_backoff_outlasts_a_one_minute_outage() -> None:
     assert delays[:4] == [1, 2, 4, 8]
 
 
+@pytest.mark.slow
 def test_writes_and_reads_wait_out_an_outage(
     s3_endpoint: str, s3_bucket: str, monkeypatch, caplog
 ) -> None:
@@ -94,6 +95,7 @@ def test_writes_and_reads_wait_out_an_outage(
         proxy.stop.set()
 
 
+@pytest.mark.slow
 def test_a_lasting_outage_fails_naming_the_object(s3_endpoint, s3_bucket, monkeypatch) -> None:
     monkeypatch.setenv("S2L_STORAGE_RETRY_S", "3")
     proxy = FlakyProxy(int(s3_endpoint.rsplit(":", 1)[1])).start()

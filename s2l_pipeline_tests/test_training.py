@@ -188,6 +188,7 @@ def test_should_stop_cancels_training_as_an_interrupt(tmp_path: Path, data) -> N
     assert issubclass(RunCanceled, KeyboardInterrupt)  # Dagster stops on it, never retries
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     """A real SIGKILL in epoch 2 (8 steps an epoch, checkpoints every 4): the rerun says where
     it resumed and every later checkpoint equals an uninterrupted run's, byte for byte."""
