@@ -112,8 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.success:
         raw = result.output_for_node("raw_dataset")
         evaluation = result.output_for_node("target_evaluation")
-        summary["examples"] = raw["train"]["rows"]
-        summary.update({k: v for k, v in evaluation.items() if isinstance(v, float)})
+        summary["examples"] = raw.train.rows
+        summary.update(evaluation.headline)
     else:
         summary["failed_steps"] = _failures(result)
         for step, reason in summary["failed_steps"].items():

@@ -122,8 +122,8 @@ def test_failed_scoring_steps_rerun_alone(tmp_path: Path) -> None:
     traj = [a for a in MAIN_ASSETS if a.key.path[0] == "loss_trajectories"]
     up_cfg = run_config("tiny", assets=[a.key.path[0] for a in upstream])
     base = dg.materialize(upstream, resources=resources, run_config=up_cfg)
-    ckpts = base.output_for_node("proxy_checkpoints")["checkpoints"]
-    weights = Path(ckpts[2]["uri"]) / "model.safetensors"
+    ckpts = base.output_for_node("proxy_checkpoints").checkpoints
+    weights = Path(ckpts[2].uri) / "model.safetensors"
     original = weights.read_bytes()
     weights.write_bytes(original[:-8] + b"\0" * 8)  # a corrupted checkpoint: its hash changes
 
@@ -138,7 +138,7 @@ def test_failed_scoring_steps_rerun_alone(tmp_path: Path) -> None:
     assert not failed.success
     failures = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
     assert {e.step_key.split("[")[1].rstrip("]") for e in failures} == {
-        f"step_{ckpts[2]['step']}_rows_{a}_{b}" for a, b in ((0, 150), (150, 300), (300, 400))
+        f"step_{ckpts[2].step}_rows_{a}_{b}" for a, b in ((0, 150), (150, 300), (300, 400))
     }
     text = failures[0].step_failure_data.user_failure_data.description
     assert "does not match the manifest" in text
@@ -175,9 +175,9 @@ def test_pretrained_model_path_from_a_local_folder(tmp_path: Path) -> None:
     cfg["ops"] = {k: v for k, v in cfg["ops"].items() if not k.startswith("target_")}
     result = dg.materialize(upto, resources=make_resources(str(tmp_path / "art")), run_config=cfg)
     proxy = result.output_for_node("proxy_checkpoints")
-    assert proxy["model"]["name"] == str(pretrained)
-    assert [c["step"] for c in proxy["checkpoints"]] == [0, 5, 10, 13]  # 400 rows / 32 = 13
-    assert proxy["n_parameters"] < 30_000  # the saved model, not an embedded-size one
+    assert proxy.model["name"] == str(pretrained)
+    assert [c.step for c in proxy.checkpoints] == [0, 5, 10, 13]  # 400 rows / 32 = 13
+    assert proxy.n_parameters < 30_000  # the saved model, not an embedded-size one
     traj = pl.read_parquet(meta(result, "loss_trajectories")["trajectories_path"])
     assert [c for c in traj.columns if c.startswith("loss_")] == [
         f"loss_step_{s}" for s in (0, 5, 10, 13)
@@ -217,8 +217,8 @@ def test_baselines_through_the_asset(tiny_run, method) -> None:
 def test_target_trained_on_the_subset_and_evaluated(tiny_run) -> None:
     _, resources, result = tiny_run
     target = result.output_for_node("target_model")
-    assert target["training_set"] == "selected" and target["n_examples"] == 120
-    assert [c["step"] for c in target["checkpoints"]][0] == 0
+    assert target.training_set == "selected" and target.n_examples == 120
+    assert target.checkpoints[0].step == 0
     ev = meta(result, "target_evaluation")
     for key in ("in_domain_accuracy", "out_of_domain_accuracy", "in_domain_mean_nll", "mean_nll"):
         assert 0.0 <= ev[key] < 100.0
@@ -261,7 +261,7 @@ def test_comparison_targets_on_random_and_full(tiny_run, partition) -> None:
         MAIN_ASSETS, selection=target, resources=resources, run_config=cfg, partition_key=partition
     )
     out = result.output_for_node("target_model")
-    assert out["training_set"] == partition and out["n_examples"] == rows
+    assert out.training_set == partition and out.n_examples == rows
 
 
 def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path) -> None:
@@ -299,10 +299,10 @@ def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path)
         MAIN_ASSETS, selection=picked, resources=resources, run_config=cfg, partition_key="selected"
     )
     target = result.output_for_node("target_model")
-    assert target["model"]["name"] == str(local) and target["lora_r"] == 4
-    final = Path(target["checkpoints"][-1]["uri"])
+    assert target.model["name"] == str(local) and target.lora_r == 4
+    final = Path(target.final.uri)
     assert (final / "model.safetensors").exists() and not (final / "adapter_config.json").exists()
-    per_set = pl.read_parquet(result.output_for_node("target_evaluation")["metrics"]["uri"]).filter(
+    per_set = pl.read_parquet(result.output_for_node("target_evaluation").metrics.uri).filter(
         pl.col("eval_set") == "radiology"
     )
     assert per_set.height == 1 and per_set["task"][0] == "summarization"

@@ -109,6 +109,10 @@ class ModelManifest(Manifest):
     def final(self) -> Checkpoint:
         return self.checkpoints[-1]
 
+    def checkpoint_records(self) -> list[dict]:
+        """The checkpoints as plain records (step, uri, sha256), as core scoring takes them."""
+        return [c.to_dict() for c in self.checkpoints]
+
 
 @dataclass(frozen=True)
 class TrajectoriesManifest(Manifest):

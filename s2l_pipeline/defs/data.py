@@ -26,8 +26,9 @@ from ..core.data.shards import (
     shard_version,
 )
 from ..core.data.stats import length_summary, rejection_counts, source_counts
+from ..core.manifests import EvalSetsManifest, RawDatasetManifest, ShardManifest
 from ..core.support.hashing import table_hash
-from ..core.support.tables import TableRef, read_table, write_rejected, write_table
+from ..core.support.tables import read_table, write_rejected, write_table
 from .metadata import md, preview, table_ref_metadata
 from .profiles import profiled
 from .resources import ArtifactStoreResource, ShardSourceResource
@@ -102,7 +103,7 @@ def raw_dataset(
     context: dg.AssetExecutionContext,
     config: RawDatasetConfig,
     artifact_store: ArtifactStoreResource,
-) -> dg.Output[dict]:
+) -> dg.Output[RawDatasetManifest]:
     store = artifact_store.store()
     spec = config.to_spec()
     try:
@@ -133,11 +134,7 @@ def raw_dataset(
         f"{rejected.rows} rejected ({loaded.rejected_share:.2%}); {heldout.rows} held out; "
         f"{len(loaded.empty_files)} empty files skipped"
     )
-    manifest = {
-        "train": train.to_dict(),
-        "heldout": heldout.to_dict(),
-        "rejected": rejected.to_dict(),
-    }
+    manifest = RawDatasetManifest(train=train, heldout=heldout, rejected=rejected)
     metadata = {
         "dagster/row_count": train.rows,
         "content_hash": version,
@@ -188,11 +185,11 @@ EvalSetsConfig = profiled(EvalSetsConfig, "eval_sets")  # the deployment's scale
 def eval_sets(
     context: dg.AssetExecutionContext,
     config: EvalSetsConfig,
-    raw_dataset: dict,
+    raw_dataset: RawDatasetManifest,
     artifact_store: ArtifactStoreResource,
-) -> dg.Output[dict]:
+) -> dg.Output[EvalSetsManifest]:
     store = artifact_store.store()
-    heldout = read_table(TableRef.from_dict(raw_dataset["heldout"]), store)
+    heldout = read_table(raw_dataset.heldout, store)
     files = tuple(EvalFile(f.path, f.name, f.format) for f in config.files)
     try:
         table, rejected = build_eval_sets(
@@ -221,7 +218,7 @@ def eval_sets(
         **table_ref_metadata("eval", ref),
         **table_ref_metadata("rejected", rejected_ref),
     }
-    manifest = {"eval": ref.to_dict(), "rejected": rejected_ref.to_dict()}
+    manifest = EvalSetsManifest(eval=ref, rejected=rejected_ref)
     return dg.Output(manifest, data_version=dg.DataVersion(version), metadata=metadata)
 
 
@@ -240,9 +237,9 @@ def check_result(finding: Finding, severity: dg.AssetCheckSeverity) -> dg.AssetC
     description="Every example_id present and unique; no empty prompt or response.",
 )
 def raw_dataset_rows_valid(
-    raw_dataset: dict, artifact_store: ArtifactStoreResource
+    raw_dataset: RawDatasetManifest, artifact_store: ArtifactStoreResource
 ) -> dg.AssetCheckResult:
-    train = read_table(TableRef.from_dict(raw_dataset["train"]), artifact_store.store())
+    train = read_table(raw_dataset.train, artifact_store.store())
     return check_result(check_training_table(train), dg.AssetCheckSeverity.ERROR)
 
 
@@ -252,11 +249,13 @@ def raw_dataset_rows_valid(
     description="No evaluation prompt appears verbatim in the training table (warns).",
 )
 def eval_sets_not_in_training(
-    eval_sets: dict, raw_dataset: dict, artifact_store: ArtifactStoreResource
+    eval_sets: EvalSetsManifest,
+    raw_dataset: RawDatasetManifest,
+    artifact_store: ArtifactStoreResource,
 ) -> dg.AssetCheckResult:
     store = artifact_store.store()
-    train = read_table(TableRef.from_dict(raw_dataset["train"]), store)
-    evals = read_table(TableRef.from_dict(eval_sets["eval"]), store)
+    train = read_table(raw_dataset.train, store)
+    evals = read_table(eval_sets.eval, store)
     return check_result(check_contamination(train, evals), dg.AssetCheckSeverity.WARN)
 
 
@@ -299,7 +298,7 @@ def data_shard(
     context: dg.AssetExecutionContext,
     shard_source: ShardSourceResource,
     artifact_store: ArtifactStoreResource,
-) -> dg.Output[dict]:
+) -> dg.Output[ShardManifest]:
     store = artifact_store.store()
     uri = shard_source.uri_of(context.partition_key)
     try:
@@ -309,13 +308,13 @@ def data_shard(
     version = table_hash(loaded.train)
     train = write_table(loaded.train, store, f"data_shard/{version[:16]}/train.parquet", version)
     rejected = write_rejected(loaded.rejected, store, "data_shard")
-    manifest = {
-        "train": train.to_dict(),
-        "rejected": rejected.to_dict(),
-        "uri": uri,
-        "file_sha256": shard_version(uri, shard_source.endpoint_url),
-        "shard": context.partition_key,
-    }
+    manifest = ShardManifest(
+        train=train,
+        rejected=rejected,
+        uri=uri,
+        file_sha256=shard_version(uri, shard_source.endpoint_url),
+        shard=context.partition_key,
+    )
     return dg.Output(
         manifest,
         data_version=dg.DataVersion(version),
@@ -323,7 +322,7 @@ def data_shard(
             "dagster/row_count": train.rows,
             "content_hash": version,
             "source_uri": dg.MetadataValue.path(uri),
-            "file_sha256": manifest["file_sha256"],
+            "file_sha256": manifest.file_sha256,
             "rows_per_source": md(source_counts(loaded.train)),
             "rejected_rows": rejected.rows,
             "rejected_by_reason": md(rejection_counts(loaded.rejected)),

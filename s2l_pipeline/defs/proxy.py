@@ -6,7 +6,8 @@ from pydantic import Field
 from ..core.data.shards import training_rows
 from ..core.lm.fit import ModelSpec, TrainRun, train_proxy
 from ..core.lm.trainer import CheckpointSchedule
-from ..core.support.tables import TableRef, read_table
+from ..core.manifests import ModelManifest, RawDatasetManifest, ShardManifest
+from ..core.support.tables import read_table
 from .automation import RetrainPolicy
 from .data import data_shard, materialized_shards
 from .lm_config import LMTrainingConfig
@@ -53,18 +54,18 @@ ProxyConfig = profiled(ProxyConfig, "proxy_checkpoints")  # the deployment's sca
 def proxy_checkpoints(
     context: dg.AssetExecutionContext,
     config: ProxyConfig,
-    raw_dataset: dict,
+    raw_dataset: RawDatasetManifest,
     artifact_store: ArtifactStoreResource,
     mlflow: MlflowTracking,
     retrain_policy: RetrainPolicy,
-) -> dg.Output[dict]:
+) -> dg.Output[ModelManifest]:
     store = artifact_store.store()
-    train_ref = TableRef.from_dict(raw_dataset["train"])
+    train_ref = raw_dataset.train
     shards = {}
     for key in materialized_shards(context.instance) if config.include_shards else []:
-        m = read_manifest(store, "data_shard", key)
+        m = read_manifest(store, ShardManifest, "data_shard", key)
         if m is not None:
-            ref = TableRef.from_dict(m["train"])
+            ref = m.train
             shards[key] = (read_table(ref, store), ref.content_hash)
     train, data_hash, trained_on = training_rows(
         read_table(train_ref, store), train_ref.content_hash, shards
@@ -80,7 +81,7 @@ def proxy_checkpoints(
                 "n_examples": train.height,
             }
         )
-        manifest = train_proxy(
+        trained = train_proxy(
             train,
             data_hash,
             run,
@@ -88,27 +89,28 @@ def proxy_checkpoints(
             artifact_store.work_path("proxy"),
             training_hooks(context, mt),
         )
-        mt.log_dict(manifest, "proxy_manifest.json")
-        manifest["mlflow_run_id"] = mt.run_id
-        manifest["trained_on"] = trained_on
+        mt.log_dict(trained, "proxy_manifest.json")
+        manifest = ModelManifest.from_dict(
+            {**trained, "mlflow_run_id": mt.run_id, "trained_on": trained_on}
+        )
         mlflow_meta = mlflow_metadata(mt)
-    steps = [c["step"] for c in manifest["checkpoints"]]
+    steps = [c.step for c in manifest.checkpoints]
     context.log.info(f"{len(steps)} checkpoints at steps {steps}")
     table = "| step | uri | sha256 |\n|---|---|---|\n" + "".join(
-        f"| {c['step']} | {c['uri']} | {c['sha256'][:16]} |\n" for c in manifest["checkpoints"]
+        f"| {c.step} | {c.uri} | {c.sha256[:16]} |\n" for c in manifest.checkpoints
     )
-    version = manifest["fingerprint"] + ":" + manifest["checkpoints"][-1]["sha256"][:16]
+    version = manifest.fingerprint + ":" + manifest.final.sha256[:16]
     return dg.Output(
         manifest,
         data_version=dg.DataVersion(version),
         metadata={
             "checkpoints": dg.MetadataValue.md(table),
             "num_checkpoints": len(steps),
-            "n_parameters": manifest["n_parameters"],
-            "n_examples": manifest["n_examples"],
-            "n_truncated": manifest["n_truncated"],
-            "train_tokens": manifest["train_tokens"],
-            "train_config": dg.MetadataValue.json(manifest["train"]),
+            "n_parameters": manifest.n_parameters,
+            "n_examples": manifest.n_examples,
+            "n_truncated": manifest.n_truncated,
+            "train_tokens": manifest.train_tokens,
+            "train_config": dg.MetadataValue.json(manifest.train),
             "trained_on": dg.MetadataValue.json(trained_on),
             "retrain_policy": dg.MetadataValue.json(retrain_policy.describe()),
             **mlflow_meta,

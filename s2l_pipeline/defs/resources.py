@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 from pydantic import Field
@@ -14,6 +15,7 @@ from pydantic import Field
 from ..core.data.shards import (
     list_shards,
 )
+from ..core.manifests import Manifest
 from ..core.support.storage import ArtifactStore
 from ..core.support.tracking import (
     Tracker,
@@ -23,6 +25,8 @@ from ..core.support.tracking import (
     local_tracking_uri,
     mlflow_run,
 )
+
+M = TypeVar("M", bound=Manifest)
 
 DEFAULT_DATA_DIR = "data"
 
@@ -55,10 +59,12 @@ def manifest_key(asset: str, partition: str | None = None) -> str:
     return f"_manifests/{asset}/{partition or '__unpartitioned__'}.json"
 
 
-def read_manifest(store: ArtifactStore, asset: str, partition: str | None = None) -> dict | None:
+def read_manifest(
+    store: ArtifactStore, kind: type[M], asset: str, partition: str | None = None
+) -> M | None:
     """An asset's stored manifest, for assets that read upstream partitions by listing them."""
     key = manifest_key(asset, partition)
-    return json.loads(store.read_text(key)) if store.exists(key) else None
+    return kind.from_dict(json.loads(store.read_text(key))) if store.exists(key) else None
 
 
 class ManifestIOManager(dg.ConfigurableIOManager):
@@ -74,9 +80,11 @@ class ManifestIOManager(dg.ConfigurableIOManager):
     def _op_key(identifier: list[str]) -> str:
         return "_ops/" + "/".join(identifier) + ".json"
 
-    def handle_output(self, context: dg.OutputContext, obj: dict | list | None) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: Manifest | dict | None) -> None:
         if obj is None:
             return
+        if isinstance(obj, Manifest):
+            obj = obj.to_dict()
         if context.has_asset_key:
             # The asset's own partition, not the run's: an unpartitioned asset in a run for
             # partition 'selected' is still stored (and later loaded) as unpartitioned.
@@ -88,7 +96,7 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         if context.has_asset_key:
             context.add_output_metadata({"manifest": dg.MetadataValue.path(uri)})
 
-    def load_input(self, context: dg.InputContext) -> dict | list:
+    def load_input(self, context: dg.InputContext) -> Manifest | dict:
         if context.has_asset_key:
             partition = context.asset_partition_key if context.has_asset_partitions else None
             key = self._asset_key(context.asset_key, partition)
@@ -99,7 +107,11 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         store = self.artifact_store.store()
         if not store.exists(key):
             raise dg.Failure(f"no stored {what} at {store.uri(key)}: materialize it first")
-        return json.loads(store.read_text(key))
+        data = json.loads(store.read_text(key))
+        kind = context.dagster_type.typing_type  # the input's annotation, e.g. ModelManifest
+        return (
+            kind.from_dict(data) if isinstance(kind, type) and issubclass(kind, Manifest) else data
+        )
 
 
 class MlflowTracking(dg.ConfigurableResource):

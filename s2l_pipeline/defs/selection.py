@@ -3,6 +3,15 @@
 import dagster as dg
 from pydantic import Field
 
+from ..core.manifests import (
+    ClustersManifest,
+    ModelManifest,
+    PoolManifest,
+    RawDatasetManifest,
+    ShardTrajectoriesManifest,
+    SubsetManifest,
+    TrajectoriesManifest,
+)
 from ..core.selection import (
     METHODS,
     SelectionInputError,
@@ -16,17 +25,17 @@ from ..core.selection.learning_percentage import epoch1_from_schedule
 from ..core.selection.pool import assemble_pool
 from ..core.selection.report import compare_counts
 from ..core.support.hashing import table_hash
+from ..core.support.lineage import lineage_tags, pool_lineage, subset_lineage
 from ..core.support.plots import (
     cluster_trajectories_png,
     compare_bars_png,
     histogram_png,
     markdown_image,
 )
-from ..core.support.tables import TableRef, read_table, write_table
+from ..core.support.tables import read_table, write_table
 from ..core.trajectories import step_of, steps_of
 from .automation import REFRESH
 from .data import scored_shards, shard_inventory
-from .lineage import lineage_tags, subset_lineage
 from .metadata import md, table_ref_metadata
 from .profiles import profiled
 from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata, read_manifest
@@ -44,24 +53,23 @@ from .trajectories import shard_trajectories
 )
 def training_pool(
     context: dg.AssetExecutionContext,
-    raw_dataset: dict,
-    loss_trajectories: dict,
-    proxy_checkpoints: dict,
+    raw_dataset: RawDatasetManifest,
+    loss_trajectories: TrajectoriesManifest,
+    proxy_checkpoints: ModelManifest,
     artifact_store: ArtifactStoreResource,
-) -> dg.Output[dict]:
+) -> dg.Output[PoolManifest]:
     store = artifact_store.store()
-    proxy_fp = proxy_checkpoints["fingerprint"]
-    base = read_table(TableRef.from_dict(raw_dataset["train"]), store)
-    base_traj = read_table(TableRef.from_dict(loss_trajectories["trajectories"]), store)
+    proxy_fp = proxy_checkpoints.fingerprint
+    base = read_table(raw_dataset.train, store)
+    base_traj = read_table(loss_trajectories.trajectories, store)
     parts, shards, waiting = [], {}, []
     for key in scored_shards(context.instance):
-        m = read_manifest(store, "shard_trajectories", key)
-        if m is None or m["proxy_fingerprint"] != proxy_fp:
+        m = read_manifest(store, ShardTrajectoriesManifest, "shard_trajectories", key)
+        if m is None or m.proxy_fingerprint != proxy_fp:
             waiting.append(key)  # scored with another proxy: rescored by automation first
             continue
-        rows = read_table(TableRef.from_dict(m["train"]), store)
-        parts.append((rows, read_table(TableRef.from_dict(m["trajectories"]), store)))
-        shards[key] = m["train"]["content_hash"]
+        parts.append((read_table(m.train, store), read_table(m.trajectories, store)))
+        shards[key] = m.train.content_hash
     train, traj = assemble_pool(base, base_traj, parts)
     version = table_hash(train)
     train_ref = write_table(train, store, f"training_pool/{version[:16]}/train.parquet", version)
@@ -70,22 +78,13 @@ def training_pool(
     )
     if waiting:
         context.log.warning(f"left out until rescored with the current proxy: {waiting}")
-    lineage = {
-        "raw_dataset": raw_dataset["train"]["content_hash"],
-        "shards": shards,
-        "pool": version,
-        "trajectories": traj_ref.content_hash,
-        "proxy_fingerprint": proxy_fp,
-    }
+    lineage = pool_lineage(
+        raw_dataset.train.content_hash, shards, version, traj_ref.content_hash, proxy_fp
+    )
     n_base = base.height
     context.log.info(f"pool: {train.height} rows ({n_base} base + {len(shards)} shards)")
     return dg.Output(
-        {
-            "train": train_ref.to_dict(),
-            "trajectories": traj_ref.to_dict(),
-            "shards": shards,
-            "lineage": lineage,
-        },
+        PoolManifest(train=train_ref, trajectories=traj_ref, shards=shards, lineage=lineage),
         data_version=dg.DataVersion(version[:32] + traj_ref.content_hash[:32]),
         metadata={
             "dagster/row_count": train.height,
@@ -146,12 +145,12 @@ ClusterConfig = profiled(ClusterConfig, "trajectory_clusters")  # the deployment
 def trajectory_clusters(
     context: dg.AssetExecutionContext,
     config: ClusterConfig,
-    training_pool: dict,
+    training_pool: PoolManifest,
     artifact_store: ArtifactStoreResource,
-) -> dg.Output[dict]:
+) -> dg.Output[ClustersManifest]:
     store = artifact_store.store()
-    traj = read_table(TableRef.from_dict(training_pool["trajectories"]), store)
-    data = read_table(TableRef.from_dict(training_pool["train"]), store)
+    traj = read_table(training_pool.trajectories, store)
+    data = read_table(training_pool.train, store)
     opts = config.options()
     try:
         table, summary = cluster_table(traj, data, config.seed, opts)
@@ -167,12 +166,12 @@ def trajectory_clusters(
         f"{summary['clusters']} clusters over {table.height} examples, trained on "
         f"{summary['trained_on_points']} points; inertia {summary['inertia']:.2f}"
     )
-    manifest = {
-        "clusters": ref.to_dict(),
-        "options": {**opts.__dict__, "steps": steps, "seed": config.seed},
-        "n_clusters": summary["clusters"],
-        "pool": training_pool["lineage"],
-    }
+    manifest = ClustersManifest(
+        clusters=ref,
+        options={**opts.__dict__, "steps": steps, "seed": config.seed},
+        n_clusters=summary["clusters"],
+        pool=training_pool.lineage,
+    )
     return dg.Output(
         manifest,
         data_version=dg.DataVersion(version),
@@ -188,7 +187,7 @@ def trajectory_clusters(
             "cluster_trajectories": dg.MetadataValue.md(markdown_image(curves, "trajectories")),
             "cluster_sizes": dg.MetadataValue.md(markdown_image(hist, "sizes")),
             "clusters_path": dg.MetadataValue.path(ref.uri),
-            "training_pool": dg.MetadataValue.json(training_pool["lineage"]),
+            "training_pool": dg.MetadataValue.json(training_pool.lineage),
         },
     )
 
@@ -228,25 +227,25 @@ SelectionConfig = profiled(SelectionConfig, "selected_subset")  # the deployment
 def selected_subset(
     context: dg.AssetExecutionContext,
     config: SelectionConfig,
-    training_pool: dict,
-    trajectory_clusters: dict,
-    proxy_checkpoints: dict,
+    training_pool: PoolManifest,
+    trajectory_clusters: ClustersManifest,
+    proxy_checkpoints: ModelManifest,
     artifact_store: ArtifactStoreResource,
     mlflow: MlflowTracking,
-) -> dg.Output[dict]:
+) -> dg.Output[SubsetManifest]:
     store = artifact_store.store()
-    data = read_table(TableRef.from_dict(training_pool["train"]), store)
-    traj = read_table(TableRef.from_dict(training_pool["trajectories"]), store)
-    clusters = read_table(TableRef.from_dict(trajectory_clusters["clusters"]), store)
-    copts = trajectory_clusters["options"]
+    data = read_table(training_pool.train, store)
+    traj = read_table(training_pool.trajectories, store)
+    clusters = read_table(trajectory_clusters.clusters, store)
+    copts = trajectory_clusters.options
     opts = SelectionOptions(
         clusters=copts["clusters"],
         stratify_by=copts["stratify_by"],
         steps=tuple(config.steps) if config.steps else None,
         epoch1_step=config.epoch1_step
         or epoch1_from_schedule(
-            proxy_checkpoints["checkpoints"][-1]["step"],
-            proxy_checkpoints["train"]["epochs"],
+            proxy_checkpoints.final.step,
+            proxy_checkpoints.train["epochs"],
             steps_of(traj),
         ),
         lp_variant=config.lp_variant,
@@ -285,22 +284,22 @@ def selected_subset(
         training_pool, proxy_checkpoints, trajectory_clusters, config.method, info, version
     )
     with mlflow.run(
-        context, "selected_subset", {"training_pool": training_pool["lineage"]["pool"]}
+        context, "selected_subset", {"training_pool": training_pool.lineage["pool"]}
     ) as mt:
         mt.set_tags({"selection_method": config.method, **lineage_tags(lineage)})
         mt.log_params({"method": config.method, "budget": info["budget"], "seed": config.seed})
         mt.log_metrics({"selected_rows": subset.height, "pool_rows": data.height})
         mt.log_dict(lineage, "lineage.json")
         meta_ml = mlflow_metadata(mt)
-    manifest = {
-        "subset": ref.to_dict(),
-        "method": config.method,
-        "budget": info["budget"],
-        "seed": config.seed,
-        "info": {k: v for k, v in info.items() if k != "centroids"},
-        "lineage": lineage,
-        "mlflow_run_id": meta_ml["mlflow_run_id"].value,
-    }
+    manifest = SubsetManifest(
+        subset=ref,
+        method=config.method,
+        budget=info["budget"],
+        seed=config.seed,
+        info={k: v for k, v in info.items() if k != "centroids"},
+        lineage=lineage,
+        mlflow_run_id=meta_ml["mlflow_run_id"].value,
+    )
     return dg.Output(
         manifest,
         data_version=dg.DataVersion(version),
@@ -310,7 +309,7 @@ def selected_subset(
             "method": config.method,
             "budget": info["budget"],
             "seed": config.seed,
-            "selection_info": dg.MetadataValue.json(manifest["info"]),
+            "selection_info": dg.MetadataValue.json(manifest.info),
             "per_source": md(by_source),
             "per_source_chart": dg.MetadataValue.md(markdown_image(bars, "per source")),
             "per_cluster": md(by_cluster, 200),

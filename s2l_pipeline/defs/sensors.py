@@ -13,7 +13,7 @@ from ..core.data.shards import (
     run_key,
     shard_version,
 )
-from ..core.support.tables import TableRef
+from ..core.manifests import ModelManifest, RawDatasetManifest, ShardManifest
 from .automation import RetrainPolicy, reselect_cron
 from .data import SHARDS, data_shard, inventory_observation, materialized_shards
 from .jobs import proxy_retrain_job, reselect_job
@@ -80,11 +80,11 @@ def shard_sensor(
 
 def pool_rows(instance: dg.DagsterInstance, store) -> int:
     """Rows the proxy could train on now: raw_dataset plus every materialized shard."""
-    raw = read_manifest(store, "raw_dataset")
-    rows = TableRef.from_dict(raw["train"]).rows if raw else 0
+    raw = read_manifest(store, RawDatasetManifest, "raw_dataset")
+    rows = raw.train.rows if raw else 0
     for key in materialized_shards(instance):
-        m = read_manifest(store, "data_shard", key)
-        rows += TableRef.from_dict(m["train"]).rows if m else 0
+        m = read_manifest(store, ShardManifest, "data_shard", key)
+        rows += m.train.rows if m else 0
     return rows
 
 
@@ -101,10 +101,10 @@ def proxy_retrain_sensor(
     artifact_store: ArtifactStoreResource,
 ):
     store = artifact_store.store()
-    proxy = read_manifest(store, "proxy_checkpoints")
+    proxy = read_manifest(store, ModelManifest, "proxy_checkpoints")
     if proxy is None:
         return dg.SkipReason("no proxy yet: materialize proxy_checkpoints first")
-    trained = proxy.get("trained_on", {}).get("rows", proxy.get("n_examples", 0))
+    trained = proxy.trained_on.get("rows", proxy.n_examples)
     total = pool_rows(context.instance, store)
     due, reason = retrain_due(trained, total, retrain_policy.new_data_share)
     context.log.info(reason)

@@ -1,5 +1,7 @@
 """The target model fine-tuned on a training set, and its evaluation."""
 
+import dataclasses
+
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -8,11 +10,18 @@ from ..core.data.eval_sets import first_rows_per_set
 from ..core.evaluation.model_eval import evaluate_checkpoint, headline
 from ..core.lm.fit import ModelSpec, TrainRun, train_model
 from ..core.lm.trainer import CheckpointSchedule
+from ..core.manifests import (
+    EvalSetsManifest,
+    EvaluationManifest,
+    ModelManifest,
+    PoolManifest,
+    SubsetManifest,
+)
 from ..core.selection.random_sample import training_set_rows
 from ..core.support.hashing import table_hash
-from ..core.support.tables import TableRef, read_table, write_table
+from ..core.support.lineage import evaluation_lineage, lineage_tags, target_lineage
+from ..core.support.tables import read_table, write_table
 from .automation import REFRESH
-from .lineage import lineage_tags
 from .lm_config import LMTrainingConfig
 from .metadata import md, preview
 from .profiles import profiled
@@ -57,30 +66,28 @@ TargetConfig = profiled(TargetConfig, "target_model")  # the deployment's scale
 def target_model(
     context: dg.AssetExecutionContext,
     config: TargetConfig,
-    training_pool: dict,
-    selected_subset: dict,
-    proxy_checkpoints: dict,
+    training_pool: PoolManifest,
+    selected_subset: SubsetManifest,
+    proxy_checkpoints: ModelManifest,
     artifact_store: ArtifactStoreResource,
     mlflow: MlflowTracking,
-) -> dg.Output[dict]:
+) -> dg.Output[ModelManifest]:
     store = artifact_store.store()
     partition = context.partition_key
-    data = read_table(TableRef.from_dict(training_pool["train"]), store)
-    subset = read_table(TableRef.from_dict(selected_subset["subset"]), store)
-    rows = training_set_rows(
-        partition, data, subset, selected_subset["budget"], selected_subset["seed"]
-    )
+    data = read_table(training_pool.train, store)
+    subset = read_table(selected_subset.subset, store)
+    rows = training_set_rows(partition, data, subset, selected_subset.budget, selected_subset.seed)
     rows_hash = table_hash(rows)
-    tokenizer_dir = store.fetch_dir(proxy_checkpoints["checkpoints"][0]["uri"])
+    tokenizer_dir = store.fetch_dir(proxy_checkpoints.checkpoints[0].uri)
     run = config.to_run()
     upstream = {
-        "training_pool": training_pool["train"]["content_hash"],
-        "selected_subset": selected_subset["subset"]["content_hash"],
-        "proxy_checkpoints": proxy_checkpoints["fingerprint"],
+        "training_pool": training_pool.train.content_hash,
+        "selected_subset": selected_subset.subset.content_hash,
+        "proxy_checkpoints": proxy_checkpoints.fingerprint,
         "training_rows": rows_hash,
     }
     with mlflow.run(context, "target_model", upstream) as mt:
-        mt.set_tags({"training_set": partition, "selection_method": selected_subset["method"]})
+        mt.set_tags({"training_set": partition, "selection_method": selected_subset.method})
         mt.log_params(
             {
                 **run.train.to_dict(),
@@ -89,13 +96,13 @@ def target_model(
                 "lora_r": run.lora_r,
                 "training_set": partition,
                 "n_examples": rows.height,
-                "selection_method": selected_subset["method"],
+                "selection_method": selected_subset.method,
             }
         )
         ids_path = write_table(
             rows.select("example_id"), store, f"target_model/training_ids/{rows_hash[:16]}.parquet"
         ).uri
-        manifest = train_model(
+        trained = train_model(
             "target_model",
             rows,
             rows_hash,
@@ -105,44 +112,35 @@ def target_model(
             hooks=training_hooks(context, mt),
             tokenizer_dir=tokenizer_dir if run.model.name == "embedded" else None,
         )
-        mt.log_dict(manifest, "target_manifest.json")
-        final = manifest["checkpoints"][-1]
-        lineage = {
-            **selected_subset["lineage"],
-            "target": {
-                "training_set": partition,
-                "training_rows": rows.height,
-                "training_rows_hash": rows_hash,
-                "model": run.model.name if run.model.name != "embedded" else run.model.size,
-                "fingerprint": manifest["fingerprint"],
-                "checkpoint_sha256": final["sha256"],
-                "checkpoint_uri": final["uri"],
-            },
-        }
+        mt.log_dict(trained, "target_manifest.json")
+        model = ModelManifest.from_dict(trained)
+        name = run.model.name if run.model.name != "embedded" else run.model.size
+        lineage = target_lineage(selected_subset, partition, rows.height, rows_hash, name, model)
         mt.set_tags(lineage_tags(lineage))
         mt.log_dict(lineage, "lineage.json")
-        manifest.update(
+        manifest = dataclasses.replace(
+            model,
             lineage=lineage,
             training_set=partition,
             training_rows_hash=rows_hash,
             training_ids=ids_path,
             mlflow_run_id=mt.run_id,
-            selection_method=selected_subset["method"],
+            selection_method=selected_subset.method,
         )
         meta_ml = mlflow_metadata(mt)
-    final = manifest["checkpoints"][-1]
-    context.log.info(f"{partition}: trained on {rows.height} rows; final {final['uri']}")
+    final = manifest.final
+    context.log.info(f"{partition}: trained on {rows.height} rows; final {final.uri}")
     return dg.Output(
         manifest,
-        data_version=dg.DataVersion(final["sha256"][:32]),
+        data_version=dg.DataVersion(final.sha256[:32]),
         metadata={
             "training_set": partition,
             "training_rows": rows.height,
-            "n_parameters": manifest["n_parameters"],
-            "final_checkpoint": dg.MetadataValue.path(final["uri"]),
-            "checkpoint_sha256": final["sha256"],
-            "train_config": dg.MetadataValue.json(manifest["train"]),
-            "lineage": dg.MetadataValue.json(manifest["lineage"]),
+            "n_parameters": manifest.n_parameters,
+            "final_checkpoint": dg.MetadataValue.path(final.uri),
+            "checkpoint_sha256": final.sha256,
+            "train_config": dg.MetadataValue.json(manifest.train),
+            "lineage": dg.MetadataValue.json(manifest.lineage),
             **meta_ml,
         },
     )
@@ -173,17 +171,17 @@ EvaluationConfig = profiled(EvaluationConfig, "target_evaluation")  # the deploy
 def target_evaluation(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
-    target_model: dict,
-    eval_sets: dict,
+    target_model: ModelManifest,
+    eval_sets: EvalSetsManifest,
     artifact_store: ArtifactStoreResource,
     mlflow: MlflowTracking,
-) -> dg.Output[dict]:
+) -> dg.Output[EvaluationManifest]:
     store = artifact_store.store()
-    table = read_table(TableRef.from_dict(eval_sets["eval"]), store)
+    table = read_table(eval_sets.eval, store)
     table = first_rows_per_set(table, config.max_rows_per_set)
-    final = target_model["checkpoints"][-1]
+    final = target_model.final
     preds, metrics = evaluate_checkpoint(
-        final["uri"],
+        final.uri,
         store,
         table,
         config.max_new_tokens,
@@ -197,14 +195,14 @@ def target_evaluation(
     preds_ref = write_table(preds, store, f"{prefix}/predictions.parquet", version)
     metrics_ref = write_table(metrics, store, f"{prefix}/metrics.parquet")
     upstream = {
-        "target_model": final["sha256"][:32],
-        "eval_sets": eval_sets["eval"]["content_hash"],
+        "target_model": final.sha256[:32],
+        "eval_sets": eval_sets.eval.content_hash,
     }
     with mlflow.run(context, "target_evaluation", upstream) as mt:
         mt.set_tags(
             {
                 "training_set": context.partition_key,
-                "selection_method": target_model.get("selection_method", ""),
+                "selection_method": target_model.selection_method or "",
             }
         )
         mt.log_metrics(heads)
@@ -218,20 +216,14 @@ def target_evaluation(
         )
         mt.log_artifact(store.fetch(metrics_ref.uri), "evaluation")
         mt.log_artifact(store.fetch(preds_ref.uri), "evaluation")
-        lineage = {
-            **target_model.get("lineage", {}),
-            "evaluation": {"eval_sets": eval_sets["eval"]["content_hash"], "predictions": version},
-        }
+        lineage = evaluation_lineage(target_model, eval_sets.eval.content_hash, version)
         mt.log_dict(lineage, "lineage.json")
         meta_ml = mlflow_metadata(mt)
     context.log.info(", ".join(f"{k}={v:.4f}" for k, v in heads.items()))
     return dg.Output(
-        {
-            "predictions": preds_ref.to_dict(),
-            "metrics": metrics_ref.to_dict(),
-            "lineage": lineage,
-            **heads,
-        },
+        EvaluationManifest(
+            predictions=preds_ref, metrics=metrics_ref, lineage=lineage, headline=heads
+        ),
         data_version=dg.DataVersion(version),
         metadata={
             **{k: dg.MetadataValue.float(v) for k, v in heads.items()},

@@ -11,6 +11,13 @@ from ..core.checks import (
     check_trajectory_coverage,
     check_trajectory_finite,
 )
+from ..core.manifests import (
+    ModelManifest,
+    RawDatasetManifest,
+    ShardManifest,
+    ShardTrajectoriesManifest,
+    TrajectoriesManifest,
+)
 from ..core.support.hashing import table_hash
 from ..core.support.plots import loss_curve_png, markdown_image
 from ..core.support.tables import TableRef, read_table, write_table
@@ -56,22 +63,22 @@ ScoringConfig = profiled(ScoringConfig, "loss_trajectories.plan_scoring")  # the
 def plan_scoring(
     context: dg.OpExecutionContext,
     config: ScoringConfig,
-    raw_dataset: dict,
-    proxy_checkpoints: dict,
+    raw_dataset: RawDatasetManifest,
+    proxy_checkpoints: ModelManifest,
     artifact_store: ArtifactStoreResource,
 ):
     store = artifact_store.store()
-    train_ref = TableRef.from_dict(raw_dataset["train"])
+    train_ref = raw_dataset.train
     train = read_table(train_ref, store)
-    max_length = config.max_length or proxy_checkpoints["train"]["max_length"]
-    first = proxy_checkpoints["checkpoints"][0]
-    base = token_facts(train, store.fetch_dir(first["uri"]), max_length)
+    max_length = config.max_length or proxy_checkpoints.train["max_length"]
+    first = proxy_checkpoints.checkpoints[0]
+    base = token_facts(train, store.fetch_dir(first.uri), max_length)
     base_hash = table_hash(base)
     base_ref = write_table(
         base, store, f"loss_trajectories/base/{base_hash[:16]}.parquet", base_hash
     )
     units = plan_units(
-        proxy_checkpoints["checkpoints"],
+        proxy_checkpoints.checkpoint_records(),
         train.height,
         config.shard_rows,
         train_ref.content_hash,
@@ -82,14 +89,14 @@ def plan_scoring(
     yield dg.Output(
         {
             "base": base_ref.to_dict(),
-            "train": raw_dataset["train"],
-            "proxy_fingerprint": proxy_checkpoints["fingerprint"],
+            "train": train_ref.to_dict(),
+            "proxy_fingerprint": proxy_checkpoints.fingerprint,
         },
         output_name="base",
     )
     for unit in units:
         yield dg.DynamicOutput(
-            {"unit": unit.to_dict(), "train": raw_dataset["train"]},
+            {"unit": unit.to_dict(), "train": train_ref.to_dict()},
             mapping_key=unit.mapping_key,
             output_name="units",
         )
@@ -129,7 +136,7 @@ def assemble_trajectories(
     base: dict,
     artifact_store: ArtifactStoreResource,
     mlflow: MlflowTracking,
-) -> dg.Output[dict]:
+) -> dg.Output[TrajectoriesManifest]:
     store = artifact_store.store()
     base_df = read_table(TableRef.from_dict(base["base"]), store)
     by_step: dict[int, list[pl.DataFrame]] = {}
@@ -160,11 +167,11 @@ def assemble_trajectories(
     reused = sum(1 for s in scored if s["reused"])
     context.log.info(f"{len(scored)} units ({reused} reused); {n_trunc} truncated examples")
     return dg.Output(
-        {
-            "trajectories": ref.to_dict(),
-            "steps": summary["step"].to_list(),
-            "proxy_fingerprint": base.get("proxy_fingerprint"),
-        },
+        TrajectoriesManifest(
+            trajectories=ref,
+            steps=summary["step"].to_list(),
+            proxy_fingerprint=base["proxy_fingerprint"],
+        ),
         data_version=dg.DataVersion(version),
         metadata={
             "dagster/row_count": table.height,
@@ -197,7 +204,9 @@ def _image(png: bytes):
     description="Every example's mean response loss at every proxy checkpoint: example_id, "
     "loss_step_<step>..., n_response_tokens, truncated.",
 )
-def loss_trajectories(raw_dataset: dict, proxy_checkpoints: dict) -> dict:
+def loss_trajectories(
+    raw_dataset: RawDatasetManifest, proxy_checkpoints: ModelManifest
+) -> TrajectoriesManifest:
     units, base = plan_scoring(raw_dataset, proxy_checkpoints)
     scored = units.map(score_trajectory_unit)
     return assemble_trajectories(scored.collect(), base)
@@ -214,36 +223,36 @@ def loss_trajectories(raw_dataset: dict, proxy_checkpoints: dict) -> dict:
 )
 def shard_trajectories(
     context: dg.AssetExecutionContext,
-    data_shard: dict,
-    proxy_checkpoints: dict,
-    loss_trajectories: dict,
+    data_shard: ShardManifest,
+    proxy_checkpoints: ModelManifest,
+    loss_trajectories: TrajectoriesManifest,
     artifact_store: ArtifactStoreResource,
-) -> dg.Output[dict]:
+) -> dg.Output[ShardTrajectoriesManifest]:
     store = artifact_store.store()
-    rows = read_table(TableRef.from_dict(data_shard["train"]), store)
-    proxy_fp = proxy_checkpoints["fingerprint"]
-    key = f"shard_trajectories/{proxy_fp}/{data_shard['train']['content_hash'][:16]}.parquet"
+    rows = read_table(data_shard.train, store)
+    proxy_fp = proxy_checkpoints.fingerprint
+    key = f"shard_trajectories/{proxy_fp}/{data_shard.train.content_hash[:16]}.parquet"
     known = []
     if store.exists(key):  # this shard's content was scored with this proxy before
         known.append(read_table(store.uri(key), store))
-    if loss_trajectories.get("proxy_fingerprint") == proxy_fp:
-        base = read_table(TableRef.from_dict(loss_trajectories["trajectories"]), store)
+    if loss_trajectories.proxy_fingerprint == proxy_fp:
+        base = read_table(loss_trajectories.trajectories, store)
         known.append(base.join(rows.select("example_id"), on="example_id", how="semi"))
-    max_length = proxy_checkpoints["train"]["max_length"]
+    max_length = proxy_checkpoints.train["max_length"]
     table, n_scored, n_reused = incremental_trajectories(
         rows,
         pl.concat(known, how="vertical_relaxed").unique("example_id") if known else None,
-        lambda todo: score_rows(todo, proxy_checkpoints["checkpoints"], store, max_length),
+        lambda todo: score_rows(todo, proxy_checkpoints.checkpoint_records(), store, max_length),
     )
     ref = write_table(table, store, key, table_hash(table))
     context.log.info(f"{context.partition_key}: scored {n_scored} rows, reused {n_reused}")
     return dg.Output(
-        {
-            "trajectories": ref.to_dict(),
-            "train": data_shard["train"],
-            "shard": context.partition_key,
-            "proxy_fingerprint": proxy_fp,
-        },
+        ShardTrajectoriesManifest(
+            trajectories=ref,
+            train=data_shard.train,
+            shard=context.partition_key,
+            proxy_fingerprint=proxy_fp,
+        ),
         data_version=dg.DataVersion(ref.content_hash),
         metadata={
             "dagster/row_count": table.height,
@@ -255,8 +264,8 @@ def shard_trajectories(
     )
 
 
-def _load(manifest: dict, artifact_store: ArtifactStoreResource):
-    return read_table(TableRef.from_dict(manifest["trajectories"]), artifact_store.store())
+def _load(manifest: TrajectoriesManifest, artifact_store: ArtifactStoreResource):
+    return read_table(manifest.trajectories, artifact_store.store())
 
 
 @dg.asset_check(
@@ -266,9 +275,11 @@ def _load(manifest: dict, artifact_store: ArtifactStoreResource):
     description="Every example_id of raw_dataset appears exactly once.",
 )
 def trajectories_cover_dataset(
-    loss_trajectories: dict, raw_dataset: dict, artifact_store: ArtifactStoreResource
+    loss_trajectories: TrajectoriesManifest,
+    raw_dataset: RawDatasetManifest,
+    artifact_store: ArtifactStoreResource,
 ) -> dg.AssetCheckResult:
-    train = read_table(TableRef.from_dict(raw_dataset["train"]), artifact_store.store())
+    train = read_table(raw_dataset.train, artifact_store.store())
     finding = check_trajectory_coverage(
         train["example_id"], _load(loss_trajectories, artifact_store)
     )
@@ -281,7 +292,7 @@ def trajectories_cover_dataset(
     description="No NaN or inf loss outside rows flagged truncated.",
 )
 def trajectories_finite(
-    loss_trajectories: dict, artifact_store: ArtifactStoreResource
+    loss_trajectories: TrajectoriesManifest, artifact_store: ArtifactStoreResource
 ) -> dg.AssetCheckResult:
     traj = _load(loss_trajectories, artifact_store)
     return check_result(
@@ -294,7 +305,7 @@ def trajectories_finite(
     description="Mean loss falls from the first to the last checkpoint (warns if not).",
 )
 def trajectories_loss_decreases(
-    loss_trajectories: dict, artifact_store: ArtifactStoreResource
+    loss_trajectories: TrajectoriesManifest, artifact_store: ArtifactStoreResource
 ) -> dg.AssetCheckResult:
     traj = _load(loss_trajectories, artifact_store)
     return check_result(check_loss_decreases(traj, loss_columns(traj)), dg.AssetCheckSeverity.WARN)
