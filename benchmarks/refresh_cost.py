@@ -24,7 +24,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from s2l_pipeline.core.data.embedded import generate_mixture
+from s2l_pipeline.core.data.generator import generate_mixture
 from s2l_pipeline.definitions import ASSETS
 from s2l_pipeline.defs.automation import RetrainPolicy
 from s2l_pipeline.defs.data import data_shard

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2l_pipeline.core.data.embedded import generate_mixture
+from s2l_pipeline.core.data.generator import generate_mixture
 from s2l_pipeline.core.data.ingest import DatasetSpec, FileSource, load_dataset
 from s2l_pipeline.core.lm.encoding import encode, render_prompts
 from s2l_pipeline.core.lm.losses import reference_losses, score_losses

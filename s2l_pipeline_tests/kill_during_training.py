@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from s2l_pipeline.core.data.embedded import generate_mixture
+from s2l_pipeline.core.data.generator import generate_mixture
 from s2l_pipeline.core.lm.encoding import encode, render_prompts
 from s2l_pipeline.core.lm.models import SIZES, build_gpt_neox, save_model
 from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer

@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from s2l_pipeline.core.data.embedded import (
+from s2l_pipeline.core.data.generator import (
     OOD_FAMILIES,
     TRAIN_FAMILIES,
     allocate,

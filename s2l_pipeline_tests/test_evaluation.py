@@ -5,8 +5,8 @@ import json
 import polars as pl
 import pytest
 
-from s2l_pipeline.core.data.embedded import generate_ood
 from s2l_pipeline.core.data.eval_sets import EvalFile, load_eval_file
+from s2l_pipeline.core.data.generator import generate_ood
 from s2l_pipeline.core.evaluation.scorers import (
     extract_answer,
     is_correct,

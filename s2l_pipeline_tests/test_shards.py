@@ -12,7 +12,7 @@ import pytest
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from s2l_pipeline.core.data.embedded import generate_mixture
+from s2l_pipeline.core.data.generator import generate_mixture
 from s2l_pipeline.core.data.shards import (
     ShardCursor,
     list_shards,

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 import polars as pl
 
 from ..support.hashing import example_ids
-from .embedded import generate_ood
+from .generator import generate_ood
 from .ingest import (
     RecordCollector,
     TooManyRejected,

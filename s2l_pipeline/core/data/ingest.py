@@ -16,8 +16,8 @@ import polars as pl
 
 from ..support import storage
 from ..support.hashing import example_ids
-from .embedded import generate_mixture
 from .formats import FieldError, Format, detect_format, get_format
+from .generator import generate_mixture
 from .hf_source import hf_display, iter_hf_records
 from .readers import SUFFIXES, FileReadError, RecordError, iter_records
 from .schema import EVAL_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA
