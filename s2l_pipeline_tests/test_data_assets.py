@@ -258,3 +258,33 @@ def test_checks_pass_on_clean_data_and_flag_contamination(tmp_path: Path) -> Non
     leak = evals["eval_sets_not_in_training"]
     assert not leak.passed and leak.severity == dg.AssetCheckSeverity.WARN
     assert leak.metadata["leaky"].value == 20
+
+
+def test_field_mapping_through_run_config(tmp_path: Path) -> None:
+    """The launchpad's `fields:` on a training file and on an evaluation file."""
+    from .test_ingest import AQUA, AQUA_FIELDS
+
+    path = tmp_path / "aqua.json"
+    path.write_text("\n".join(json.dumps(r) for r in AQUA[:2]))
+    cfg = run_config(
+        "tiny",
+        {
+            "raw_dataset": {
+                "embedded": {"enabled": False},
+                "files": [{"path": str(path), "source": "aqua", "fields": AQUA_FIELDS}],
+            },
+            "eval_sets": {
+                "ood_per_family": 0,
+                "files": [{"path": str(path), "name": "aqua_test", "fields": AQUA_FIELDS}],
+            },
+        },
+        assets=DATA,
+    )
+    result = dg.materialize(
+        [raw_dataset, eval_sets], resources=make_resources(str(tmp_path / "art")), run_config=cfg
+    )
+    raw, ev = meta(result, "raw_dataset"), meta(result, "eval_sets")
+    assert raw["dagster/row_count"] == 2 and "aqua" in raw["rows_per_source"]
+    table = pl.read_parquet(ev["eval_path"])
+    assert table["eval_set"].to_list() == ["aqua_test"] * 2
+    assert table["answer"].to_list() == ["A", "B"]

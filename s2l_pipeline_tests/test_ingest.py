@@ -260,3 +260,57 @@ def test_empty_file_in_a_folder_is_skipped_and_counted(tmp_path: Path) -> None:
     assert out.train.height == len(_lines("gsm8k_train_sample.jsonl"))
     assert out.empty_files == [str(folder / "b.jsonl"), str(folder / "c.jsonl")]
     assert out.rejected.height == 0
+
+
+AQUA = [
+    {
+        "question": "Two trains 100 km apart close at 50 km/h each. Hours to meet?",
+        "options": ["A)1", "B)2", "C)3"],
+        "rationale": "They close at 100 km/h, so 100/100 = 1 hour.",
+        "correct": "A",
+    },
+    {
+        "question": "What is 3 * 4?",
+        "options": ["A)7", "B)12"],
+        "rationale": "3 * 4 = 12.",
+        "correct": "B",
+    },
+    {"question": "No rationale here", "options": ["A)1"], "correct": "A"},
+]
+AQUA_FIELDS = {
+    "prompt": "{question}\nOptions: {options}",
+    "response": "{rationale}",
+    "answer": "{correct}",
+}
+
+
+def test_any_schema_through_a_field_mapping(tmp_path: Path) -> None:
+    """AQuA-RAT: JSON Lines in a file named .json, list-valued options, mapped by templates."""
+    path = tmp_path / "aqua_train.json"
+    path.write_text("\n".join(json.dumps(r) for r in AQUA) + "\n")
+    out = load_dataset(files_only(FileSource(str(path), source="aqua", fields=AQUA_FIELDS)))
+    assert out.train.height == 2
+    first = out.train.row(0, named=True)
+    assert first["prompt"] == AQUA[0]["question"] + "\nOptions: A)1, B)2, C)3"
+    assert first["response"] == AQUA[0]["rationale"] and first["answer"] == "A"
+    assert first["source"] == "aqua" and first["task"] == "math"
+    [bad] = out.rejected.iter_rows(named=True)
+    assert bad["line"] == 3 and bad["field"] == "rationale"
+    assert "missing field 'rationale' (used by the response template)" in bad["reason"]
+
+    with pytest.raises(UnknownSchemaError, match="needs prompt and response"):
+        load_dataset(files_only(FileSource(str(path), fields={"prompt": "{question}"})))
+
+
+def test_byte_order_marks_and_crlf_are_tolerated(tmp_path: Path) -> None:
+    rows = _lines("gsm8k_train_sample.jsonl")
+    array = tmp_path / "bom_array.json"
+    array.write_bytes(b"\xef\xbb\xbf" + json.dumps(rows).encode())
+    lines = tmp_path / "bom_crlf.jsonl"
+    lines.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(json.dumps(r) for r in rows).encode() + b"\r\n")
+    no_suffix = tmp_path / "bom_lines"
+    no_suffix.write_bytes(lines.read_bytes())
+    for path in (array, lines, no_suffix):
+        out = load_dataset(files_only(FileSource(str(path))))
+        assert out.train.height == len(rows) and out.rejected.height == 0, path
+        assert out.train["prompt"][0] == rows[0]["question"]

@@ -52,6 +52,12 @@ class FileInput(dg.Config):
     )
     source: str | None = Field(None, description="Source label; default: the record's own.")
     task: str | None = Field(None, description="math | summarization; default: the format's.")
+    fields: dict[str, str] | None = Field(
+        None,
+        description="Any schema: templates over the record's fields for prompt, response and "
+        "optionally answer and source, e.g. {prompt: '{question}\\nOptions: {options}', "
+        "response: '{rationale}', answer: '{correct}'}. Lists are joined with ', '.",
+    )
 
 
 class HFInput(dg.Config):
@@ -80,7 +86,9 @@ class RawDatasetConfig(dg.Config):
         e = self.embedded
         return DatasetSpec(
             embedded=EmbeddedSource(e.size, e.seed, e.heldout_per_family) if e.enabled else None,
-            files=tuple(FileSource(f.path, f.format, f.source, f.task) for f in self.files),
+            files=tuple(
+                FileSource(f.path, f.format, f.source, f.task, f.fields) for f in self.files
+            ),
             hf=tuple(
                 HFSource(h.name, h.config, h.split, h.format, h.source, h.task) for h in self.hf
             ),
@@ -158,6 +166,13 @@ class EvalFileInput(dg.Config):
     path: str = Field(description="Local path or s3:// uri, e.g. a GSM8K test.jsonl or MATH-500.")
     name: str | None = Field(None, description="Set name; default: folder_stem, e.g. gsm8k_test.")
     format: str | None = None
+    task: str | None = Field(None, description="With fields: math (default) or summarization.")
+    fields: dict[str, str] | None = Field(
+        None,
+        description="Any schema: templates over the record's fields for prompt, response and "
+        "optionally answer and source, e.g. {prompt: '{question}\\nOptions: {options}', "
+        "response: '{rationale}', answer: '{correct}'}. Lists are joined with ', '.",
+    )
 
 
 class EvalSetsConfig(dg.Config):
@@ -190,7 +205,7 @@ def eval_sets(
 ) -> dg.Output[EvalSetsManifest]:
     store = artifact_store.store()
     heldout = read_table(raw_dataset.heldout, store)
-    files = tuple(EvalFile(f.path, f.name, f.format) for f in config.files)
+    files = tuple(EvalFile(f.path, f.name, f.format, f.fields, f.task) for f in config.files)
     try:
         table, rejected = build_eval_sets(
             heldout,

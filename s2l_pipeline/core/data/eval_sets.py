@@ -26,6 +26,8 @@ class EvalFile:
     path: str
     name: str | None = None  # default: folder and file stem, e.g. 'gsm8k_test'
     format: str | None = None
+    fields: dict[str, str] | None = None  # any schema, as FileSource.fields
+    task: str | None = None  # with fields: math (default) or summarization
 
 
 def load_eval_file(
@@ -38,7 +40,9 @@ def load_eval_file(
     """
     collector = RecordCollector()
     for uri in expand_path(spec.path, endpoint_url):
-        collector.add_records(_file_records(uri, endpoint_url), uri, spec.format, None, None)
+        collector.add_records(
+            _file_records(uri, endpoint_url), uri, spec.format, None, spec.task, spec.fields
+        )
     accepted, rejected = collector.frames()
     seen = accepted.height + rejected.height
     check_rejected_share(rejected, seen, max_rejected_share)

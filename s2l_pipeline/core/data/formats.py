@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import json
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from .answers import final_answer, gsm8k_answer, last_boxed
 
@@ -115,6 +117,60 @@ FORMATS: dict[str, Format] = {
         ),
     )
 }
+
+
+MAPPING_KEYS = ("prompt", "response", "answer", "source")
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """Any schema, mapped by templates over a record's fields, e.g. AQuA-RAT:
+    ``{prompt: "{question}\nOptions: {options}", response: "{rationale}", answer: "{correct}"}``.
+
+    Lists are joined with ", ", objects written as JSON; a field a template names but the
+    record lacks (or holds null) rejects the record, naming that field.
+    """
+
+    templates: Mapping[str, str] = field(default_factory=dict)
+    task: str = "math"
+    name: str = "fields"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.templates) - set(MAPPING_KEYS)
+        missing = {"prompt", "response"} - set(self.templates)
+        if unknown or missing:
+            raise UnknownSchemaError(
+                f"fields mapping: needs prompt and response (and may set answer, source); "
+                f"missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
+
+    def normalize(self, rec: dict) -> Normalized:
+        out = {key: self._render(key, tpl, rec) for key, tpl in self.templates.items()}
+        for key in ("prompt", "response"):
+            if not out[key].strip():
+                raise FieldError(key, f"{key} template {self.templates[key]!r} gives empty text")
+        return Normalized(
+            out["prompt"], out["response"], out.get("answer") or None, out.get("source") or None
+        )
+
+    @staticmethod
+    def _render(key: str, template: str, rec: dict) -> str:
+        values = {}
+        for _, name, _, _ in string.Formatter().parse(template):
+            if name is None:
+                continue
+            if rec.get(name) is None:
+                raise FieldError(name, f"missing field '{name}' (used by the {key} template)")
+            values[name] = _readable(rec[name])
+        return template.format_map(values)
+
+
+def _readable(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(_readable(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def supported_schemas() -> str:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from ..support import storage
 from ..support.hashing import example_ids
-from .formats import FieldError, Format, detect_format, get_format
+from .formats import FieldError, FieldMapping, Format, detect_format, get_format
 from .generator import generate_mixture
 from .hf_source import hf_display, iter_hf_records
 from .readers import SUFFIXES, FileReadError, RecordError, iter_records
@@ -43,6 +43,8 @@ class FileSource:
     format: str | None = None  # None: detect from the fields
     source: str | None = None  # None: the record's own 'source', else the format's name
     task: str | None = None  # None: the format's task
+    # Any schema: templates over the record's fields, e.g. {"prompt": "{question}", ...}
+    fields: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class RecordCollector:
         fmt_name: str | None,
         source: str | None,
         task: str | None,
+        fields: Mapping[str, str] | None = None,
     ) -> None:
         records = list(records)
         if not records:  # an empty file says nothing about the schema: skip it, and say so
@@ -112,13 +115,13 @@ class RecordCollector:
             self.empty_files.append(file)
             return
         decoded = (r for _, r in records if isinstance(r, dict))
-        fmt: Format = (
-            get_format(fmt_name, file)
-            if fmt_name
-            else detect_format(
-                (r for _, r in zip(range(_DETECT_SAMPLE), decoded, strict=False)), file
-            )
-        )
+        if fields:
+            fmt: Format | FieldMapping = FieldMapping(dict(fields), task or "math")
+        elif fmt_name:
+            fmt = get_format(fmt_name, file)
+        else:
+            sample = (r for _, r in zip(range(_DETECT_SAMPLE), decoded, strict=False))
+            fmt = detect_format(sample, file)
         log.info("%s: %d records, schema %s", file, len(records), fmt.name)
         for line, rec in records:
             if isinstance(rec, RecordError):
@@ -174,7 +177,7 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
     for fs in spec.files:
         for uri in expand_path(fs.path, endpoint_url):
             collector.add_records(
-                _file_records(uri, endpoint_url), uri, fs.format, fs.source, fs.task
+                _file_records(uri, endpoint_url), uri, fs.format, fs.source, fs.task, fs.fields
             )
     for hs in spec.hf:
         collector.add_records(

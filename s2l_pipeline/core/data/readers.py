@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as some editors and exports write it
 
 
 class FileReadError(OSError):
@@ -40,6 +41,7 @@ def file_kind(path: Path, display: str) -> str:
             head = f.read(4096).lstrip()
     except OSError as exc:
         raise FileReadError(f"{display}: cannot open ({exc})") from exc
+    head = head.removeprefix(BOM).lstrip()
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"["):
@@ -67,6 +69,8 @@ def _iter_jsonl(path: Path, display: str) -> Iterator[tuple[int, dict | RecordEr
         raise FileReadError(f"{display}: cannot open ({exc})") from exc
     with f:
         for line_no, raw in enumerate(f, start=1):
+            if line_no == 1:
+                raw = raw.removeprefix(BOM)
             if not raw.strip():
                 continue
             try:
@@ -102,8 +106,13 @@ def _iter_jsonl(path: Path, display: str) -> Iterator[tuple[int, dict | RecordEr
 
 def _iter_json(path: Path, display: str) -> Iterator[tuple[int, dict | RecordError]]:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # JSON Lines in a file named .json (AQuA-RAT ships so)
+            yield from _iter_jsonl(path, display)
+            return
+        raise FileReadError(f"{display}: not a readable JSON file ({exc})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
         raise FileReadError(f"{display}: not a readable JSON file ({exc})") from exc
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
