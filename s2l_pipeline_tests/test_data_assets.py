@@ -288,3 +288,26 @@ def test_field_mapping_through_run_config(tmp_path: Path) -> None:
     table = pl.read_parquet(ev["eval_path"])
     assert table["eval_set"].to_list() == ["aqua_test"] * 2
     assert table["answer"].to_list() == ["A", "B"]
+
+
+def test_duplicates_drop_is_counted_in_metadata(tmp_path: Path) -> None:
+    rows = (FIXTURES / "radiology_sample.jsonl").read_text().splitlines()
+    path = tmp_path / "reports.jsonl"
+    path.write_text("\n".join(rows + rows[:4]) + "\n")
+    cfg = run_config(
+        "tiny",
+        {
+            "raw_dataset": {
+                "embedded": {"enabled": False},
+                "files": [{"path": str(path)}],
+                "duplicates": "drop",
+            }
+        },
+        assets=["raw_dataset"],
+    )
+    res = dg.materialize(
+        [raw_dataset], resources=make_resources(str(tmp_path / "a")), run_config=cfg
+    )
+    raw = meta(res, "raw_dataset")
+    assert raw["dagster/row_count"] == len(rows) and raw["rejected_rows"] == 0
+    assert raw["duplicates_dropped"] == 4 and pl.read_parquet(raw["duplicates_path"]).height == 4

@@ -314,3 +314,23 @@ def test_byte_order_marks_and_crlf_are_tolerated(tmp_path: Path) -> None:
         out = load_dataset(files_only(FileSource(str(path))))
         assert out.train.height == len(rows) and out.rejected.height == 0, path
         assert out.train["prompt"][0] == rows[0]["question"]
+
+
+def test_duplicates_reject_or_drop(tmp_path: Path) -> None:
+    """Templated reports repeat: 'reject' fails with totals per reason and the settings to
+    change; 'drop' drops them, counts them apart and keeps them."""
+    rows = [json.loads(x) for x in (FIXTURES / "radiology_sample.jsonl").read_text().splitlines()]
+    path = tmp_path / "reports.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows + rows[:5] + rows[:5]) + "\n")
+    rejecting = load_dataset(files_only(FileSource(str(path))))
+    assert rejecting.rejected.height == 10
+    with pytest.raises(TooManyRejected) as err:
+        check_rejections(rejecting, 0.01)
+    text = str(err.value)
+    assert "By reason: duplicate example 10" in text
+    assert "max_rejected_share (now 0.01)" in text and "duplicates: drop" in text
+
+    dropping = load_dataset(files_only(FileSource(str(path)), duplicates="drop"))
+    assert dropping.train.height == len(rows) and dropping.rejected.height == 0
+    assert dropping.duplicates.height == 10 and dropping.rows_seen == len(rows) + 10
+    check_rejections(dropping, 0.01)  # nothing counted as rejected

@@ -15,6 +15,7 @@ from ..core.data.ingest import (
     TooManyRejected,
     check_rejections,
     load_dataset,
+    reason_totals,
 )
 from ..core.data.readers import FileReadError
 from ..core.data.shards import (
@@ -81,6 +82,11 @@ class RawDatasetConfig(dg.Config):
         DatasetSpec.max_rejected_share,
         description="Fail when more than this share of rows is rejected.",
     )
+    duplicates: str = Field(
+        DatasetSpec.duplicates,
+        description="Exact duplicates (same prompt and response): 'reject' (count them as "
+        "rejected rows) or 'drop' (drop them and count them apart). Kept either way.",
+    )
 
     def to_spec(self) -> DatasetSpec:
         e = self.embedded
@@ -94,6 +100,7 @@ class RawDatasetConfig(dg.Config):
             ),
             heldout_per_source=self.heldout_per_source,
             max_rejected_share=self.max_rejected_share,
+            duplicates=self.duplicates,
         )
 
 
@@ -116,7 +123,7 @@ def raw_dataset(
     spec = config.to_spec()
     try:
         loaded = load_dataset(spec, store.endpoint_url)
-    except (FileReadError, UnknownSchemaError) as exc:
+    except (FileReadError, ValueError) as exc:  # unreadable file, unknown schema, bad setting
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     version = table_hash(loaded.train)
     prefix = f"raw_dataset/{version[:16]}"
@@ -152,6 +159,7 @@ def raw_dataset(
         "rejected_share": round(loaded.rejected_share, 6),
         "rejected_by_reason": md(reasons),
         "rejected_preview": preview(loaded.rejected),
+        "rejected_totals": dg.MetadataValue.json(reason_totals(loaded.rejected)),
         "empty_files_skipped": len(loaded.empty_files),
         "empty_files": dg.MetadataValue.json(loaded.empty_files),
         "preview": preview(loaded.train),
@@ -159,6 +167,10 @@ def raw_dataset(
         **table_ref_metadata("heldout", heldout),
         **table_ref_metadata("rejected", rejected),
     }
+    if loaded.duplicates is not None:  # duplicates: drop - dropped, counted, kept apart
+        dups = write_rejected(loaded.duplicates, store, "raw_dataset/duplicates")
+        metadata["duplicates_dropped"] = dups.rows
+        metadata["duplicates_path"] = dg.MetadataValue.path(dups.uri)
     return dg.Output(manifest, data_version=dg.DataVersion(version), metadata=metadata)
 
 

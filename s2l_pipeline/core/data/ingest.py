@@ -64,6 +64,9 @@ class DatasetSpec:
     hf: tuple[HFSource, ...] = ()
     heldout_per_source: int = 0  # in-domain held-out rows carved from each file/hf source
     max_rejected_share: float = 0.01
+    # Exact duplicates (same prompt and response): 'reject' counts them as rejected rows;
+    # 'drop' drops and counts them apart (templated reports repeat a lot) - kept either way.
+    duplicates: str = "reject"
 
 
 @dataclass
@@ -72,10 +75,13 @@ class LoadedDataset:
     heldout: pl.DataFrame  # EVAL_SCHEMA, in-domain
     rejected: pl.DataFrame  # REJECTED_SCHEMA
     empty_files: list[str] = field(default_factory=list)  # skipped: no record at all
+    # with duplicates='drop': the dropped copies (REJECTED_SCHEMA), not counted as rejected
+    duplicates: pl.DataFrame | None = None
 
     @property
     def rows_seen(self) -> int:
-        return self.train.height + self.heldout.height + self.rejected.height
+        dropped = self.duplicates.height if self.duplicates is not None else 0
+        return self.train.height + self.heldout.height + self.rejected.height + dropped
 
     @property
     def rejected_share(self) -> float:
@@ -204,11 +210,15 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
     parts.append(external_train)
     combined = pl.concat(parts, how="vertical")
     train, dups = _drop_duplicates(combined)
+    if spec.duplicates not in ("reject", "drop"):
+        raise ValueError(f"duplicates must be 'reject' or 'drop', not {spec.duplicates!r}")
+    drop = spec.duplicates == "drop"
     return LoadedDataset(
         train=train.select(list(RAW_SCHEMA)),
         heldout=pl.concat(held_parts, how="vertical").cast(EVAL_SCHEMA),
-        rejected=pl.concat([rejected, dups], how="vertical"),
+        rejected=rejected if drop else pl.concat([rejected, dups], how="vertical"),
         empty_files=collector.empty_files,
+        duplicates=dups if drop else None,
     )
 
 
@@ -286,9 +296,25 @@ def check_rejected_share(
         f"  {r['n']} x {r['file']} (first at line {r['first_line']}): {r['reason']}"
         for r in top.iter_rows(named=True)
     ]
+    totals = reason_totals(rejected)
     where = f"; every rejected row is in {rejected_uri}" if rejected_uri else ""
+    hints = [f"raise max_rejected_share (now {max_share:g}) to accept them"]
+    if "duplicate example" in totals:
+        hints.append("set duplicates: drop to drop exact duplicates and count them apart")
     raise TooManyRejected(
         f"{rejected.height} of {rows_seen} rows rejected ({share:.2%}), more than "
-        f"the allowed {max_share:.2%} (max_rejected_share){where}. Most common:\n"
+        f"the allowed {max_share:.2%} (max_rejected_share){where}.\nBy reason: "
+        + ", ".join(f"{k} {v}" for k, v in totals.items())
+        + "\nMost common:\n"
         + "\n".join(lines)
+        + "\nTo go on: "
+        + "; or ".join(hints)
+        + "."
     )
+
+
+def reason_totals(rejected: pl.DataFrame) -> dict[str, int]:
+    """Rejected rows per kind of reason (the reason's text before its first ':' or '(')."""
+    kinds = rejected["reason"].str.extract(r"^([^:(]+)", 1).str.strip_chars()
+    counts = kinds.value_counts(sort=True, name="n")
+    return {r[kinds.name]: r["n"] for r in counts.iter_rows(named=True)}
