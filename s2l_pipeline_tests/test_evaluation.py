@@ -60,3 +60,33 @@ def test_summarization_metrics_on_the_fixture() -> None:
     shuffled = summarization_scores(refs[1:] + refs[:1], refs)
     assert shuffled["rougeL"] < 0.5 and shuffled["bleu"] < 30
     assert shuffled["embedding_similarity"] < perfect["embedding_similarity"]
+
+
+def test_headline_reports_rouge_and_bleu_for_summarization_sets() -> None:
+    import polars as pl
+
+    from s2l_pipeline.core.evaluation.model_eval import headline
+
+    metrics = pl.DataFrame(
+        {
+            "eval_set": ["gsm8k", "radiology"],
+            "domain": ["external", "external"],
+            "task": ["math", "summarization"],
+            "accuracy": [0.25, None],
+            "mean_nll": [1.0, 2.0],
+            "rougeL": [None, 0.4],
+            "bleu": [None, 12.0],
+        }
+    )
+    heads = headline(metrics)
+    assert heads["external_accuracy"] == 0.25 and heads["external_mean_nll"] == 1.0
+    assert heads["external_summarization_rougeL"] == 0.4
+    assert heads["external_summarization_bleu"] == 12.0
+
+
+def test_lineage_lists_checkpoints_in_step_order() -> None:
+    from s2l_pipeline.core.support.lineage import format_lineage
+
+    text = format_lineage({"proxy": {"checkpoints": {"0": "a", "188": "c", "94": "b"}}})
+    lines = [x.strip() for x in text.splitlines() if "checkpoints." in x]
+    assert lines == ["checkpoints.0: a", "checkpoints.94: b", "checkpoints.188: c"]

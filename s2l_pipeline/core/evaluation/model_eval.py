@@ -82,13 +82,18 @@ def set_metrics(preds: pl.DataFrame) -> pl.DataFrame:
 
 
 def headline(metrics: pl.DataFrame) -> dict[str, float]:
-    """In-domain and out-of-domain averages of per-set accuracy and NLL (sets weigh equally)."""
+    """Per-domain averages over sets (each set weighs the same): accuracy and NLL of math sets,
+    ROUGE-L and BLEU of summarization sets."""
     out: dict[str, float] = {}
     for domain in ("in_domain", "out_of_domain", "external"):
         part = metrics.filter((pl.col("domain") == domain) & (pl.col("task") == "math"))
         if part.height:
             out[f"{domain}_accuracy"] = float(part["accuracy"].mean())
             out[f"{domain}_mean_nll"] = float(part["mean_nll"].mean())
+        summ = metrics.filter((pl.col("domain") == domain) & (pl.col("task") == "summarization"))
+        for col in ("rougeL", "bleu") if summ.height else ():
+            if col in summ.columns and summ[col].drop_nulls().len():
+                out[f"{domain}_summarization_{col}"] = float(summ[col].mean())
     out["mean_nll"] = float(np.nanmean(metrics["mean_nll"].to_numpy())) if metrics.height else 0.0
     return out
 

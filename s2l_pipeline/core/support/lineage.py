@@ -17,7 +17,10 @@ ORDER = ("dataset", "proxy", "clustering", "selection", "target", "evaluation")
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """{'a': {'b': 1}} -> {'a.b': '1'}: for MLflow tags and params."""
     out: dict[str, str] = {}
-    for key, value in tree.items():
+    items = list(tree.items())
+    if items and all(str(k).isdigit() for k, _ in items):  # checkpoint steps: in step order
+        items.sort(key=lambda kv: int(kv[0]))
+    for key, value in items:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
             out.update(flatten(value, name + "."))
