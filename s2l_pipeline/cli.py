@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The deployment's profile is in the config defaults, as for every launch; --config holds
     # only what this run changes, in the launchpad's format.
     result = job.execute_in_process(
-        run_config=_run_config_file(args.config),
+        run_config=_with_overrides(_run_config_file(args.config), args),
         instance=instance,
         partition_key=args.training_set,
         raise_on_error=False,
@@ -149,6 +149,28 @@ def _run_config_file(path: str | None) -> dict:
         raise ValueError(f"{path}: not a readable YAML run config ({exc})") from exc
     if not isinstance(cfg, dict) or set(cfg) - {"ops", "resources", "execution", "loggers"}:
         raise ValueError(f"{path}: expected the launchpad's keys (ops:, resources:, ...)")
+    return cfg
+
+
+def _with_overrides(cfg: dict, args: argparse.Namespace) -> dict:
+    """The common settings given as flags, over the config file's (flags win)."""
+    ops = cfg.setdefault("ops", {})
+
+    def asset(name: str) -> dict:
+        return ops.setdefault(name, {}).setdefault("config", {})
+
+    if args.data:
+        raw = asset("raw_dataset")
+        raw["files"] = [{"path": p} for p in args.data]
+        raw.setdefault("embedded", {})["enabled"] = False
+    if args.eval:
+        asset("eval_sets")["files"] = [{"path": p} for p in args.eval]
+    if args.budget:
+        asset("selected_subset")["budget"] = args.budget
+    if args.method:
+        asset("selected_subset")["method"] = args.method
+    if not ops:
+        del cfg["ops"]
     return cfg
 
 
@@ -282,6 +304,14 @@ def parser() -> argparse.ArgumentParser:
         help="YAML run config with what this run changes, as in the launchpad "
         "(e.g. ops: {proxy_checkpoints: {config: {epochs: 5}}})",
     )
+    r.add_argument(
+        "--data",
+        action="append",
+        help="a training file, folder or s3:// prefix (repeatable); replaces the embedded data",
+    )
+    r.add_argument("--eval", action="append", help="an evaluation file (repeatable)")
+    r.add_argument("--budget", help="a count (5000) or a fraction (0.3) of the pool")
+    r.add_argument("--method", choices=sorted(METHODS), help="selection method (default s2l)")
     r.add_argument(
         "--training-set",
         choices=["selected", "random", "full"],

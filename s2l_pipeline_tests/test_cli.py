@@ -222,3 +222,33 @@ def test_run_failure_says_which_step_and_why(tmp_path: Path) -> None:
         [*s2l_cmd(), "run", "--config", str(cfg)], capture_output=True, text=True, env=env
     )
     assert res.returncode == 2 and "expected the launchpad's keys" in res.stderr
+
+
+@pytest.mark.slow
+def test_run_on_a_users_file_in_one_command(tmp_path: Path) -> None:
+    """`s2l run --data FILE --eval FILE --budget N --method M`: no run config to write."""
+    import os
+
+    from .conftest import PROJECT_ROOT
+    from .test_shards import new_rows, write_shard
+
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    train = write_shard(tmp_path / "mine" / "train.jsonl", new_rows(80, 3))
+    test = write_shard(tmp_path / "mine" / "test.jsonl", new_rows(16, 4))
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "S2L_PROFILE": "tiny",
+        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
+        "S2L_DATA_DIR": str(tmp_path / "data"),
+    }
+    cmd = [*s2l_cmd(), "run", "--data", str(train), "--eval", str(test)]
+    cmd += ["--budget", "24", "--method", "random"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["examples"] == 80 and "external_accuracy" in summary
+    subset = json.loads(
+        (tmp_path / "art/_manifests/selected_subset/__unpartitioned__.json").read_text()
+    )
+    assert subset["method"] == "random" and subset["budget"] == 24
