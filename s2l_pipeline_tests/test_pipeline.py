@@ -168,7 +168,9 @@ def test_pretrained_model_path_from_a_local_folder(tmp_path: Path) -> None:
                 "warmup_ratio": 0.03,
                 "epochs": 1.0,
                 "checkpoint_every": 5,
-            }
+            },
+            # its tokenizer knows two sentences: a quarter of the prompts fill 96 tokens
+            "loss_trajectories.plan_scoring": {"max_unscorable_share": 0.5},
         },
     )
     upto = [a for a in MAIN_ASSETS if a.key.path[0] not in ("target_model", "target_evaluation")]
@@ -308,3 +310,35 @@ def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path)
     assert per_set.height == 1 and per_set["task"][0] == "summarization"
     for col in ("rougeL", "bleu", "embedding_similarity", "mean_nll"):
         assert per_set[col][0] is not None and per_set[col][0] >= 0
+
+
+def test_too_many_unscorable_rows_fail_before_scoring(tmp_path: Path) -> None:
+    """GSM8K prompts fill a 24-token limit: the run stops before scoring, saying what to do."""
+    from s2l_pipeline.definitions import MAIN_ASSETS
+
+    from .conftest import FIXTURES
+
+    names = ("raw_dataset", "proxy_checkpoints", "loss_trajectories")
+    cfg = run_config(
+        "tiny",
+        overrides={
+            "raw_dataset": {
+                "embedded": {"enabled": False},
+                "files": [{"path": str(FIXTURES / "gsm8k_train_sample.jsonl")}],
+            },
+            "proxy_checkpoints": {"max_length": 24},
+        },
+        assets=names,
+    )
+    picked = [a for a in MAIN_ASSETS if a.key.path[0] in names]
+    result = dg.materialize(
+        picked,
+        resources=make_resources(str(tmp_path / "art")),
+        run_config=cfg,
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key.endswith("plan_scoring")
+    text = failure.step_failure_data.user_failure_data.description
+    assert "no response token within max_length 24" in text and "Raise max_length" in text

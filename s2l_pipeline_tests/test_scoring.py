@@ -78,3 +78,26 @@ def test_length_batches_respect_the_budget() -> None:
     for b in batches:
         assert len(b) * lengths[b].max() <= 100 or len(b) == 1
     assert lengths[batches[0][0]] == 50  # longest first
+
+
+def test_rows_that_cannot_be_scored_are_reported_before_scoring() -> None:
+    import polars as pl
+    import pytest
+
+    from s2l_pipeline.core.selection.random_sample import training_set_rows
+    from s2l_pipeline.core.trajectories import TooManyUnscorable, check_unscorable
+
+    base = pl.DataFrame(
+        {"example_id": list("abcdefghij"), "n_response_tokens": [0, 0, 3, 4, 5, 6, 7, 8, 9, 1]}
+    )
+    assert check_unscorable(base, 0.25, 96) == 2
+    with pytest.raises(TooManyUnscorable, match=r"2 of 10 rows \(20.0%\).*Raise max_length"):
+        check_unscorable(base, 0.1, 96)
+
+    data = pl.DataFrame({"example_id": list("abcdefghij"), "prompt": list("0123456789")})
+    usable = base.filter(pl.col("n_response_tokens") > 0)["example_id"]
+    full = training_set_rows("full", data, data.head(0), 4, 0, usable)
+    assert full.height == 8 and not {"a", "b"} & set(full["example_id"])
+    for seed in range(20):  # random draws only from usable rows, whatever the seed
+        rnd = training_set_rows("random", data, data.head(0), 4, seed, usable)
+        assert rnd.height == 4 and not {"a", "b"} & set(rnd["example_id"])

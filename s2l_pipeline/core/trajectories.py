@@ -240,6 +240,26 @@ def incremental_trajectories(
     return table, todo.height, 0 if reused is None else reused.height
 
 
+class TooManyUnscorable(ValueError):
+    """Too many rows have no response token left within max_length."""
+
+
+def check_unscorable(base: pl.DataFrame, max_share: float, max_length: int) -> int:
+    """Count rows whose prompt fills ``max_length`` (no response token left: no loss, never
+    selectable); raise TooManyUnscorable past ``max_share`` of the rows, with what to change."""
+    n = int((base["n_response_tokens"] == 0).sum())
+    share = n / base.height if base.height else 0.0
+    if share > max_share:
+        raise TooManyUnscorable(
+            f"{n} of {base.height} rows ({share:.1%}) have no response token within max_length "
+            f"{max_length}: their prompts fill it, so they get no loss and can never be "
+            f"selected (more than max_unscorable_share {max_share:.1%}). Raise max_length "
+            "(proxy_checkpoints and target_model), shorten or left-truncate those prompts, "
+            "or raise max_unscorable_share to go on without them."
+        )
+    return n
+
+
 def step_of(column: str) -> int:
     """The checkpoint step of a ``loss_step_<N>`` column."""
     return int(column.rsplit("_", 1)[1])

@@ -17,6 +17,7 @@ from ..core.manifests import (
     PoolManifest,
     SubsetManifest,
 )
+from ..core.selection import usable_rows
 from ..core.selection.random_sample import training_set_rows
 from ..core.support.hashing import table_hash
 from ..core.support.lineage import evaluation_lineage, lineage_tags, target_lineage
@@ -76,7 +77,10 @@ def target_model(
     partition = context.partition_key
     data = read_table(training_pool.train, store)
     subset = read_table(selected_subset.subset, store)
-    rows = training_set_rows(partition, data, subset, selected_subset.budget, selected_subset.seed)
+    usable = usable_rows(read_table(training_pool.trajectories, store))["example_id"]
+    rows = training_set_rows(
+        partition, data, subset, selected_subset.budget, selected_subset.seed, usable
+    )
     rows_hash = table_hash(rows)
     tokenizer_dir = store.fetch_dir(proxy_checkpoints.checkpoints[0].uri)
     run = config.to_run()

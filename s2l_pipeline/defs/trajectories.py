@@ -24,7 +24,9 @@ from ..core.support.tables import TableRef, read_table, write_table
 from ..core.trajectories import (
     CheckpointIntegrityError,
     ScoringUnit,
+    TooManyUnscorable,
     assemble,
+    check_unscorable,
     incremental_trajectories,
     loss_columns,
     loss_summary,
@@ -51,6 +53,11 @@ class ScoringConfig(dg.Config):
     max_length: int | None = Field(
         None, description="Tokens per example; empty: the proxy's training max_length."
     )
+    max_unscorable_share: float = Field(
+        0.05,
+        description="Fail before scoring when more rows than this share have no response "
+        "token within max_length (they could never be selected).",
+    )
 
 
 ScoringConfig = profiled(ScoringConfig, "loss_trajectories.plan_scoring")  # the deployment's scale
@@ -73,6 +80,15 @@ def plan_scoring(
     max_length = config.max_length or proxy_checkpoints.train["max_length"]
     first = proxy_checkpoints.checkpoints[0]
     base = token_facts(train, store.fetch_dir(first.uri), max_length)
+    try:
+        n_unscorable = check_unscorable(base, config.max_unscorable_share, max_length)
+    except TooManyUnscorable as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    if n_unscorable:
+        context.log.warning(
+            f"{n_unscorable} of {base.height} rows have no response token within max_length "
+            f"{max_length}: they get no loss and no selector (random included) will draw them"
+        )
     base_hash = table_hash(base)
     base_ref = write_table(
         base, store, f"loss_trajectories/base/{base_hash[:16]}.parquet", base_hash
