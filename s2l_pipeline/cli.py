@@ -74,7 +74,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     os.environ["S2L_PROFILE"] = profile  # read when the definitions load, just below
 
+    import warnings
+
     import dagster as dg
+
+    # A terminal a person can read: the same beta notice once, not once per asset.
+    for kind in (dg.BetaWarning, dg.PreviewWarning):
+        warnings.filterwarnings("once", category=kind)
+        warnings.filterwarnings("ignore", message=".*is currently in beta", category=kind)
 
     from .definitions import defs
     from .defs.recovery import owner_tags, sweep_dead_runs
@@ -97,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The deployment's profile is in the config defaults, as for every launch; --config holds
     # only what this run changes, in the launchpad's format.
     result = job.execute_in_process(
-        run_config=_with_overrides(_run_config_file(args.config), args),
+        run_config=_with_log_level(_with_overrides(_run_config_file(args.config), args), args),
         instance=instance,
         partition_key=args.training_set,
         raise_on_error=False,
@@ -149,6 +156,13 @@ def _run_config_file(path: str | None) -> dict:
         raise ValueError(f"{path}: not a readable YAML run config ({exc})") from exc
     if not isinstance(cfg, dict) or set(cfg) - {"ops", "resources", "execution", "loggers"}:
         raise ValueError(f"{path}: expected the launchpad's keys (ops:, resources:, ...)")
+    return cfg
+
+
+def _with_log_level(cfg: dict, args: argparse.Namespace) -> dict:
+    """INFO on the console (steps' own messages, failures), DEBUG only with --verbose."""
+    level = "DEBUG" if args.verbose else "INFO"
+    cfg.setdefault("loggers", {"console": {"config": {"log_level": level}}})
     return cfg
 
 
@@ -310,6 +324,9 @@ def parser() -> argparse.ArgumentParser:
         help="a training file, folder or s3:// prefix (repeatable); replaces the embedded data",
     )
     r.add_argument("--eval", action="append", help="an evaluation file (repeatable)")
+    r.add_argument(
+        "--verbose", action="store_true", help="every Dagster event (DEBUG), not only INFO"
+    )
     r.add_argument("--budget", help="a count (5000) or a fraction (0.3) of the pool")
     r.add_argument("--method", choices=sorted(METHODS), help="selection method (default s2l)")
     r.add_argument(

@@ -172,6 +172,9 @@ def test_run_executes_the_tiny_profile_into_the_instance(tmp_path: Path, monkeyp
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["success"] and summary["examples"] == 400
+    # A terminal a person can follow: the steps' own messages, no DEBUG flood, no warnings.
+    assert " - DEBUG - " not in res.stderr and "BetaWarning" not in res.stderr
+    assert "selected_subset - s2l: 120 of 400 examples selected" in res.stderr
     assert summary["training_set"] == "selected" and "in_domain_accuracy" in summary
 
     import dagster as dg
