@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import dagster as dg
 
@@ -15,7 +16,7 @@ from .defs.data import (
     raw_dataset_rows_valid,
     shard_inventory,
 )
-from .defs.jobs import proxy_retrain_job, reselect_job, s2l_job
+from .defs.jobs import proxy_retrain_job, reselect_job, s2l_job, whole_graph_hint
 from .defs.proxy import proxy_checkpoints
 from .defs.resources import (
     ArtifactStoreResource,
@@ -89,6 +90,9 @@ def resources() -> dict:
         "retrain_policy": RetrainPolicy(),
     }
 
+
+if hint := whole_graph_hint(sys.argv):  # say what to run before Dagster's own error
+    print(hint, file=sys.stderr)
 
 defs = dg.Definitions(
     assets=ASSETS,

@@ -255,3 +255,30 @@ def test_run_on_a_users_file_in_one_command(tmp_path: Path) -> None:
         (tmp_path / "art/_manifests/selected_subset/__unpartitioned__.json").read_text()
     )
     assert subset["method"] == "random" and subset["budget"] == 24
+
+
+def test_whole_graph_hint_only_for_select_all() -> None:
+    from s2l_pipeline.defs.jobs import whole_graph_hint
+
+    assert whole_graph_hint(["dagster", "asset", "materialize", "--select", "*", "-m", "x"])
+    assert whole_graph_hint(["dagster", "asset", "materialize", "--select=*"])
+    assert whole_graph_hint(["dagster", "asset", "materialize", "--select", "raw_dataset"]) is None
+    assert whole_graph_hint(["dagster", "dev"]) is None
+
+
+@pytest.mark.slow
+def test_materialize_select_all_says_what_to_run_instead(tmp_path: Path) -> None:
+    """Dagster cannot run `--select '*'` over three partitionings; the failure says what to run."""
+    import os
+    import sys
+
+    from .conftest import PROJECT_ROOT
+
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "S2L_ARTIFACT_ROOT": str(tmp_path / "a")}
+    cmd = [dagster, "asset", "materialize", "--select", "*", "-m", "s2l_pipeline.definitions"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert res.returncode != 0
+    assert "cannot run here" in res.stderr and "s2l run" in res.stderr
+    assert not (tmp_path / "a").exists()  # nothing was materialized

@@ -38,3 +38,27 @@ proxy_retrain_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(proxy_checkpoints),
     description="Retrain the proxy on the pool as it is now (the retrain policy's schedule).",
 )
+
+
+WHOLE_GRAPH_HINT = (
+    "s2l_pipeline: `dagster asset materialize --select '*'` cannot run here: Dagster needs one "
+    "partitioning for all the assets of that command, and this graph has three (none; per "
+    "training set: target_model, target_evaluation; per shard: data_shard, shard_trajectories). "
+    "Run the whole graph with `s2l run` (DAGSTER_HOME set), or `dagster job execute -m "
+    's2l_pipeline.definitions -j s2l_job --tags \'{"dagster/partition": "selected"}\'`, or '
+    "launch s2l_job from the UI; shards are materialized by shard_sensor."
+)
+
+
+def whole_graph_hint(argv: list[str]) -> str | None:
+    """What to run instead, when the command line asks `dagster asset materialize` for every
+    asset (Dagster's own error names no way out)."""
+    if "asset" not in argv or "materialize" not in argv:
+        return None
+    for i, arg in enumerate(argv):
+        value = arg.partition("=")[2] if arg.startswith("--select=") else None
+        if arg == "--select" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None and value.strip() in ("*", "'*'"):
+            return WHOLE_GRAPH_HINT
+    return None
