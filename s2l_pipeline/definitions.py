@@ -27,6 +27,7 @@ from .defs.resources import (
 )
 from .defs.selection import selected_subset, training_pool, trajectory_clusters
 from .defs.sensors import (
+    mlflow_run_closer,
     proxy_retrain_schedule,
     proxy_retrain_sensor,
     reselection_schedule,
@@ -99,6 +100,6 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     resources=resources(),
     jobs=[s2l_job, reselect_job, proxy_retrain_job],
-    sensors=[shard_sensor, proxy_retrain_sensor],
+    sensors=[shard_sensor, proxy_retrain_sensor, mlflow_run_closer],
     schedules=[reselection_schedule, proxy_retrain_schedule],
 )

@@ -26,6 +26,16 @@ def dev(tmp_path):
     server.stop()
 
 
+def mlflow_statuses(dev: DagsterDev, run_id: str) -> list[tuple[str]]:
+    """Status of each MLflow run tagged with this Dagster run (the local SQLite store)."""
+    with sqlite3.connect(dev.root / "data" / "mlflow" / "mlflow.db") as db:
+        return db.execute(
+            "select r.status from runs r join tags t on t.run_uuid = r.run_uuid "
+            "where t.key = 'dagster.run_id' and t.value = ?",
+            (run_id,),
+        ).fetchall()
+
+
 def descendants(dev: DagsterDev) -> set[int]:
     return {p.pid for p in psutil.Process(dev.proc.pid).children(recursive=True)}
 
@@ -98,13 +108,7 @@ def test_cancel_stops_training_without_retry(dev: DagsterDev) -> None:
         if e["__typename"] == "ExecutionStepStartEvent" and e["stepKey"] == "proxy_checkpoints"
     ]
     assert len(proxy_starts) == 1
-    db = sqlite3.connect(dev.root / "data" / "mlflow" / "mlflow.db")
-    statuses = db.execute(
-        "select r.status from runs r join tags t on t.run_uuid = r.run_uuid "
-        "where t.key = 'dagster.run_id' and t.value = ?",
-        (run_id,),
-    ).fetchall()
-    assert statuses == [("KILLED",)]
+    assert mlflow_statuses(dev, run_id) == [("KILLED",)]
 
 
 def test_forced_cancel_stops_the_worker_and_frees_the_pool(dev: DagsterDev) -> None:
@@ -126,5 +130,12 @@ def test_sigkilled_run_worker_frees_its_pool_slot(dev: DagsterDev) -> None:
     for pid in workers:
         psutil.Process(pid).kill()
     dev.wait_run(run_id, timeout=120, done=("FAILURE",))
+    # The worker could not close its MLflow run; the daemon's mlflow_run_closer sensor does.
+    wait_for(
+        "the killed run's MLflow run to be marked KILLED",
+        lambda: mlflow_statuses(dev, run_id) == [("KILLED",)],
+        timeout=120,
+        every=2,
+    )
     nxt = dev.launch("s2l_job", {"dagster/partition": "selected"})
     dev.wait_run(nxt, timeout=600)

@@ -18,7 +18,12 @@ from .automation import RetrainPolicy, reselect_cron
 from .data import SHARDS, data_shard, inventory_observation, materialized_shards
 from .jobs import proxy_retrain_job, reselect_job
 from .proxy import proxy_checkpoints
-from .resources import ArtifactStoreResource, ShardSourceResource, read_manifest
+from .resources import (
+    ArtifactStoreResource,
+    MlflowTracking,
+    ShardSourceResource,
+    read_manifest,
+)
 from .trajectories import shard_trajectories
 
 REJECTED_SHARDS_KEY = "data_shard/_rejected_shards.json"
@@ -134,3 +139,16 @@ proxy_retrain_schedule = dg.ScheduleDefinition(
     description="Retrain the proxy on a cron (S2L_PROXY_RETRAIN_CRON); downstream assets then "
     "refresh through automation.",
 )
+
+
+@dg.run_failure_sensor(
+    name="mlflow_run_closer",
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks KILLED the MLflow runs a failed or killed Dagster run left RUNNING (a "
+    "run worker killed by SIGKILL or the OOM killer cannot close them itself).",
+)
+def mlflow_run_closer(context: dg.RunFailureSensorContext, mlflow: MlflowTracking) -> None:
+    closed = mlflow.end_orphaned_runs(context.dagster_run.run_id)
+    if closed:
+        context.log.info(f"run {context.dagster_run.run_id}: MLflow runs {closed} marked KILLED")
