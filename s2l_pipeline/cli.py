@@ -78,7 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    # A terminal a person can read: the same beta notice once, not once per asset.
+    # A terminal a person can read: Dagster's notices about the beta APIs we use (data_version=)
+    # are for us, not the user; any other such notice is shown once, not once per asset.
     for kind in (dg.BetaWarning, dg.PreviewWarning):
         warnings.filterwarnings("once", category=kind)
         warnings.filterwarnings("ignore", message=".*is currently in beta", category=kind)

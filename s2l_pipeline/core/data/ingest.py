@@ -7,6 +7,7 @@ of the rejected table with its file, line, field and reason; nothing is dropped 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
@@ -120,14 +121,13 @@ class RecordCollector:
             log.warning("%s: no records (empty file), skipped", file)
             self.empty_files.append(file)
             return
-        decoded = (r for _, r in records if isinstance(r, dict))
         if fields:
             fmt: Format | FieldMapping = FieldMapping(dict(fields), task or "math")
         elif fmt_name:
             fmt = get_format(fmt_name, file)
         else:
-            sample = (r for _, r in zip(range(_DETECT_SAMPLE), decoded, strict=False))
-            fmt = detect_format(sample, file)
+            decoded = (r for _, r in records if isinstance(r, dict))
+            fmt = detect_format(itertools.islice(decoded, _DETECT_SAMPLE), file)
         log.info("%s: %d records, schema %s", file, len(records), fmt.name)
         for line, rec in records:
             if isinstance(rec, RecordError):

@@ -38,10 +38,9 @@ def file_kind(path: Path, display: str) -> str:
             return "jsonl" if suffix == ".ndjson" else suffix[1:]
     try:
         with open(path, "rb") as f:
-            head = f.read(4096).lstrip()
+            head = f.read(4096).removeprefix(BOM).lstrip()
     except OSError as exc:
         raise FileReadError(f"{display}: cannot open ({exc})") from exc
-    head = head.removeprefix(BOM).lstrip()
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"["):
