@@ -16,7 +16,7 @@ from .defs.data import (
     raw_dataset_rows_valid,
     shard_inventory,
 )
-from .defs.jobs import proxy_retrain_job, reselect_job, s2l_job, whole_graph_hint
+from .defs.jobs import EXECUTOR, proxy_retrain_job, reselect_job, s2l_job, whole_graph_hint
 from .defs.proxy import proxy_checkpoints
 from .defs.resources import (
     ArtifactStoreResource,
@@ -102,4 +102,5 @@ defs = dg.Definitions(
     jobs=[s2l_job, reselect_job, proxy_retrain_job],
     sensors=[shard_sensor, proxy_retrain_sensor, mlflow_run_closer],
     schedules=[reselection_schedule, proxy_retrain_schedule],
+    executor=EXECUTOR,
 )

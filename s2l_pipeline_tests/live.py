@@ -70,44 +70,23 @@ def project_env(root: Path, profile: str = "tiny") -> dict[str, str]:
     return env
 
 
-class DagsterDev:
-    """``dagster dev`` for the project's code location, with its instance under ``root``."""
+class DagsterGraphQL:
+    """The webserver's GraphQL API, as the UI uses it: launch, watch, terminate, sensors."""
 
-    def __init__(self, root: Path, profile: str = "tiny"):
-        self.root = root
-        self.env = project_env(root, profile)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = root / "dagster_dev.log"
-        self.proc: subprocess.Popen | None = None
+    def __init__(self, url: str):
+        self.url = url
 
-    def start(self, timeout: float = 180) -> DagsterDev:
-        exe = Path(sys.executable).with_name("dagster")
-        workspace = str(PROJECT_ROOT / "workspace.yaml")  # names the location s2l_pipeline
-        cmd = [str(exe), "dev", "-w", workspace, "-h", "127.0.0.1"]
-        cmd += ["-p", str(self.port)]
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=self.root / "home",  # dagster.yaml keeps storage relative to the working dir
-            env=self.env,
-            stdout=self.log_path.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
+    def gql(self, query: str, variables: dict | None = None) -> dict:
+        resp = requests.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
         )
-        wait_for("the webserver to answer", self._up, timeout)
-        wait_for("the code location to load", self._location_loaded, timeout, every=2)
-        return self
+        resp.raise_for_status()
+        body = resp.json()
+        if body.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {body['errors']}")
+        return body["data"]
 
-    def _up(self) -> bool:
-        if self.proc and self.proc.poll() is not None:
-            raise RuntimeError(f"dagster dev exited: {self.log_tail()}")
-        try:
-            return requests.get(f"{self.url}/server_info", timeout=2).ok
-        except requests.RequestException:
-            return False
-
-    def _location_loaded(self) -> bool:
+    def location_loaded(self) -> bool:
         data = self.gql(
             "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
             "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
@@ -119,33 +98,6 @@ class DagsterDev:
             if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":
                 return True
         return False
-
-    def log_tail(self, n: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError):  # stragglers of the group go too
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-    # ------------------------------------------------------------------ GraphQL
-
-    def gql(self, query: str, variables: dict | None = None) -> dict:
-        resp = requests.post(
-            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
-        )
-        resp.raise_for_status()
-        body = resp.json()
-        if body.get("errors"):
-            raise RuntimeError(f"GraphQL errors: {body['errors']}")
-        return body["data"]
 
     def launch(self, job: str, tags: dict[str, str], run_config: dict | None = None) -> str:
         """Launch ``job`` as the UI does (launchPipelineExecution); no run config by default."""
@@ -254,3 +206,56 @@ class DagsterDev:
             """{ runsOrError(limit: 100) { ... on Runs { results { runId status jobName
                 tags { key value } } } } }"""
         )["runsOrError"]["results"]
+
+
+class DagsterDev(DagsterGraphQL):
+    """``dagster dev`` for the project's code location, with its instance under ``root``."""
+
+    def __init__(self, root: Path, profile: str = "tiny"):
+        self.root = root
+        self.env = project_env(root, profile)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "dagster_dev.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> DagsterDev:
+        exe = Path(sys.executable).with_name("dagster")
+        workspace = str(PROJECT_ROOT / "workspace.yaml")  # names the location s2l_pipeline
+        cmd = [str(exe), "dev", "-w", workspace, "-h", "127.0.0.1"]
+        cmd += ["-p", str(self.port)]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=self.root / "home",  # dagster.yaml keeps storage relative to the working dir
+            env=self.env,
+            stdout=self.log_path.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        wait_for("the webserver to answer", self._up, timeout)
+        wait_for("the code location to load", self.location_loaded, timeout, every=2)
+        return self
+
+    def _up(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise RuntimeError(f"dagster dev exited: {self.log_tail()}")
+        try:
+            return requests.get(f"{self.url}/server_info", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # stragglers of the group go too
+            os.killpg(self.proc.pid, signal.SIGKILL)

@@ -30,6 +30,7 @@ from ..core.data.stats import length_summary, rejection_counts, source_counts
 from ..core.manifests import EvalSetsManifest, RawDatasetManifest, ShardManifest
 from ..core.support.hashing import table_hash
 from ..core.support.tables import read_table, write_rejected, write_table
+from .executors import cpu_step_tags
 from .metadata import md, preview, table_ref_metadata
 from .profiles import profiled
 from .resources import ArtifactStoreResource, ShardSourceResource
@@ -108,6 +109,7 @@ RawDatasetConfig = profiled(RawDatasetConfig, "raw_dataset")  # the deployment's
 
 
 @dg.asset(
+    op_tags=cpu_step_tags(),
     group_name="data",
     kinds={"polars", "parquet"},
     code_version="1",
@@ -203,6 +205,7 @@ EvalSetsConfig = profiled(EvalSetsConfig, "eval_sets")  # the deployment's scale
 
 
 @dg.asset(
+    op_tags=cpu_step_tags(),
     group_name="data",
     kinds={"polars", "parquet"},
     code_version="1",
@@ -259,6 +262,7 @@ def check_result(finding: Finding, severity: dg.AssetCheckSeverity) -> dg.AssetC
 
 
 @dg.asset_check(
+    op_tags=cpu_step_tags(),
     asset="raw_dataset",
     blocking=True,
     description="Every example_id present and unique; no empty prompt or response.",
@@ -271,6 +275,7 @@ def raw_dataset_rows_valid(
 
 
 @dg.asset_check(
+    op_tags=cpu_step_tags(),
     asset="eval_sets",
     additional_ins={"raw_dataset": dg.AssetIn()},
     description="No evaluation prompt appears verbatim in the training table (warns).",
@@ -314,6 +319,7 @@ def inventory_observation(cursor: ShardCursor) -> dg.AssetObservation:
 
 
 @dg.asset(
+    op_tags=cpu_step_tags(),
     group_name="data",
     kinds={"polars", "parquet"},
     code_version="1",

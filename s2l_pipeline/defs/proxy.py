@@ -10,6 +10,7 @@ from ..core.manifests import ModelManifest, RawDatasetManifest, ShardManifest
 from ..core.support.tables import read_table
 from .automation import RetrainPolicy
 from .data import data_shard, materialized_shards
+from .executors import gpu_retry_policy, gpu_step_tags, on_gpu
 from .lm_config import LMTrainingConfig
 from .profiles import profiled
 from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata, read_manifest
@@ -43,6 +44,8 @@ ProxyConfig = profiled(ProxyConfig, "proxy_checkpoints")  # the deployment's sca
 
 
 @dg.asset(
+    op_tags=gpu_step_tags(),
+    retry_policy=gpu_retry_policy(),
     group_name="proxy",
     kinds={"pytorch", "safetensors"},
     code_version="2",
@@ -51,6 +54,7 @@ ProxyConfig = profiled(ProxyConfig, "proxy_checkpoints")  # the deployment's sca
     description="The small proxy LM trained on the whole raw_dataset (loss on response tokens "
     "only), with its checkpoints as safetensors folders; resumes after an interruption.",
 )
+@on_gpu
 def proxy_checkpoints(
     context: dg.AssetExecutionContext,
     config: ProxyConfig,

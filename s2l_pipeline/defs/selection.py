@@ -36,6 +36,7 @@ from ..core.support.tables import read_table, write_table
 from ..core.trajectories import step_of, steps_of
 from .automation import REFRESH
 from .data import scored_shards, shard_inventory
+from .executors import cpu_step_tags
 from .metadata import md, table_ref_metadata
 from .profiles import profiled
 from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata, read_manifest
@@ -43,6 +44,7 @@ from .trajectories import shard_trajectories
 
 
 @dg.asset(
+    op_tags=cpu_step_tags(),
     group_name="selection",
     kinds={"polars", "parquet"},
     code_version="1",
@@ -136,6 +138,7 @@ ClusterConfig = profiled(ClusterConfig, "trajectory_clusters")  # the deployment
 
 
 @dg.asset(
+    op_tags=cpu_step_tags(),
     group_name="selection",
     kinds={"faiss", "parquet"},
     code_version="2",
@@ -218,6 +221,7 @@ SelectionConfig = profiled(SelectionConfig, "selected_subset")  # the deployment
 
 
 @dg.asset(
+    op_tags=cpu_step_tags(),
     group_name="selection",
     kinds={"polars", "parquet"},
     code_version="2",

@@ -23,6 +23,7 @@ from ..core.support.hashing import table_hash
 from ..core.support.lineage import evaluation_lineage, lineage_tags, target_lineage
 from ..core.support.tables import read_table, write_table
 from .automation import REFRESH
+from .executors import gpu_retry_policy, gpu_step_tags, on_gpu
 from .lm_config import LMTrainingConfig
 from .metadata import md, preview
 from .profiles import profiled
@@ -55,6 +56,8 @@ TargetConfig = profiled(TargetConfig, "target_model")  # the deployment's scale
 
 
 @dg.asset(
+    op_tags=gpu_step_tags(),
+    retry_policy=gpu_retry_policy(),
     group_name="target",
     kinds={"pytorch", "safetensors"},
     code_version="2",
@@ -64,6 +67,7 @@ TargetConfig = profiled(TargetConfig, "target_model")  # the deployment's scale
     description="The target LM fine-tuned (loss on response tokens) on the partition's training "
     "set; safetensors checkpoints in the artifact store; resumes after an interruption.",
 )
+@on_gpu
 def target_model(
     context: dg.AssetExecutionContext,
     config: TargetConfig,
@@ -163,6 +167,8 @@ EvaluationConfig = profiled(EvaluationConfig, "target_evaluation")  # the deploy
 
 
 @dg.asset(
+    op_tags=gpu_step_tags(),
+    retry_policy=gpu_retry_policy(),
     group_name="target",
     kinds={"pytorch", "parquet"},
     code_version="2",
@@ -172,6 +178,7 @@ EvaluationConfig = profiled(EvaluationConfig, "target_evaluation")  # the deploy
     description="Accuracy per evaluation set (greedy generation; reasoning-gym scorers, "
     "math-verify), in/out-of-domain averages, reference NLL, ROUGE-L/BLEU for summaries.",
 )
+@on_gpu
 def target_evaluation(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,

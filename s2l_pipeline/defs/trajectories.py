@@ -37,6 +37,7 @@ from ..core.trajectories import (
 )
 from .automation import REFRESH
 from .data import SHARDS, check_result
+from .executors import cpu_step_tags, gpu_retry_policy, gpu_step_tags, on_gpu
 from .metadata import md
 from .profiles import profiled
 from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
@@ -64,6 +65,7 @@ ScoringConfig = profiled(ScoringConfig, "loss_trajectories.plan_scoring")  # the
 
 
 @dg.op(
+    tags=cpu_step_tags(),
     out={"units": dg.DynamicOut(dict), "base": dg.Out(dict)},
     description="Plan the (checkpoint, shard) scoring units and record per-example token facts.",
 )
@@ -119,13 +121,16 @@ def plan_scoring(
 
 
 @dg.op(
+    tags=gpu_step_tags(),
+    retry_policy=gpu_retry_policy(),
     pool="gpu",
     description="Score one shard of rows at one checkpoint (skipped if already stored); "
     "retried on errors, never after a cancel.",
 )
+@on_gpu
 def score_trajectory_unit(
     context: dg.OpExecutionContext, work: dict, artifact_store: ArtifactStoreResource
-) -> dict:
+) -> dg.Output[dict]:
     store = artifact_store.store()
     unit = ScoringUnit.from_dict(work["unit"])
     key = f"loss_trajectories/units/{unit.key}.parquet"
@@ -145,7 +150,10 @@ def score_trajectory_unit(
     return {"step": unit.step, "uri": ref.uri, "reused": False}
 
 
-@dg.op(description="Join every unit's losses into the wide trajectory table.")
+@dg.op(
+    tags=cpu_step_tags(),
+    description="Join every unit's losses into the wide trajectory table.",
+)
 def assemble_trajectories(
     context: dg.OpExecutionContext,
     scored: list[dict],
@@ -229,6 +237,9 @@ def loss_trajectories(
 
 
 @dg.asset(
+    op_tags=gpu_step_tags(),
+    retry_policy=gpu_retry_policy(),
+    pool="gpu",
     group_name="proxy",
     kinds={"pytorch", "parquet"},
     code_version="1",
@@ -237,6 +248,7 @@ def loss_trajectories(
     description="Loss trajectories of one shard at the existing proxy checkpoints; rows already "
     "scored with this proxy (in the base table or an earlier run) are reused, not rescored.",
 )
+@on_gpu
 def shard_trajectories(
     context: dg.AssetExecutionContext,
     data_shard: ShardManifest,
@@ -285,6 +297,7 @@ def _load(manifest: TrajectoriesManifest, artifact_store: ArtifactStoreResource)
 
 
 @dg.asset_check(
+    op_tags=cpu_step_tags(),
     asset="loss_trajectories",
     blocking=True,
     additional_ins={"raw_dataset": dg.AssetIn()},
@@ -303,6 +316,7 @@ def trajectories_cover_dataset(
 
 
 @dg.asset_check(
+    op_tags=cpu_step_tags(),
     asset="loss_trajectories",
     blocking=True,
     description="No NaN or inf loss outside rows flagged truncated.",
@@ -317,6 +331,7 @@ def trajectories_finite(
 
 
 @dg.asset_check(
+    op_tags=cpu_step_tags(),
     asset="loss_trajectories",
     description="Mean loss falls from the first to the last checkpoint (warns if not).",
 )
