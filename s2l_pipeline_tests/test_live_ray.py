@@ -1,0 +1,134 @@
+"""The tiny graph on a real local Ray cluster (dagster-ray's executor), against in-process.
+
+A Ray head on loopback with two logical GPUs; `dagster job execute` with S2L_EXECUTOR=ray makes
+every step a Ray job. A scoring unit's worker is SIGKILLed mid-step: Ray reports the job failed,
+Dagster's health check retries the step, and the run still succeeds with the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from s2l_pipeline.deploy.job_runs import deployment_env, start_main_job, summarize
+from s2l_pipeline.deploy.local_stack import free_port, start_ray, stop_group
+
+from .live import wait_for
+
+pytestmark = pytest.mark.live
+
+GPU_STEPS = ("proxy_checkpoints", "loss_trajectories.score_trajectory_unit", "target_")
+UNIT = "loss_trajectories.score_trajectory_unit["
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory):
+    """`ray start --head --num-cpus=2 --num-gpus=2` on 127.0.0.1, stopped after the module."""
+    root = tmp_path_factory.mktemp("ray_head")
+    (root / "logs").mkdir()
+    ports = {"ray": free_port(), "ray_dashboard": free_port()}
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node address 127.0.0.1
+        "RAY_ADDRESS": f"http://127.0.0.1:{ports['ray_dashboard']}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    head = start_ray(root, env, ports, cpus=2, gpus=2)
+    yield env["RAY_ADDRESS"]
+    stop_group(head)
+
+
+def _step_process(step_prefix: str) -> psutil.Process | None:
+    """The running `dagster api execute_step` process of a step whose key starts with the prefix."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "execute_step" not in " ".join(proc.info["cmdline"] or []):
+                continue
+            if proc.environ().get("DAGSTER_RUN_STEP_KEY", "").startswith(step_prefix):
+                return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+def _step_started(home: Path, step_key: str) -> bool:
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    runs = instance.get_runs(limit=1)
+    if not runs:
+        return False
+    records = instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.STEP_START)
+    return any(r.dagster_event.step_key == step_key for r in records)
+
+
+def test_tiny_graph_on_ray_equals_in_process_and_survives_a_killed_worker(
+    ray_address: str, tmp_path: Path
+) -> None:
+    local = deployment_env(tmp_path / "in_process", "in_process")
+    proc = start_main_job(local, tmp_path / "in_process.log")
+    assert proc.wait(timeout=600) == 0, (tmp_path / "in_process.log").read_text()[-4000:]
+    baseline = summarize(Path(local["DAGSTER_HOME"]))
+
+    env = deployment_env(tmp_path / "ray", "ray", RAY_ADDRESS=ray_address)
+    log = tmp_path / "ray.log"
+    proc = start_main_job(env, log)
+    try:
+        victim = wait_for("a scoring unit's Ray job", lambda: _step_process(UNIT), 600)
+        key = victim.environ()["DAGSTER_RUN_STEP_KEY"]
+        home = Path(env["DAGSTER_HOME"])
+        wait_for(f"{key} to start", lambda: _step_started(home, key), 120, every=0.5)
+        time.sleep(1)  # inside the step: loading the checkpoint or scoring
+        victim.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    run = summarize(home)
+
+    assert run.status == "SUCCESS"
+    assert key in run.retried, f"{key} was not retried: {run.retried}"
+    # Same inputs, same seed: the same trajectories, subset and evaluation, byte for byte.
+    for asset in ("loss_trajectories", "selected_subset", "target_model", "target_evaluation"):
+        assert run.data_versions[asset] == baseline.data_versions[asset], asset
+    assert run.headline == baseline.headline and run.headline
+
+    # Every GPU step ran as its own Ray job and was given one of the two GPUs.
+    gpu_steps = [k for k in run.step_s if k.startswith(GPU_STEPS)]
+    units = [k for k in gpu_steps if k.startswith(UNIT)]
+    assert len(units) >= 6
+    for step in gpu_steps:
+        worker = run.workers[step][-1]
+        assert worker["executor"] == "ray", step
+        assert worker["CUDA_VISIBLE_DEVICES"] in ("0", "1"), (step, worker)
+        assert worker["ray_job"].startswith("dagster-step-"), (step, worker)
+    jobs = {run.workers[u][-1]["ray_job"] for u in units}
+    assert len(jobs) == len(units), "scoring units shared a Ray job"
+    assert run.workers[key][-1]["ray_job"].endswith("-1")  # the retry's own Ray job
+    # Both GPUs were used, and CPU steps asked for none (no worker metadata, no GPU).
+    assert {run.workers[u][-1]["CUDA_VISIBLE_DEVICES"] for u in units} == {"0", "1"}
+    listed = requests.get(f"{ray_address}/api/jobs/", timeout=10).json()
+    by_id = {j["submission_id"]: j for j in listed}
+    assert by_id[key_job(run, key)]["status"] == "FAILED"  # the killed attempt
+    assert by_id[run.workers[key][-1]["ray_job"]]["status"] == "SUCCEEDED"
+    cpu_job = next(j for j in listed if j["metadata"].get("dagster/op") == "training_pool")
+    assert not cpu_job.get("entrypoint_num_gpus")
+
+    overhead = sorted(run.launch_to_start_s.values())
+    print(
+        f"in-process {baseline.wall_s:.0f} s, ray {run.wall_s:.0f} s; median launch->start "
+        f"{overhead[len(overhead) // 2]:.1f} s over {len(overhead)} steps"
+    )
+
+
+def key_job(run, key: str) -> str:
+    """The killed attempt's Ray job: the retry's id without its attempt suffix."""
+    return run.workers[key][-1]["ray_job"].rsplit("-", 1)[0]

@@ -1,0 +1,154 @@
+"""The production-shaped deployment on one machine, as an operator runs it.
+
+`infra/stack up` starts PostgreSQL (instance storage, MLflow's store), a moto S3 server (artifacts,
+shards, MLflow's artifacts, compute logs), MLflow, a Ray head with two logical GPUs, the daemon
+and the webserver. The tiny job is launched through GraphQL and runs on the Ray executor; a
+shard dropped into the S3 shard prefix is picked up by the daemon's sensor, and automation
+re-selects; then `infra/stack down` stops everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import psutil
+import pytest
+import requests
+
+from .conftest import PROJECT_ROOT
+from .live import DagsterGraphQL, wait_for
+from .test_shards import new_rows, write_shard
+
+pytestmark = pytest.mark.live
+
+STACK = PROJECT_ROOT / "infra" / "stack"
+
+
+def stack(*args: str, timeout: float = 400) -> str:
+    out = subprocess.run(
+        [str(STACK), *args], capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT
+    )
+    assert out.returncode == 0, f"infra/stack {args} failed:\n{out.stdout}\n{out.stderr[-4000:]}"
+    return out.stdout
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    root = tmp_path / "stack"
+    started = time.monotonic()
+    try:
+        stack("up", "--dir", str(root), "--profile", "tiny", "--gpus", "2", "--cpus", "2")
+        state = json.loads((root / "stack.json").read_text())
+        state["up_s"] = time.monotonic() - started
+        yield root, state
+    finally:
+        stack("down", "--dir", str(root))
+
+
+def _s3(env: dict[str, str]):
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+
+
+def _env_sh(root: Path) -> dict[str, str]:
+    env = {}
+    for line in (root / "env.sh").read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = json.loads(value)
+    return env
+
+
+def test_stack_runs_on_ray_and_reselects_a_new_s3_shard(deployment, tmp_path) -> None:
+    root, state = deployment
+    env = _env_sh(root)
+    dagster = DagsterGraphQL(state["urls"]["dagster"])
+    wait_for("the code location", dagster.location_loaded, 120, every=2)
+    timings = {"up_s": round(state["up_s"], 1)}
+
+    started = time.monotonic()
+    run_id = dagster.launch("s2l_job", {"dagster/partition": "selected"})
+    dagster.wait_run(run_id, timeout=900)
+    timings["main_job_s"] = round(time.monotonic() - started, 1)
+
+    # The run went through Ray: each step a Ray job, GPU steps given one of the two GPUs.
+    jobs = requests.get(f"{state['urls']['ray']}/api/jobs/", timeout=10).json()
+    step_jobs = [j for j in jobs if (j.get("submission_id") or "").startswith("dagster-step-")]
+    assert len(step_jobs) >= 15, f"{len(step_jobs)} Ray jobs"
+    assert all(j["status"] == "SUCCEEDED" for j in step_jobs)
+    proxy = dagster.latest_materialization("proxy_checkpoints")
+    worker = json.loads(proxy["metadata"]["worker"])
+    assert worker["executor"] == "ray" and worker["CUDA_VISIBLE_DEVICES"] in ("0", "1")
+    assert worker["ray_job"] in {j["submission_id"] for j in step_jobs}
+
+    # Everything landed in the S3 server: artifacts, MLflow's artifacts, compute logs.
+    s3 = _s3(env)
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="s2l")
+        for o in page.get("Contents", [])
+    ]
+    assert any(k.startswith("artifacts/selected_subset/") for k in keys)
+    assert any(k.startswith("mlflow/") for k in keys), "no MLflow artifact in S3"
+    assert any(k.startswith("dagster/compute-logs/") for k in keys), "no compute log in S3"
+    # MLflow's runs are in its PostgreSQL-backed server, tagged with the Dagster run.
+    mlflow_url = env["MLFLOW_TRACKING_URI"]
+    exps = requests.get(
+        f"{mlflow_url}/api/2.0/mlflow/experiments/search", params={"max_results": 100}, timeout=10
+    ).json()["experiments"]
+    runs = requests.post(
+        f"{mlflow_url}/api/2.0/mlflow/runs/search",
+        json={"experiment_ids": [e["experiment_id"] for e in exps], "max_results": 200},
+        timeout=10,
+    ).json()["runs"]
+    tagged = {
+        t["value"] for r in runs for t in r["data"].get("tags", []) if t["key"] == "dagster.run_id"
+    }
+    assert run_id in tagged, f"no MLflow run tagged with {run_id}"
+
+    # A new shard in the S3 shard prefix: the daemon's sensor and automation re-select.
+    first = dagster.latest_materialization("selected_subset")
+    for sensor in ("shard_sensor", "default_automation_condition_sensor"):
+        assert dagster.start_sensor(sensor) == "RUNNING"
+    started = time.monotonic()
+    local = write_shard(tmp_path / "fresh.jsonl", new_rows(40, 7))
+    s3.upload_file(str(local), "s2l", "shards/fresh.jsonl")
+
+    def reselected():
+        m = dagster.latest_materialization("selected_subset")
+        return m if m and m["timestamp"] > first["timestamp"] else None
+
+    subset = wait_for("the daemon to re-select", reselected, timeout=900, every=5)
+    timings["reselect_s"] = round(time.monotonic() - started, 1)
+    lineage = json.loads(subset["metadata"]["lineage"])
+    assert "fresh.jsonl" in lineage["dataset"]["shards"]
+    print(f"stack timings: {timings}")
+
+    # `down` stops every process the stack started (Ray, servers, daemon, PostgreSQL).
+    groups = {s["pgid"] for s in state["services"] if "pgid" in s}
+    stack("down", "--dir", str(root))
+    assert not (root / "stack.json").exists()
+    assert not [p.info for p in psutil.process_iter(["pid", "cmdline"]) if _group(p) in groups]
+    pg_data = next(s["data"] for s in state["services"] if s["kind"] == "postgres")
+    postgres = [
+        p.info
+        for p in psutil.process_iter(["cmdline"])
+        if pg_data in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not postgres, postgres
+
+
+def _group(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return None
