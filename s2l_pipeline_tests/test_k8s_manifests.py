@@ -70,22 +70,39 @@ def render_step_jobs(tmp_path: Path) -> dict[str, dict]:
     """Step key -> the Job manifest (a dict) the k8s executor would submit for that step."""
     launcher = _launcher(tmp_path)
     recon = ReconstructableRepository.for_module(
-        "s2l_pipeline.definitions", None, working_directory=str(PROJECT_ROOT)
+        "s2l_pipeline.definitions", "defs", working_directory=str(PROJECT_ROOT)
     ).get_reconstructable_job("s2l_job")
     job = recon.get_definition()
     plan = create_execution_plan(job, run_config={}, tags={"dagster/partition": "selected"})
-    run = DagsterRun(job_name="s2l_job", run_id="0" * 8 + "-0000-0000-0000-" + "0" * 12)
-    executor_context = K8sContainerContext(env_vars=K8S_EXECUTOR_CONFIG["env_vars"])
+    # What the chart hands the code server (includeConfigInLaunchedRuns): the deployment's env.
+    values = yaml.safe_load(HELM_VALUES.read_text())
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    code_context = {
+        "k8s": {
+            "env": deployment["env"],
+            "env_secrets": [s["name"] for s in deployment["envSecrets"]],
+            "namespace": "s2l",
+        }
+    }
+    origin = recon.get_python_origin()
+    origin = origin._replace(
+        repository_origin=origin.repository_origin._replace(container_context=code_context)
+    )
+    run = DagsterRun(
+        job_name="s2l_job", run_id="0" * 8 + "-0000-0000-0000-" + "0" * 12, job_code_origin=origin
+    )
+    executor_context = K8sContainerContext.create_from_config({"k8s": K8S_EXECUTOR_CONFIG})
     api = kubernetes.client.ApiClient()
     manifests = {}
-    for key, step in plan.step_dict.items():
+    for step in plan.step_dict.values():
+        key = step.key
         context = (
             K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
             .merge(executor_context)
             .merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step.tags)))
         )
         args = ExecuteStepArgs(
-            job_origin=recon.get_python_origin(),
+            job_origin=origin,
             run_id=run.run_id,
             step_keys_to_execute=[key],
             instance_ref=None,
@@ -131,12 +148,13 @@ def test_step_jobs_are_valid_and_only_gpu_steps_get_gpus(tmp_path: Path) -> None
         else:
             assert "nvidia.com/gpu" not in limits, key
             assert "nodeSelector" not in pod and "tolerations" not in pod, key
-    env = {e["name"] for e in _container(manifests["target_model"])["env"]}
-    assert {"S2L_PROFILE", "DAGSTER_RUN_STEP_KEY"} <= env or "DAGSTER_RUN_STEP_KEY" in env
+    env = {e["name"]: e.get("value") for e in _container(manifests["target_model"])["env"]}
+    assert env["S2L_EXECUTOR"] == "k8s" and env["DAGSTER_RUN_STEP_KEY"] == "target_model"
+    assert env["S2L_ARTIFACT_ROOT"].startswith("s3://")
     # Credentials come from Kubernetes secrets, never from literal values in the manifest.
     env_from = _container(manifests["target_model"]).get("envFrom", [])
     assert {"secretRef": {"name": "s2l-aws"}} in env_from
-    assert not any("SECRET" in e["name"] and "value" in e for e in _container(manifest)["env"])
+    assert not [k for k in env if k.startswith("AWS_SECRET")]
 
 
 def test_invalid_manifest_is_refused(tmp_path: Path) -> None:

@@ -58,6 +58,12 @@ DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 DEFAULT_GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
+# The k8s executor's own settings: none. Image, namespace, service account, environment and
+# secrets reach run and step pods from the Helm chart (the run launcher, and the user code
+# deployment's includeConfigInLaunchedRuns; infra/helm/values.yaml).
+K8S_EXECUTOR_CONFIG: dict[str, Any] = {}
+
+
 def active_executor() -> str:
     """The deployment's engine, from ``S2L_EXECUTOR``; an unknown name fails loudly at load."""
     name = os.environ.get(EXECUTOR_ENV, "in_process") or "in_process"
@@ -145,12 +151,7 @@ def deployment_executor() -> dg.ExecutorDefinition:
     if name == "k8s":
         from dagster_k8s import k8s_job_executor  # the [k8s] extra
 
-        # Image, namespace, service account and secrets come from the Helm chart's run launcher
-        # (infra/helm/values.yaml); the job's run config can add more.
-        return k8s_job_executor.configured(
-            {"env_vars": [n for n in FORWARDED_ENV if n != "DAGSTER_HOME"]},
-            name="s2l_k8s",
-        )
+        return k8s_job_executor.configured(K8S_EXECUTOR_CONFIG, name="s2l_k8s")
     return dg.in_process_executor
 
 
