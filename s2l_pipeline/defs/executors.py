@@ -50,6 +50,10 @@ FORWARDED_ENV = (
     "AWS_DEFAULT_REGION",
     "HF_HOME",
     "PYTHONUNBUFFERED",
+    # CPU math runs on this many threads; the sums (and so the bytes of every checkpoint) depend
+    # on it. Ray sets 1 for a job that asked for one CPU unless it is forwarded.
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
 )
 
 # Where GPU nodes are in a typical cluster (NVIDIA's GPU feature discovery label and the taint
