@@ -44,8 +44,12 @@ def main() -> None:
     }
     head = start_ray(root, ray_env, ports, cpus=2, gpus=2)
     try:
-        local = run(root / "in_process", "in_process", args.profile)
-        ray = run(root / "ray", "ray", args.profile, RAY_ADDRESS=ray_env["RAY_ADDRESS"])
+        # The same thread count on both (Ray gives a 1-CPU job one thread unless told), so the
+        # two runs must produce the same bytes.
+        threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 2)}
+        local = run(root / "in_process", "in_process", args.profile, **threads)
+        ray_address = ray_env["RAY_ADDRESS"]
+        ray = run(root / "ray", "ray", args.profile, RAY_ADDRESS=ray_address, **threads)
     finally:
         stop_group(head)
 

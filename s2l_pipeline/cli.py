@@ -88,6 +88,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .defs.recovery import owner_tags, sweep_dead_runs
 
     job = defs.resolve_job_def("s2l_job")
+    if not args.verbose:  # one line per step with its time, the steps' own messages under it
+        from .console import step_console
+
+        job = job.with_logger_defs({"console": step_console})
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     if instance is None:
         print(
@@ -161,9 +165,10 @@ def _run_config_file(path: str | None) -> dict:
 
 
 def _with_log_level(cfg: dict, args: argparse.Namespace) -> dict:
-    """INFO on the console (steps' own messages, failures), DEBUG only with --verbose."""
-    level = "DEBUG" if args.verbose else "INFO"
-    cfg.setdefault("loggers", {"console": {"config": {"log_level": level}}})
+    """Our step lines (the ``console`` logger of ``cmd_run``), or with --verbose every Dagster
+    event (Dagster's own console logger); a logger runs only when the run config names it."""
+    level = {"config": {"log_level": "DEBUG"}} if args.verbose else {}
+    cfg.setdefault("loggers", {"console": level})
     return cfg
 
 

@@ -1,6 +1,7 @@
 """The installed ``s2l select`` command, end to end, against the same code the assets run."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -174,7 +175,15 @@ def test_run_executes_the_tiny_profile_into_the_instance(tmp_path: Path, monkeyp
     assert summary["success"] and summary["examples"] == 400
     # A terminal a person can follow: the steps' own messages, no DEBUG flood, no warnings.
     assert " - DEBUG - " not in res.stderr and "BetaWarning" not in res.stderr
-    assert "selected_subset - s2l: 120 of 400 examples selected" in res.stderr
+    # One line when a step starts, one when it ends with its time, its messages under it.
+    lines = res.stderr.splitlines()
+    assert (
+        "▶ selected_subset" in lines
+        and "  selected_subset: s2l: 120 of 400 examples selected" in lines
+    )
+    assert any(re.fullmatch(r"✓ target_model \(\d+:\d\d\)", line) for line in lines)
+    training = [line for line in lines if line.startswith("  proxy_checkpoints: training [")]
+    assert training and re.search(r"26/26 steps 100% · loss \d+\.\d{4} · \d+:\d\d$", training[-1])
     assert summary["training_set"] == "selected" and "in_domain_accuracy" in summary
 
     import dagster as dg

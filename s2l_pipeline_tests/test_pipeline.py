@@ -65,6 +65,9 @@ def test_trajectory_table_layout(tiny_run) -> None:
     ]
     assert all(traj[c].dtype == pl.Float32 for c in traj.columns if c.startswith("loss_"))
     assert traj.height == 400 and proxy["num_checkpoints"] == 5
+    # The proxy's training loss is a plot on its asset page, and its last value a number.
+    assert proxy["training_loss"].startswith("![training loss](data:image/png;base64,")
+    assert 0 < proxy["final_training_loss"] < traj["loss_step_0"].mean()
     # The untrained start is near log(vocab); training lowers the mean loss.
     assert traj[f"loss_step_{steps[-1]}"].mean() < traj["loss_step_0"].mean()
 

@@ -98,6 +98,7 @@ class ModelManifest(Manifest):
     train_tokens: int = 0
     mlflow_run_id: str | None = None
     trained_on: dict = field(default_factory=dict)  # proxy: raw_dataset, shards, rows
+    loss_history: list = field(default_factory=list)  # [step, training loss] pairs
     # target only
     lineage: dict = field(default_factory=dict)
     training_set: str | None = None

@@ -187,11 +187,16 @@ def load_checkpoint(unit: ScoringUnit, store: ArtifactStore, device: str | None 
     return model.to(device), tokenizer
 
 
-def score_unit(unit: ScoringUnit, rows: pl.DataFrame, store: ArtifactStore) -> pl.DataFrame:
+def score_unit(
+    unit: ScoringUnit,
+    rows: pl.DataFrame,
+    store: ArtifactStore,
+    progress: Callable[[str], None] | None = None,
+) -> pl.DataFrame:
     """Losses of ``rows`` (the unit's slice of the training table) at the unit's checkpoint."""
     model, tokenizer = load_checkpoint(unit, store)
     enc = encode(rows, tokenizer, unit.max_length)
-    losses = score_losses(model, enc, unit.token_budget)
+    losses = score_losses(model, enc, unit.token_budget, progress)
     return unit_frame(rows["example_id"].to_list(), losses)
 
 

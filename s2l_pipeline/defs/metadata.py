@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from ..core.data.stats import markdown_table
+from ..core.support.plots import markdown_image, training_loss_png
 from ..core.support.tables import TableRef
 
 
@@ -19,6 +20,17 @@ def preview(df: pl.DataFrame, rows: int = 5, width: int = 120) -> dg.MetadataVal
         pl.col(c).str.slice(0, width) for c, t in df.schema.items() if t == pl.String
     )
     return md(short, rows)
+
+
+def training_loss_plot(history: list, title: str) -> dict[str, dg.MetadataValue]:
+    """The training loss curve as an image on the asset's page (nothing when not trained)."""
+    if not history:
+        return {}
+    png = training_loss_png(history, title)
+    return {
+        "training_loss": dg.MetadataValue.md(markdown_image(png, "training loss")),
+        "final_training_loss": dg.MetadataValue.float(float(history[-1][1])),
+    }
 
 
 def table_ref_metadata(name: str, ref: TableRef) -> dict[str, dg.MetadataValue]:

@@ -142,7 +142,7 @@ def score_trajectory_unit(
             unit.start, unit.stop - unit.start
         )
         try:
-            scores = score_unit(unit, rows, store)
+            scores = score_unit(unit, rows, store, context.log.info)
         except CheckpointIntegrityError as exc:  # not transient: retrying cannot help
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         ref = write_table(scores, store, key)

@@ -105,6 +105,14 @@ class StoreExporter:
         log.info("checkpoint step %d -> %s", step, uri)
         return {"step": step, "uri": uri, "sha256": digest}
 
+    def loss_history(self, fresh: list) -> list:
+        """Store ``fresh`` (when training ran) and return the stored history."""
+        key = f"{self.prefix}/loss_history.json"
+        if fresh:
+            self.store.write_text(key, json.dumps(fresh))
+            return fresh
+        return json.loads(self.store.read_text(key)) if self.store.exists(key) else []
+
     def present(self, record: dict) -> bool:
         """The record points where this store keeps that step, and the weights are there."""
         key = self.key(record["step"])
@@ -132,6 +140,8 @@ def train_model(
         model = with_lora(model, run.lora_r, run.lora_alpha)
     enc = encode(train_df, tokenizer, run.train.max_length)
     work_dir = work_root / fp
+    exporter = StoreExporter(store, f"{kind}/{fp}")
+    history: list = []
     records = train_with_checkpoints(
         model,
         tokenizer,
@@ -139,9 +149,11 @@ def train_model(
         run.train,
         run.schedule,
         work_dir,
-        StoreExporter(store, f"{kind}/{fp}"),
+        exporter,
         hooks,
+        history_out=history,
     )
+    history = exporter.loss_history(history)
     clean_work_dir(work_dir)
     return {
         "fingerprint": fp,
@@ -154,6 +166,7 @@ def train_model(
         "n_examples": len(enc),
         "n_truncated": int(enc.truncated.sum()),
         "train_tokens": int(enc.lengths.sum()),
+        "loss_history": history,
     }
 
 

@@ -7,10 +7,11 @@ every batch is exact; the embedded tasks have few distinct prompt lengths, so ba
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 import numpy as np
+
+from ..support.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,11 @@ def greedy_generate(
         for idx in [np.flatnonzero(lengths == length)]
         for i in range(0, len(idx), batch_size)
     ]
-    start, done = time.perf_counter(), 0
+    bar = Progress("generating", len(prompts), "prompts", progress) if progress else None
+    done = 0
     model.eval()
     with torch.inference_mode():
-        for b, rows in enumerate(batches):
+        for rows in batches:
             batch = torch.tensor([ids[r] for r in rows], device=device)
             gen = model.generate(
                 input_ids=batch,
@@ -57,7 +59,6 @@ def greedy_generate(
                     seq = seq[: seq.index(eos)]
                 out[r] = tokenizer.decode(seq, skip_special_tokens=True)
             done += len(rows)
-            if progress and (b % 20 == 0 or b == len(batches) - 1):
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                progress(f"generated {done}/{len(prompts)} ({rate:.0f} prompts/s)")
+            if bar is not None:
+                bar.update(done)
     return out

@@ -10,9 +10,11 @@ fp32, one ``model(...).loss`` per row), kept for the correctness test and the be
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
+from ..support.progress import Progress
 from .encoding import Encoded
 
 
@@ -43,7 +45,12 @@ def default_token_budget(device) -> int:
     return GPU_TOKEN_BUDGET if getattr(device, "type", str(device)) == "cuda" else CPU_TOKEN_BUDGET
 
 
-def score_losses(model, enc: Encoded, token_budget: int | None = None) -> np.ndarray:
+def score_losses(
+    model,
+    enc: Encoded,
+    token_budget: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> np.ndarray:
     """Mean cross-entropy over each row's response tokens (float32; NaN where none is left)."""
     import torch
     import torch.nn.functional as F
@@ -61,10 +68,13 @@ def score_losses(model, enc: Encoded, token_budget: int | None = None) -> np.nda
         if device.type == "cuda"
         else torch.autocast("cpu", enabled=False)
     )
+    bar = Progress("scoring", len(scorable), "rows", progress) if progress else None
+    done = 0
     model.eval()
     with torch.inference_mode(), autocast:
         for local in length_batches(lengths[scorable], token_budget):
             rows = scorable[local]
+            done += len(rows)
             width = int(lengths[rows].max())
             ids = torch.full((len(rows), width), pad, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -85,6 +95,8 @@ def score_losses(model, enc: Encoded, token_budget: int | None = None) -> np.nda
             sums = torch.zeros(len(rows), device=device).index_add_(0, row_of, tok_loss)
             counts = pred.sum(dim=1)
             out[rows] = (sums / counts).cpu().numpy()
+            if bar is not None:
+                bar.update(done)
     return out
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..support.progress import Progress
 from .encoding import Encoded
 
 log = logging.getLogger(__name__)
@@ -224,10 +225,12 @@ def train_with_checkpoints(
     export: Exporter,
     hooks: TrainHooks | None = None,
     extra_callbacks: list | None = None,
+    history_out: list | None = None,
 ) -> list[dict]:
     """Train, exporting step 0 and every scheduled step; resume from ``work_dir`` if it has state.
 
-    Returns the export records of every kept checkpoint, in step order.
+    Returns the export records of every kept checkpoint, in step order; ``history_out`` gets
+    the training loss as [step, loss] pairs (the whole run's, a resumed one included).
     """
     hooks = hooks or TrainHooks()
     import torch
@@ -250,12 +253,31 @@ def train_with_checkpoints(
     resume = last_complete_checkpoint(work_dir)
     _export_missing_from_disk(work_dir, keep, registry, export, tokenizer, model)
 
+    progress: list[Progress] = []
+    last_loss: list[float] = []
+
     class _Schedule(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            progress.append(
+                Progress(
+                    "training",
+                    steps_total,
+                    "steps",
+                    hooks.say,
+                    start_done=state.global_step,
+                    quiet_below_s=0.0,  # the final loss is always worth a line
+                )
+            )
+
         def on_step_end(self, args, state, control, **kw):
             if hooks.should_stop and hooks.should_stop():
                 raise RunCanceled(f"canceled at step {state.global_step} of {steps_total}")
             if state.global_step in keep:
                 control.should_save = True
+            if progress:
+                progress[0].update(
+                    state.global_step, f"loss {last_loss[0]:.4f}" if last_loss else ""
+                )
             return control
 
         def on_save(self, args, state, control, model=None, **kw):
@@ -264,6 +286,8 @@ def train_with_checkpoints(
                 registry.add(step, export(model, tokenizer, step))
 
         def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                last_loss[:] = [float(logs["loss"])]
             if hooks.on_log and logs:
                 hooks.on_log(
                     {k: v for k, v in logs.items() if isinstance(v, int | float)}, state.global_step
@@ -304,6 +328,10 @@ def train_with_checkpoints(
         hooks.say(f"resumed from step {_step_of(resume)} of {steps_total} ({resume.name})")
     if resume is None or _step_of(resume) < steps_total:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if history_out is not None:
+        history_out.extend(
+            [e["step"], float(e["loss"])] for e in trainer.state.log_history if "loss" in e
+        )
     missing = [s for s in keep if s not in registry.records]
     if missing:
         raise RuntimeError(f"training ended without exporting checkpoints at steps {missing}")

@@ -44,6 +44,16 @@ def loss_curve_png(summary: pl.DataFrame, title: str = "Response loss per checkp
     return _png(fig)
 
 
+def training_loss_png(history: list, title: str = "Training loss") -> bytes:
+    """The Trainer's logged loss against the optimizer step."""
+    fig, ax = _figure((6, 3.5))
+    ax.plot([h[0] for h in history], [h[1] for h in history], "-", marker=".")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (response tokens)")
+    ax.set_title(title)
+    return _png(fig)
+
+
 def markdown_image(png: bytes, alt: str = "plot") -> str:
     """Inline a PNG in Markdown metadata (the Dagster UI renders data URIs)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

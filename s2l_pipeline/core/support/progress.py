@@ -31,15 +31,20 @@ class Progress:
     every_s: float = 10.0
     width: int = 20
     start_done: int = 0  # already done before this process (a resumed run): not in the rate
+    quiet_below_s: float = 2.0  # a job done quicker than this says nothing (no noise)
     _start: float = field(default_factory=time.monotonic)
-    _last: float = float("-inf")
+    _last: float | None = None
+    _said: bool = False
 
     def update(self, done: int, note: str = "") -> None:
         now = time.monotonic()
-        finished = done >= self.total
-        if not finished and now - self._last < self.every_s:
+        since = now - (self._start if self._last is None else self._last)
+        if done >= self.total:
+            if not self._said and now - self._start < self.quiet_below_s:
+                return
+        elif since < self.every_s:
             return
-        self._last = now
+        self._last, self._said = now, True
         self.emit(self.line(done, note, now))
 
     def line(self, done: int, note: str = "", now: float | None = None) -> str:
