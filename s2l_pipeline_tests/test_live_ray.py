@@ -140,3 +140,28 @@ def test_tiny_graph_on_ray_equals_in_process_and_survives_a_killed_worker(
 def key_job(run, key: str) -> str:
     """The killed attempt's Ray job: the retry's id without its attempt suffix."""
     return run.workers[key][-1]["ray_job"].rsplit("-", 1)[0]
+
+
+def test_multiprocess_gives_each_gpu_step_its_own_gpu_and_the_same_bytes(tmp_path: Path) -> None:
+    """One machine with two GPUs: every step a process, GPU steps leasing GPU 0 or 1."""
+    threads = {"OMP_NUM_THREADS": "2"}
+    local = deployment_env(tmp_path / "in_process", "in_process", **threads)
+    proc = start_main_job(local, tmp_path / "in_process.log")
+    assert proc.wait(timeout=600) == 0, (tmp_path / "in_process.log").read_text()[-4000:]
+    baseline = summarize(Path(local["DAGSTER_HOME"]))
+
+    multi = deployment_env(
+        tmp_path / "multi", "multiprocess", S2L_GPUS="2", S2L_GPU_LEASE_DIR=str(tmp_path), **threads
+    )
+    proc = start_main_job(multi, tmp_path / "multi.log")
+    assert proc.wait(timeout=900) == 0, (tmp_path / "multi.log").read_text()[-4000:]
+    run = summarize(Path(multi["DAGSTER_HOME"]))
+
+    assert run.status == "SUCCESS"
+    for asset in ("loss_trajectories", "selected_subset", "target_model", "target_evaluation"):
+        assert run.data_versions[asset] == baseline.data_versions[asset], asset
+    gpu_steps = [k for k in run.step_s if k.startswith(GPU_STEPS)]
+    devices = {run.workers[k][-1]["CUDA_VISIBLE_DEVICES"] for k in gpu_steps}
+    assert devices == {"0", "1"}, devices  # both GPUs used, each step holding one
+    pids = {run.workers[k][-1]["pid"] for k in gpu_steps}
+    assert len(pids) == len(gpu_steps)  # every step its own process

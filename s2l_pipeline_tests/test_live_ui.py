@@ -78,6 +78,29 @@ def test_launchpad_run_and_asset_page(dev: DagsterDev, tmp_path: Path) -> None:
             assert img.evaluate("i => i.complete && i.naturalWidth > 100")
             page.wait_for_timeout(500)  # let the dialog finish fading in
             page.screenshot(path=shots / "4_plot.png")
+
+            # The proxy's training loss is a plot on its asset page.
+            page.goto(f"{dev.url}/assets/proxy_checkpoints")
+            expect(page.get_by_text("final_training_loss", exact=True)).to_be_visible()
+            row = (
+                page.get_by_role("row")
+                .filter(has_text="training_loss")
+                .filter(has_text="[Show Markdown]")
+            )
+            row.scroll_into_view_if_needed()
+            row.get_by_text("[Show Markdown]").click()
+            img = page.get_by_role("dialog").locator("img[src^='data:image/png']")
+            expect(img).to_be_visible()
+            assert img.evaluate("i => i.complete && i.naturalWidth > 100")
+            page.wait_for_timeout(500)
+            page.screenshot(path=shots / "5_training_loss.png")
+
+            # The progress lines are in the proxy step's log in the UI, as on the terminal.
+            page.goto(f"{dev.url}/runs/{run_id}?logs=step%3Aproxy_checkpoints")
+            expect(
+                page.get_by_text(re.compile(r"training \[#+\] \d+/\d+ steps 100%"))
+            ).to_be_visible(timeout=30_000)
+            page.screenshot(path=shots / "6_step_log.png")
         except Exception as exc:
             page.screenshot(path=shots / "failure.png")
             raise AssertionError(f"{exc}\nscreenshots: {shots}\n{dev.log_tail(2000)}") from exc
