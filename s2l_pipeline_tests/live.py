@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +16,13 @@ from typing import Any
 
 import requests
 
+from s2l_pipeline.deploy.job_runs import deployment_env
+from s2l_pipeline.deploy.local_stack import free_port
+
 from .conftest import PROJECT_ROOT
 
 LOCATION = "s2l_pipeline"
 REPO = "__repository__"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
@@ -52,22 +47,10 @@ def die_with_parent() -> None:
 
 
 def project_env(root: Path, profile: str = "tiny") -> dict[str, str]:
-    """Environment of a throwaway deployment under ``root`` at ``profile`` scale."""
-    (root / "home").mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", root / "home" / "dagster.yaml")
-    (root / "shards").mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "S2L_"))}
-    env.update(
-        DAGSTER_HOME=str(root / "home"),
-        S2L_PROFILE=profile,
-        S2L_ARTIFACT_ROOT=str(root / "artifacts"),
-        S2L_SHARD_ROOT=str(root / "shards"),
-        S2L_DATA_DIR=str(root / "data"),
-        S2L_CACHE_DIR=str(root / "cache"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
+    """Environment of a throwaway in-process deployment under ``root`` at ``profile`` scale,
+    with one ``gpu`` pool slot as the project's dagster.yaml has."""
+    (root / "shards").mkdir(parents=True, exist_ok=True)
+    return deployment_env(root, "in_process", profile, gpu_slots=1)
 
 
 class DagsterGraphQL:
