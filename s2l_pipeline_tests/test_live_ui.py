@@ -97,9 +97,9 @@ def test_launchpad_run_and_asset_page(dev: DagsterDev, tmp_path: Path) -> None:
 
             # The progress lines are in the proxy step's log in the UI, as on the terminal.
             page.goto(f"{dev.url}/runs/{run_id}?logs=step%3Aproxy_checkpoints")
-            expect(
-                page.get_by_text(re.compile(r"training \[#+\] \d+/\d+ steps 100%"))
-            ).to_be_visible(timeout=30_000)
+            line = page.get_by_text(re.compile(r"training \[#+\] \d+/\d+ steps 100%"))
+            expect(line).to_be_visible(timeout=30_000)
+            line.scroll_into_view_if_needed()
             page.screenshot(path=shots / "6_step_log.png")
         except Exception as exc:
             page.screenshot(path=shots / "failure.png")
