@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ import boto3
 import psutil
 import pytest
 import requests
+
+from s2l_pipeline.deploy.local_stack import pg_data_dir
 
 from .conftest import PROJECT_ROOT
 from .live import DagsterGraphQL, wait_for
@@ -48,6 +51,7 @@ def deployment(tmp_path):
         yield root, state
     finally:
         stack("down", "--dir", str(root))
+        shutil.rmtree(pg_data_dir(root), ignore_errors=True)  # as root it lives outside tmp_path
 
 
 def _s3(env: dict[str, str]):
