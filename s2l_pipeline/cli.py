@@ -45,6 +45,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         lp_variant=args.lp_variant,
         embedding_clusters=args.embedding_clusters,
         knn=args.knn,
+        min_cluster_size=args.min_cluster_size,
     )
     budget = parse_budget(args.budget)
     clusters = None
@@ -303,6 +304,12 @@ def parser() -> argparse.ArgumentParser:
         help="learning_percentage: K of the MiniLM K-means",
     )
     s.add_argument("--knn", type=int, default=d.knn, help="facility_location: neighbours per point")
+    s.add_argument(
+        "--min-cluster-size",
+        type=int,
+        default=d.min_cluster_size,
+        help="s2l: skip smaller clusters, use them only for a shortfall (official code: 3)",
+    )
     s.add_argument(
         "--max-train-points",
         type=int,

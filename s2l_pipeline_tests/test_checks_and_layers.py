@@ -1,9 +1,11 @@
 """Core table checks, and the layering rule: core never imports dagster."""
 
+import os
 import subprocess
 import sys
 
 import polars as pl
+import pytest
 
 from s2l_pipeline.core.checks import check_contamination, check_training_table
 
@@ -70,6 +72,7 @@ def test_one_home_for_each_default() -> None:
         opts.embedding_clusters,
         opts.knn,
     )
+    assert select.min_cluster_size == opts.min_cluster_size == 1  # ours: tiny clusters whole
     cli = parser().parse_args(
         ["select", "--trajectories", "t", "--method", "s2l", "--budget", "1", "--out", "o"]
     )
@@ -78,3 +81,22 @@ def test_one_home_for_each_default() -> None:
         assert hasattr(cli, as_cli.get(f.name, f.name)), f"s2l select lacks --{f.name}"
         default = getattr(cli, as_cli.get(f.name, f.name))
         assert default in (getattr(opts, f.name), None), f.name
+
+
+@pytest.mark.slow
+def test_paper_profile_is_the_official_settings() -> None:
+    """S2L_PROFILE=paper: K=100 per source, 20 iterations, clusters of <= 2 skipped."""
+    code = (
+        "from s2l_pipeline.defs.selection import ClusterConfig, SelectionConfig\n"
+        "c, s = ClusterConfig(), SelectionConfig()\n"
+        "print(c.clusters, c.iterations, c.stratify_by, s.method, s.min_cluster_size)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "S2L_PROFILE": "paper"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-5:] == ["100", "20", "source", "s2l", "3"]

@@ -103,6 +103,54 @@ def test_sample_balanced_takes_the_allocation_from_each_cluster() -> None:
     assert sample_balanced(labels, 99, np.random.default_rng(0)).tolist() == list(range(33))
 
 
+def test_official_rule_skips_clusters_of_two_or_fewer() -> None:
+    """min_cluster_size=3 (the official code): clusters of 1 and 2 get nothing while the big
+    ones can fill the budget; ours (1) takes them whole."""
+    labels = np.array([0] * 1 + [1] * 2 + [2] * 10 + [3] * 20)
+    paper = sample_balanced(labels, 12, np.random.default_rng(1), min_cluster_size=3)
+    assert np.bincount(labels[paper], minlength=4).tolist() == [0, 0, 6, 6]
+    ours = sample_balanced(labels, 12, np.random.default_rng(1), min_cluster_size=1)
+    assert np.array_equal(ours, sample_balanced(labels, 12, np.random.default_rng(1)))
+    assert np.bincount(labels[ours], minlength=4).tolist() == [1, 2, 4, 5]
+
+
+def test_skipped_small_clusters_fill_a_shortfall_first() -> None:
+    # Big clusters hold 6 rows, the budget is 8: the 2 missing come from the small clusters
+    # (rows 0-2), not from elsewhere; a budget past every row still returns them all.
+    labels = np.array([0] * 1 + [1] * 2 + [2] * 3 + [3] * 3)
+    rows = sample_balanced(labels, 8, np.random.default_rng(0), min_cluster_size=3)
+    assert set(range(3, 9)) <= set(rows.tolist()) and len(rows) == 8
+    assert len(set(rows.tolist()) & {0, 1, 2}) == 2
+    everything = sample_balanced(labels, 99, np.random.default_rng(0), min_cluster_size=3)
+    assert everything.tolist() == list(range(9))
+    # Every cluster small: all of the budget is a "shortfall" drawn from them.
+    tiny = sample_balanced(np.arange(6) // 2, 4, np.random.default_rng(0), min_cluster_size=3)
+    assert len(tiny) == 4 and len(set(tiny.tolist())) == 4
+
+
+def test_paper_mode_through_choose_stratified_by_source() -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    traj = pl.DataFrame(
+        {
+            "example_id": [f"x{i:04d}" for i in range(n)],
+            "loss_step_0": rng.normal(size=n).astype(np.float32),
+            "loss_step_5": rng.normal(size=n).astype(np.float32),
+            "loss_step_10": rng.normal(size=n).astype(np.float32),
+        }
+    )
+    data = pl.DataFrame(
+        {"example_id": traj["example_id"], "source": ["s1"] * 40 + ["s2"] * 100 + ["s3"] * 160}
+    )
+    paper = SelectionOptions(clusters=20, stratify_by="source", min_cluster_size=3)
+    chosen, info = choose("s2l", traj, data, 90, seed=0, opts=paper)
+    assert chosen.height == 90
+    per_source = chosen.join(data, on="example_id")["source"].value_counts(sort=True)
+    assert dict(per_source.iter_rows()) == {"s1": 30, "s2": 30, "s3": 30}  # smallest first
+    again, _ = choose("s2l", traj, data, 90, seed=0, opts=paper)
+    assert chosen.equals(again)  # seeded: the same subset byte for byte
+
+
 def test_sampling_inside_a_cluster_is_uniform() -> None:
     labels = np.zeros(10, dtype=int)
     counts = np.zeros(10)

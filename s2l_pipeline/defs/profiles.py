@@ -41,6 +41,15 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# The official code's S2L (BigML-CS-UCLA/S2L, schedules/s2l.py) at the default scale: the
+# budget split over sources first (smallest first), K=100 per source, 20 K-means iterations,
+# clusters of <= 2 members skipped. README "S2L: ours and the paper's" lists the differences.
+PROFILES["paper"] = {
+    "trajectory_clusters": {"clusters": 100, "iterations": 20, "stratify_by": "source"},
+    "selected_subset": {"method": "s2l", "min_cluster_size": 3},
+}
+
+
 def run_config(
     profile: str = "default",
     overrides: dict[str, dict] | None = None,

@@ -215,6 +215,11 @@ class SelectionConfig(dg.Config):
         description="learning_percentage: K of MiniLM K-means.",
     )
     knn: int = Field(SelectionOptions.knn, description="facility_location: neighbours per point.")
+    min_cluster_size: int = Field(
+        SelectionOptions.min_cluster_size,
+        description="s2l: clusters with fewer members are skipped and only fill a shortfall "
+        "(official code: 3); 1 takes every cluster, tiny ones whole.",
+    )
 
 
 SelectionConfig = profiled(SelectionConfig, "selected_subset")  # the deployment's scale
@@ -255,6 +260,7 @@ def selected_subset(
         lp_variant=config.lp_variant,
         embedding_clusters=config.embedding_clusters,
         knn=config.knn,
+        min_cluster_size=config.min_cluster_size,
     )
     try:
         chosen, info = choose(

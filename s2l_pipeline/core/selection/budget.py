@@ -70,19 +70,32 @@ def group_rows(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return uniq, np.split(order, starts[1:])
 
 
-def sample_balanced(labels: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
-    """Row indices: the balanced allocation over clusters, uniform without replacement inside
-    each; any shortfall is filled uniformly from rows not yet chosen. Sorted."""
+def sample_balanced(
+    labels: np.ndarray, budget: int, rng: np.random.Generator, min_cluster_size: int = 1
+) -> np.ndarray:
+    """Row indices: the balanced allocation over clusters of at least ``min_cluster_size``
+    members, uniform without replacement inside each; a shortfall is filled uniformly from the
+    skipped small clusters' rows first (the official code's rule), then from any row not yet
+    chosen. Sorted."""
     budget = min(budget, len(labels))
     uniq, members = group_rows(labels)
-    take = balanced_allocation([len(m) for m in members], budget, uniq.tolist())
-    order = sorted(range(len(uniq)), key=lambda i: (len(members[i]), uniq[i]))
+    kept = [i for i in range(len(uniq)) if len(members[i]) >= min_cluster_size]
+    take = np.zeros(len(uniq), dtype=np.int64)
+    take[kept] = balanced_allocation(
+        [len(members[i]) for i in kept], budget, [uniq[i] for i in kept]
+    )
+    order = sorted(kept, key=lambda i: (len(members[i]), uniq[i]))
     chosen = [
         members[i] if take[i] == len(members[i]) else rng.choice(members[i], take[i], replace=False)
         for i in order
         if take[i] > 0
     ]
     picked = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+    skipped = [members[i] for i in range(len(uniq)) if len(members[i]) < min_cluster_size]
+    if skipped and budget > len(picked):
+        small = np.sort(np.concatenate(skipped))
+        extra = rng.choice(small, min(budget - len(picked), len(small)), replace=False)
+        picked = np.sort(np.concatenate([picked, extra]))
     short = budget - len(picked)
     if short > 0:
         rest = np.setdiff1d(np.arange(len(labels)), picked, assume_unique=True)

@@ -22,6 +22,9 @@ class SelectionOptions:
     kmeans_iterations: int = 20
     max_train_points: int | None = 1_000_000  # K-means trains on all points up to this cap
     stratify_by: str | None = None  # e.g. 'source', as in the official S2L code
+    # S2L sampling: clusters with fewer members are skipped and only fill a shortfall (the
+    # official code: 3, i.e. clusters of <= 2 skipped); 1 takes every cluster, tiny ones whole.
+    min_cluster_size: int = 1
     steps: tuple[int, ...] | None = None  # checkpoints that feed the trajectories
     epoch1_step: int | None = None  # learning percentage: the checkpoint ending epoch 1
     lp_variant: str = "lp1"  # 'lp1' or 'lp_app'

@@ -4,7 +4,9 @@ K-means (faiss, L2 on raw losses) over the trained checkpoints' losses by defaul
 size ascending each take floor(remaining / clusters_left), small ones whole, uniform without
 replacement inside. With ``stratify_by`` the budget is first split over that column's values
 (e.g. source) by the same rule, and each value is clustered and sampled on its own, as in the
-official code. Unlike the official code, every draw comes from a seeded generator.
+official code. ``min_cluster_size`` 3 skips clusters of <= 2 members and uses them only to fill
+a shortfall, as the official code does (default 1: tiny clusters are taken whole). Unlike the
+official code, every draw comes from a seeded generator.
 """
 
 from __future__ import annotations
@@ -51,11 +53,17 @@ def cluster(
     )
 
 
-def sample(labels: np.ndarray, strata: np.ndarray | None, budget: int, seed: int) -> np.ndarray:
+def sample(
+    labels: np.ndarray,
+    strata: np.ndarray | None,
+    budget: int,
+    seed: int,
+    min_cluster_size: int = 1,
+) -> np.ndarray:
     """Balanced sampling over clusters, inside strata when given; sorted row indices."""
     rng = np.random.default_rng(seed)
     if strata is None:
-        return sample_balanced(labels, budget, rng)
+        return sample_balanced(labels, budget, rng, min_cluster_size)
     names, members = group_rows(strata)
     take = balanced_allocation([len(m) for m in members], budget, names.tolist())
     order = sorted(range(len(names)), key=lambda i: (len(members[i]), names[i]))
@@ -64,7 +72,8 @@ def sample(labels: np.ndarray, strata: np.ndarray | None, budget: int, seed: int
         if take[i] == len(members[i]):
             parts.append(members[i])
         elif take[i] > 0:
-            parts.append(members[i][sample_balanced(labels[members[i]], int(take[i]), rng)])
+            local = sample_balanced(labels[members[i]], int(take[i]), rng, min_cluster_size)
+            parts.append(members[i][local])
     rows = np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
     short = min(budget, len(labels)) - len(rows)
     if short > 0:
@@ -85,5 +94,9 @@ def select(
     if labels is None:
         labels = cluster(traj, data, seed, opts).labels
     strata = strata_of(traj, data, opts.stratify_by)
-    rows = sample(labels, strata, budget, seed)
-    return Selection(rows, labels, info={"clusters": int(len(np.unique(labels)))})
+    rows = sample(labels, strata, budget, seed, opts.min_cluster_size)
+    sizes = np.unique(labels, return_counts=True)[1]
+    info = {"clusters": int(len(sizes))}
+    if opts.min_cluster_size > 1:
+        info["clusters_skipped_small"] = int((sizes < opts.min_cluster_size).sum())
+    return Selection(rows, labels, info=info)
