@@ -25,7 +25,12 @@ from .defs.resources import (
     ShardSourceResource,
     default_artifact_root,
 )
-from .defs.selection import selected_subset, training_pool, trajectory_clusters
+from .defs.selection import (
+    clusters_group_similar_gradients,
+    selected_subset,
+    training_pool,
+    trajectory_clusters,
+)
 from .defs.sensors import (
     mlflow_run_closer,
     proxy_retrain_schedule,
@@ -64,6 +69,7 @@ CHECKS = [
     trajectories_cover_dataset,
     trajectories_finite,
     trajectories_loss_decreases,
+    clusters_group_similar_gradients,
 ]
 
 

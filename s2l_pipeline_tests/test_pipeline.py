@@ -48,6 +48,7 @@ def test_every_asset_materializes_and_checks_pass(tiny_run) -> None:
         "trajectories_cover_dataset": True,
         "trajectories_finite": True,
         "trajectories_loss_decreases": True,
+        "clusters_group_similar_gradients": True,
     }
 
 
@@ -345,3 +346,31 @@ def test_too_many_unscorable_rows_fail_before_scoring(tmp_path: Path) -> None:
     assert failure.step_key.endswith("plan_scoring")
     text = failure.step_failure_data.user_failure_data.description
     assert "no response token within max_length 24" in text and "Raise max_length" in text
+
+
+def test_premise_diagnostic_tells_real_clusters_from_shuffled_ones(tiny_run) -> None:
+    """The gradient diagnostic: clusters of the tiny run group alike gradients; the same
+    cluster sizes with shuffled members do not (the check can fail)."""
+    from s2l_pipeline.core.selection.diagnostics import premise_on_pool
+    from s2l_pipeline.core.support.tables import read_table
+
+    _, resources, result = tiny_run
+    store = resources["artifact_store"].store()
+    pool = result.output_for_node("training_pool")
+    proxy = result.output_for_node("proxy_checkpoints")
+    clusters = read_table(result.output_for_node("trajectory_clusters").clusters, store)
+    traj, data = read_table(pool.trajectories, store), read_table(pool.train, store)
+    model_dir = store.fetch_dir(proxy.final.uri)
+    max_length = proxy.train["max_length"]
+
+    real = premise_on_pool(traj, data, clusters, model_dir, max_length)
+    shuffled = clusters.with_columns(pl.col("cluster").shuffle(seed=1))
+    fake = premise_on_pool(traj, data, shuffled, model_dir, max_length)
+    assert real.gap > 0.05 and real.within_pairs > 100 and real.silhouette > 0.2
+    assert abs(fake.gap) < real.gap / 2 and fake.silhouette < 0.05
+    [check] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "clusters_group_similar_gradients"
+    ]
+    assert check.metadata["gap"].value == pytest.approx(real.gap)  # the check runs this

@@ -21,6 +21,7 @@ from ..core.selection import (
     parse_budget,
 )
 from ..core.selection.common import pick_steps
+from ..core.selection.diagnostics import premise_on_pool
 from ..core.selection.learning_percentage import epoch1_from_schedule
 from ..core.selection.pool import assemble_pool
 from ..core.selection.report import compare_counts
@@ -192,6 +193,43 @@ def trajectory_clusters(
             "clusters_path": dg.MetadataValue.path(ref.uri),
             "training_pool": dg.MetadataValue.json(training_pool.lineage),
         },
+    )
+
+
+@dg.asset_check(
+    asset=trajectory_clusters,
+    additional_ins={"training_pool": dg.AssetIn(), "proxy_checkpoints": dg.AssetIn()},
+    op_tags=cpu_step_tags(),
+    description="S2L's premise on this data: examples in one cluster have more alike gradients "
+    "(proxy's last checkpoint, CountSketch) than random pairs; silhouette on a sample. Warns "
+    "when they do not.",
+)
+def clusters_group_similar_gradients(
+    trajectory_clusters: ClustersManifest,
+    training_pool: PoolManifest,
+    proxy_checkpoints: ModelManifest,
+    artifact_store: ArtifactStoreResource,
+) -> dg.AssetCheckResult:
+    store = artifact_store.store()
+    steps = tuple(trajectory_clusters.options.get("steps") or ()) or None
+    report = premise_on_pool(
+        read_table(training_pool.trajectories, store),
+        read_table(training_pool.train, store),
+        read_table(trajectory_clusters.clusters, store),
+        store.fetch_dir(proxy_checkpoints.final.uri),
+        proxy_checkpoints.train["max_length"],
+        steps=steps,
+        seed=int(trajectory_clusters.options.get("seed", 0)),
+    )
+    values = report.to_dict()
+    return dg.AssetCheckResult(
+        passed=report.gap > 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"gradient cosine within clusters {report.within_cluster_cosine:.3f} vs random "
+            f"pairs {report.random_pair_cosine:.3f}; silhouette {report.silhouette}"
+        ),
+        metadata={k: v for k, v in values.items() if v is not None},
     )
 
 

@@ -1,0 +1,157 @@
+"""Does S2L's premise hold on this data? Examples in one trajectory cluster should pull the
+model the same way: their gradients should be more alike than those of random pairs.
+
+Per-example gradients of the proxy's last checkpoint (loss on response tokens), each sketched
+to ``dims`` numbers by a seeded CountSketch (every coordinate added, with a random sign, to one
+random bucket: inner products are kept in expectation at O(parameters) cost, so a 70M-parameter
+model is as cheap per example as a forward-backward pass). Cosine similarity of pairs inside a
+cluster is compared with pairs drawn uniformly from all rows; silhouette on a sample scores the
+clustering itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+
+
+@dataclass(frozen=True)
+class PremiseReport:
+    """The diagnostic's numbers; ``gap`` > 0 means clusters group similar gradients."""
+
+    within_cluster_cosine: float
+    random_pair_cosine: float
+    gap: float
+    within_pairs: int
+    random_pairs: int
+    clusters_sampled: int
+    silhouette: float | None
+    silhouette_sample: int
+    sketch_dims: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cluster_sample(
+    labels: np.ndarray, clusters: int, per_cluster: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Row indices: ``per_cluster`` rows from each of ``clusters`` random clusters having at
+    least two members (pairs need two)."""
+    ids, counts = np.unique(labels, return_counts=True)
+    eligible = ids[counts >= 2]
+    picked = rng.choice(eligible, min(clusters, len(eligible)), replace=False)
+    rows = []
+    for c in np.sort(picked):
+        members = np.flatnonzero(labels == c)
+        rows.append(rng.choice(members, min(per_cluster, len(members)), replace=False))
+    return np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+
+
+def gradient_sketches(model, enc, rows: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    """(len(rows), dims) CountSketch of each row's gradient of its mean response loss."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = sum(p.numel() for p in params)
+    gen = torch.Generator().manual_seed(seed)
+    bucket = torch.randint(0, dims, (total,), generator=gen)
+    sign = torch.randint(0, 2, (total,), generator=gen).float() * 2 - 1
+    device = next(model.parameters()).device
+    bucket, sign = bucket.to(device), sign.to(device)
+    out = np.zeros((len(rows), dims), dtype=np.float32)
+    model.eval()  # no dropout: the gradient of the model as it scores
+    for k, r in enumerate(rows):
+        model.zero_grad(set_to_none=True)
+        ids = torch.tensor([enc.input_ids[r]], device=device)
+        labels = torch.tensor([enc.labels(int(r))], device=device)
+        model(input_ids=ids, labels=labels).loss.backward()
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        out[k] = torch.zeros(dims, device=device).index_add_(0, bucket, flat * sign).cpu().numpy()
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def _cosines(a: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(a, axis=1, keepdims=True)
+    unit = a / np.where(norm > 0, norm, 1)
+    return unit @ unit.T
+
+
+def premise_report(
+    model,
+    enc,
+    labels: np.ndarray,
+    features: np.ndarray,
+    seed: int = 0,
+    clusters: int = 20,
+    per_cluster: int = 8,
+    random_rows: int = 160,
+    dims: int = 2048,
+    silhouette_rows: int = 2000,
+) -> PremiseReport:
+    """Gradient similarity within clusters against random pairs, and the clustering's
+    silhouette, for rows whose encodings are ``enc``, clusters ``labels`` and trajectory
+    ``features`` (rows with no response token left must be dropped before)."""
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(seed)
+    grouped = cluster_sample(labels, clusters, per_cluster, rng)
+    uniform = rng.choice(len(labels), min(random_rows, len(labels)), replace=False)
+    sketches = gradient_sketches(model, enc, np.concatenate([grouped, uniform]), dims, seed)
+    g_sim = _cosines(sketches[: len(grouped)])
+    same = labels[grouped][:, None] == labels[grouped][None, :]
+    upper = np.triu(np.ones_like(same, dtype=bool), k=1)
+    within = g_sim[same & upper]
+    u_sim = _cosines(sketches[len(grouped) :])
+    random_pairs = u_sim[np.triu(np.ones(u_sim.shape, dtype=bool), k=1)]
+    n_sil = min(silhouette_rows, len(labels))
+    silhouette = None
+    if len(np.unique(labels)) >= 2 and n_sil > len(np.unique(labels)):
+        silhouette = float(silhouette_score(features, labels, sample_size=n_sil, random_state=seed))
+    w, r = float(within.mean()), float(random_pairs.mean())
+    return PremiseReport(
+        within_cluster_cosine=w,
+        random_pair_cosine=r,
+        gap=w - r,
+        within_pairs=int(within.size),
+        random_pairs=int(random_pairs.size),
+        clusters_sampled=int(len(np.unique(labels[grouped]))),
+        silhouette=silhouette,
+        silhouette_sample=n_sil,
+        sketch_dims=dims,
+    )
+
+
+def premise_on_pool(
+    traj: pl.DataFrame,
+    data: pl.DataFrame,
+    clusters: pl.DataFrame,
+    model_dir,
+    max_length: int,
+    steps: tuple[int, ...] | None = None,
+    seed: int = 0,
+) -> PremiseReport:
+    """:func:`premise_report` for a pool: its trajectories, rows and clusters (by example_id),
+    with the proxy checkpoint saved in ``model_dir`` (its last one, normally)."""
+    import torch
+
+    from ..lm.encoding import encode
+    from ..lm.models import load_causal_lm
+    from .common import matrix, pick_steps
+
+    rows = clusters.select("example_id", "cluster").join(
+        traj, on="example_id", how="inner", maintain_order="left"
+    )
+    rows = rows.join(
+        data.select("example_id", "prompt", "response", "task"), on="example_id", how="inner"
+    )
+    model, tokenizer = load_causal_lm(model_dir)
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    enc = encode(rows, tokenizer, max_length)
+    keep = np.flatnonzero(enc.n_response_tokens > 0)  # a row with no response has no gradient
+    rows = rows[keep]
+    features = matrix(rows, pick_steps(rows, steps, "trained"))
+    return premise_report(model, enc.subset(keep), rows["cluster"].to_numpy(), features, seed=seed)
