@@ -50,6 +50,7 @@ from s2l_pipeline.core.data.ingest import (
 )
 from s2l_pipeline.core.data.schema import EVAL_SCHEMA
 from s2l_pipeline.core.evaluation.model_eval import evaluate_checkpoint, headline
+from s2l_pipeline.core.evaluation.stats import pack_correct
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_model, train_proxy
 from s2l_pipeline.core.lm.trainer import CheckpointSchedule, TrainConfig, TrainHooks
 from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table, usable_rows
@@ -349,7 +350,7 @@ def run_cell(cell: Cell, ctx: dict) -> dict:
         table = _read(ctx["validation"])
     else:
         table = _first_rows(ctx["test"], ctx["test_rows_per_set"])
-    _, metrics = evaluate_checkpoint(
+    preds, metrics = evaluate_checkpoint(
         manifest["checkpoints"][-1]["uri"],
         store,
         table,
@@ -374,6 +375,11 @@ def run_cell(cell: Cell, ctx: dict) -> dict:
         "selection": info,
         "metrics": headline(metrics),
         "per_set": per_set,
+        # Every test item's 1/0, in table order per set: paired bootstrap over items and seeds.
+        "correct": {
+            f"{domain}/{name}": pack_correct(group["correct"].to_list())
+            for (name, domain), group in preds.group_by("eval_set", "domain", maintain_order=True)
+        },
         "losses": losses,
         "seconds": {
             "select": round(t_select, 1),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from s2l_pipeline.core.evaluation.stats import paired_bootstrap, unpack_correct
+
 START = "<!-- generated:start (benchmarks/data_efficiency.py rewrites this part) -->"
 END = "<!-- generated:end -->"
 PLOT = "results_accuracy_vs_budget.png"
@@ -123,6 +125,40 @@ def paired_table(results: list[dict], budgets: list[float], metric: str, scale: 
         lines.append(
             f"| {b:.0%} | {shown} | {_mean_std(diffs, scale)} | {wins} of {len(diffs)} seeds |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def bootstrap_table(results: list[dict], budgets: list[float], domain: str = "in_domain") -> str:
+    """S2L - random per budget: paired bootstrap 95% CI over in-domain test items and seeds,
+    and the smallest difference this design detects (80% power). Needs per-item results."""
+    by = {}
+    for r in results:
+        c = r["cell"]
+        if c["mixture"] == "embedded" and c["variant"] == "main" and c["judge"] == "test":
+            by[(c["method"], c["budget"], c["seed"])] = r.get("correct")
+    lines = [
+        "| budget | S2L - random (points) | 95% CI | smallest detectable | items x seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for b in budgets:
+        seeds = sorted(
+            s for (m, bb, s) in by if m == "s2l" and bb == b and by.get(("random", b, s))
+        )
+        if not seeds or not all(by[("s2l", b, s)] for s in seeds):
+            continue
+        names = sorted(n for n in by[("s2l", b, seeds[0])] if n.startswith(f"{domain}/"))
+        a = np.stack([np.concatenate([unpack_correct(by[("s2l", b, s)][n]) for n in names])
+                      for s in seeds])  # fmt: skip
+        r = np.stack([np.concatenate([unpack_correct(by[("random", b, s)][n]) for n in names])
+                      for s in seeds])  # fmt: skip
+        out = paired_bootstrap(a, r)
+        lines.append(
+            f"| {b:.0%} | {out.difference * 100:+.2f} | [{out.low * 100:+.2f}, "
+            f"{out.high * 100:+.2f}] | {out.minimum_detectable * 100:.2f} | "
+            f"{out.items} x {out.seeds} |"
+        )
+    if len(lines) == 2:
+        return "(no cell with per-item results yet: rerun the benchmark to fill this table)\n"
     return "\n".join(lines) + "\n"
 
 
@@ -291,6 +327,10 @@ def generated(out: Path, scale_name: str, image: str) -> str:
         "### S2L against random, paired by seed (in-domain accuracy, points)",
         "",
         paired_table(results, budgets, "in_domain_accuracy", 100.0),
+        "Paired bootstrap over test items and seeds (in-domain exact match; every in-domain "
+        "item of every seed with its own result):",
+        "",
+        bootstrap_table(results, budgets, domain="in_domain"),
         "Same, in-domain NLL (negative = S2L better):",
         "",
         paired_table(results, budgets, "in_domain_mean_nll", 1.0),

@@ -55,6 +55,12 @@ def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
     assert text.startswith("# Results\n\nkept text") and text.rstrip().endswith("after")
     assert "old generated text" not in text
     assert "### Main table: in-domain accuracy" in text and "| s2l |" in text
+    # Every test cell keeps each item's result, so the report can bootstrap over items.
+    test_cells = [r for r in results if r["cell"]["judge"] == "test"]
+    for r in test_cells:
+        assert any(k.startswith("in_domain/") for k in r["correct"]), r["correct"].keys()
+        assert all(v and set(v) <= {"0", "1"} for v in r["correct"].values())
+    assert "Paired bootstrap over test items and seeds" in text
     assert (report.parent / "results_accuracy_vs_budget.png").stat().st_size > 10_000
 
     # A second invocation finds every cell done: nothing retrained, same report.
@@ -66,3 +72,29 @@ def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
 def bench_markers(bench) -> str:
     report = _load("results_report")
     return f"{report.START}\nold generated text\n{report.END}"
+
+
+def test_bootstrap_table_from_per_item_results() -> None:
+    report = _load("results_report")
+
+    def cell(method, seed, bits):
+        return {
+            "cell": {"mixture": "embedded", "variant": "main", "judge": "test",
+                     "method": method, "budget": 0.1, "seed": seed},
+            "correct": {"in_domain/a": bits, "out_of_domain/z": "0" * len(bits)},
+        }  # fmt: skip
+
+    results = [
+        cell("s2l", 0, "1" * 60 + "0" * 40),
+        cell("random", 0, "1" * 40 + "0" * 60),
+        cell("s2l", 1, "1" * 55 + "0" * 45),
+        cell("random", 1, "1" * 45 + "0" * 55),
+    ]
+    table = report.bootstrap_table(results, [0.1])
+    row = table.strip().splitlines()[-1]
+    assert row.startswith("| 10% | +15.00 | [") and row.endswith("| 100 x 2 |")
+    low = float(row.split("[")[1].split(",")[0])
+    assert 0 < low < 15  # the interval excludes zero
+    assert "no cell with per-item" in report.bootstrap_table(
+        [{**r, "correct": {}} for r in results], [0.1]
+    )
