@@ -131,3 +131,20 @@ def test_lease_leaves_devices_alone_elsewhere(monkeypatch) -> None:
     with executors.gpu_lease() as gpu:
         assert gpu == "3"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_a_missing_extra_says_what_to_install(monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name.startswith("dagster_ray"):
+            raise ImportError("No module named 'dagster_ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setenv("S2L_EXECUTOR", "ray")
+    monkeypatch.delitem(sys.modules, "dagster_ray", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[ray\]'"):
+        executors.deployment_executor()

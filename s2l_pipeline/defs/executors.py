@@ -135,6 +135,19 @@ def gpu_retry_policy() -> dg.RetryPolicy | None:
     return None
 
 
+def _extra(module: str, attr: str, extra: str) -> Any:
+    """``module.attr`` from an optional extra, or an error that says what to install."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        raise ImportError(
+            f"{EXECUTOR_ENV}={active_executor()} needs the {extra!r} extra: "
+            f"pip install -e '.[{extra}]' ({exc})"
+        ) from exc
+
+
 def deployment_executor() -> dg.ExecutorDefinition:
     """The executor of every job of this deployment (see the module docstring)."""
     name = active_executor()
@@ -145,7 +158,7 @@ def deployment_executor() -> dg.ExecutorDefinition:
             name="s2l_multiprocess",
         )
     if name == "ray":
-        from dagster_ray import ray_executor  # the [ray] extra
+        ray_executor = _extra("dagster_ray", "ray_executor", "ray")
 
         return ray_executor.configured(
             # No address: Ray's client reads RAY_ADDRESS (the dashboard, http://head:8265).
@@ -153,8 +166,7 @@ def deployment_executor() -> dg.ExecutorDefinition:
             name="s2l_ray",
         )
     if name == "k8s":
-        from dagster_k8s import k8s_job_executor  # the [k8s] extra
-
+        k8s_job_executor = _extra("dagster_k8s", "k8s_job_executor", "k8s")
         return k8s_job_executor.configured(K8S_EXECUTOR_CONFIG, name="s2l_k8s")
     return dg.in_process_executor
 
