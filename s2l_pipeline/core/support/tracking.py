@@ -46,6 +46,31 @@ def local_artifact_location(tracking_uri: str) -> str | None:
     return folder.resolve().as_uri()
 
 
+def ensure_sqlite_store(tracking_uri: str) -> None:
+    """Create a local SQLite store's database all at once: MLflow builds its tables in a file
+    next to it, which is then linked into place only if none is there yet. A process killed
+    while MLflow migrates (seconds, on the first run) leaves a stray temp file, never a
+    half-built database that fails every later run ('table ... already exists')."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    store = SqlAlchemyStore(f"sqlite:///{tmp}", local_artifact_location(tracking_uri))
+    store.engine.dispose()
+    try:
+        os.link(tmp, path)  # atomic, and refuses to replace a store another process made
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def local_tracking_uri(data_dir: str | Path) -> str:
     path = Path(data_dir).expanduser().resolve() / "mlflow" / "mlflow.db"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +142,7 @@ def mlflow_run(
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     from mlflow.tracking import MlflowClient
 
+    ensure_sqlite_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = (
