@@ -47,6 +47,13 @@ class EmbeddedConfig(dg.Config):
     )
 
 
+FIELDS_HELP = (
+    "Any schema: templates over the record's fields for prompt, response and optionally answer "
+    "and source, e.g. {prompt: '{question}\\nOptions: {options}', response: '{rationale}', "
+    "answer: '{correct}'}. Lists are joined with ', '."
+)
+
+
 class FileInput(dg.Config):
     path: str = Field(description="Local path or s3:// uri of a file, or a folder/prefix of them.")
     format: str | None = Field(
@@ -56,9 +63,7 @@ class FileInput(dg.Config):
     task: str | None = Field(None, description="math | summarization; default: the format's.")
     fields: dict[str, str] | None = Field(
         None,
-        description="Any schema: templates over the record's fields for prompt, response and "
-        "optionally answer and source, e.g. {prompt: '{question}\\nOptions: {options}', "
-        "response: '{rationale}', answer: '{correct}'}. Lists are joined with ', '.",
+        description=FIELDS_HELP,
     )
 
 
@@ -183,9 +188,7 @@ class EvalFileInput(dg.Config):
     task: str | None = Field(None, description="With fields: math (default) or summarization.")
     fields: dict[str, str] | None = Field(
         None,
-        description="Any schema: templates over the record's fields for prompt, response and "
-        "optionally answer and source, e.g. {prompt: '{question}\\nOptions: {options}', "
-        "response: '{rationale}', answer: '{correct}'}. Lists are joined with ', '.",
+        description=FIELDS_HELP,
     )
 
 
