@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 from s2l_pipeline.deploy.job_runs import deployment_env, start_main_job, summarize
-from s2l_pipeline.deploy.local_stack import free_port, start_ray, stop_group
+from s2l_pipeline.deploy.local_stack import start_local_ray, stop_group
 
 
 def run(root: Path, executor: str, profile: str, **extra: str):
@@ -34,21 +33,12 @@ def main() -> None:
     parser.add_argument("--profile", default="tiny")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="s2l-executors-"))
-    (root / "logs").mkdir()
-    ports = {"ray": free_port(), "ray_dashboard": free_port()}
-    ray_env = {
-        **os.environ,
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_ADDRESS": f"http://127.0.0.1:{ports['ray_dashboard']}",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    head = start_ray(root, ray_env, ports, cpus=2, gpus=2)
+    head, ray_address = start_local_ray(root, cpus=2, gpus=2)
     try:
         # The same thread count on both (Ray gives a 1-CPU job one thread unless told), so the
         # two runs must produce the same bytes.
         threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 2)}
         local = run(root / "in_process", "in_process", args.profile, **threads)
-        ray_address = ray_env["RAY_ADDRESS"]
         ray = run(root / "ray", "ray", args.profile, RAY_ADDRESS=ray_address, **threads)
     finally:
         stop_group(head)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from s2l_pipeline.deploy.job_runs import deployment_env, start_main_job, summarize
-from s2l_pipeline.deploy.local_stack import free_port, start_ray, stop_group
+from s2l_pipeline.deploy.local_stack import start_local_ray, stop_group
 
 from .live import wait_for
 
@@ -34,16 +33,8 @@ SHELLS = {"sh", "bash", "dash"}
 def ray_address(tmp_path_factory):
     """`ray start --head --num-cpus=2 --num-gpus=2` on 127.0.0.1, stopped after the module."""
     root = tmp_path_factory.mktemp("ray_head")
-    (root / "logs").mkdir()
-    ports = {"ray": free_port(), "ray_dashboard": free_port()}
-    env = {
-        **os.environ,
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node address 127.0.0.1
-        "RAY_ADDRESS": f"http://127.0.0.1:{ports['ray_dashboard']}",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    head = start_ray(root, env, ports, cpus=2, gpus=2)
-    yield env["RAY_ADDRESS"]
+    head, address = start_local_ray(root, cpus=2, gpus=2)
+    yield address
     stop_group(head)
 
 

@@ -255,6 +255,20 @@ def start_ray(root: Path, env: dict[str, str], ports: dict[str, int], cpus: int,
     return ray
 
 
+def start_local_ray(root: Path, cpus: int, gpus: int) -> tuple[dict, str]:
+    """A Ray head alone on 127.0.0.1 with free ports (tests, benchmarks): the service for
+    ``stop_group`` and its dashboard address (RAY_ADDRESS)."""
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    ports = {"ray": free_port(), "ray_dashboard": free_port()}
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node address 127.0.0.1
+        "RAY_ADDRESS": f"http://127.0.0.1:{ports['ray_dashboard']}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    return start_ray(root, env, ports, cpus, gpus), env["RAY_ADDRESS"]
+
+
 def start_moto(root: Path, env: dict[str, str], port: int) -> dict:
     moto = spawn("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                  root, env)  # fmt: skip
