@@ -37,6 +37,23 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
         time.sleep(every)
 
 
+def settled_ray_jobs(ray_url: str, timeout: float = 120) -> dict[str, dict]:
+    """Ray's step jobs by submission id, once none is pending or running: a Dagster run ends
+    when its last step reports success, a moment before that step's Ray job exits."""
+
+    def settled() -> dict[str, dict] | None:
+        listed = requests.get(f"{ray_url}/api/jobs/", timeout=10).json()
+        jobs = {
+            j["submission_id"]: j
+            for j in listed
+            if (j.get("submission_id") or "").startswith("dagster-step-")
+        }
+        busy = [j for j in jobs.values() if j["status"] in ("PENDING", "RUNNING")]
+        return None if busy else jobs
+
+    return wait_for("Ray's step jobs to end", settled, timeout, every=1)
+
+
 def die_with_parent() -> None:
     """In the child: get SIGTERM when the test process dies, even by SIGKILL or a CI timeout
     (no fixture teardown runs then), so no `dagster dev` outlives its test."""

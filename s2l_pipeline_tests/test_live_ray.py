@@ -14,12 +14,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
 from s2l_pipeline.deploy.job_runs import deployment_env, start_main_job, summarize
 from s2l_pipeline.deploy.local_stack import start_local_ray, stop_group
 
-from .live import wait_for
+from .live import settled_ray_jobs, wait_for
 
 pytestmark = pytest.mark.live
 
@@ -114,8 +113,8 @@ def test_tiny_graph_on_ray_equals_in_process_and_survives_a_killed_worker(
     assert run.workers[key][-1]["ray_job"].endswith("-1")  # the retry's own Ray job
     # Both GPUs were used, and CPU steps asked for none (no worker metadata, no GPU).
     assert {run.workers[u][-1]["CUDA_VISIBLE_DEVICES"] for u in units} == {"0", "1"}
-    listed = requests.get(f"{ray_address}/api/jobs/", timeout=10).json()
-    by_id = {j["submission_id"]: j for j in listed}
+    by_id = settled_ray_jobs(ray_address)
+    listed = list(by_id.values())
     assert by_id[key_job(run, key)]["status"] == "FAILED"  # the killed attempt
     assert by_id[run.workers[key][-1]["ray_job"]]["status"] == "SUCCEEDED"
     cpu_job = next(j for j in listed if j["metadata"].get("dagster/op") == "training_pool")

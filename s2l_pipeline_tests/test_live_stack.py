@@ -24,7 +24,7 @@ import requests
 from s2l_pipeline.deploy.local_stack import pg_data_dir
 
 from .conftest import PROJECT_ROOT
-from .live import DagsterGraphQL, wait_for
+from .live import DagsterGraphQL, settled_ray_jobs, wait_for
 from .test_shards import new_rows, write_shard
 
 pytestmark = pytest.mark.live
@@ -85,10 +85,14 @@ def test_stack_runs_on_ray_and_reselects_a_new_s3_shard(deployment, tmp_path) ->
     timings["main_job_s"] = round(time.monotonic() - started, 1)
 
     # The run went through Ray: each step a Ray job, GPU steps given one of the two GPUs.
-    jobs = requests.get(f"{state['urls']['ray']}/api/jobs/", timeout=10).json()
-    step_jobs = [j for j in jobs if (j.get("submission_id") or "").startswith("dagster-step-")]
+    step_jobs = list(settled_ray_jobs(state["urls"]["ray"]).values())
     assert len(step_jobs) >= 15, f"{len(step_jobs)} Ray jobs"
-    assert all(j["status"] == "SUCCEEDED" for j in step_jobs)
+    unsuccessful = {
+        j["submission_id"]: (j["status"], j.get("message"))
+        for j in step_jobs
+        if j["status"] != "SUCCEEDED"
+    }
+    assert not unsuccessful, unsuccessful
     proxy = dagster.latest_materialization("proxy_checkpoints")
     worker = json.loads(proxy["metadata"]["worker"])
     assert worker["executor"] == "ray" and worker["CUDA_VISIBLE_DEVICES"] in ("0", "1")
