@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 
 from s2l_pipeline.core.data.eval_sets import EvalFile, build_eval_sets, first_rows_per_set
+from s2l_pipeline.core.data.generator import FAMILIES_BY_NAME, TRAIN_FAMILIES, Family
 from s2l_pipeline.core.data.ingest import (
     DatasetSpec,
     EmbeddedSource,
@@ -109,6 +110,11 @@ class Scale:
     gsm8k_methods: tuple[str, ...] = ("s2l", "random")
     gsm8k_full_seeds: tuple[int, ...] = ()
     workers: int = 2
+    # The task families (None: the embedded mixture's 12) and changes to their settings.
+    families: tuple[str, ...] | None = None
+    family_settings: tuple[tuple[str, str, object], ...] = ()  # (family, key, value)
+    # A committed results file (relative to the project), else <out>/results.jsonl.
+    results_file: str | None = None
 
 
 SCALES: dict[str, Scale] = {
@@ -159,6 +165,16 @@ SCALES: dict[str, Scale] = {
 }
 
 
+# S2L as the official code runs it: the `paper` profile's selection (s2l_pipeline/defs/
+# profiles.py, README "S2L: ours and the paper's"), as options of the core selector.
+PAPER_S2L = {
+    "clusters": 100,
+    "kmeans_iterations": 20,
+    "stratify_by": "source",
+    "min_cluster_size": 3,
+}
+
+
 @dataclass(frozen=True)
 class Cell:
     """One target training: which data, which selection, which seed."""
@@ -189,13 +205,24 @@ class Cell:
 # ---------------------------------------------------------------------------- preparation
 
 
+def scale_families(scale: Scale) -> tuple[Family, ...]:
+    """The scale's task families with its setting changes, equal weights when chosen."""
+    if scale.families is None:
+        return TRAIN_FAMILIES
+    changes: dict[str, dict] = {}
+    for name, key, value in scale.family_settings:
+        changes.setdefault(name, {})[key] = value
+    return tuple(
+        Family(n, 1.0, {**FAMILIES_BY_NAME[n].kwargs, **changes.get(n, {})}) for n in scale.families
+    )
+
+
 def mixture_spec(scale: Scale, mixture: str) -> DatasetSpec:
     files = ()
     if mixture == "embedded+gsm8k":
         files = (FileSource(str(Path(scale.gsm8k) / "train.jsonl"), "gsm8k", "gsm8k"),)
-    return DatasetSpec(
-        embedded=EmbeddedSource(scale.size, 0, scale.heldout_per_family), files=files
-    )
+    embedded = EmbeddedSource(scale.size, 0, scale.heldout_per_family, scale_families(scale))
+    return DatasetSpec(embedded=embedded, files=files)
 
 
 def prepare_data(scale: Scale, mixture: str, out: Path) -> dict[str, Path]:
@@ -239,7 +266,7 @@ def proxy_trajectories(scale: Scale, mixture: str, size: str, out: Path) -> dict
         ),
         schedule=CheckpointSchedule(count=scale.checkpoints),
     )
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     manifest = train_proxy(train, data_hash, run, store, out / "work" / "proxy")
     t_train = time.perf_counter() - t0
     traj = score_rows(train, manifest["checkpoints"], store, max_length)
@@ -259,6 +286,7 @@ def proxy_trajectories(scale: Scale, mixture: str, size: str, out: Path) -> dict
         "n_parameters": manifest["n_parameters"],
         "train_seconds": round(t_train, 1),
         "score_seconds": round(t_score, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
         "max_length": max_length,
     }
     manifest_path.write_text(json.dumps(result, indent=1))
@@ -305,18 +333,20 @@ def training_rows(cell: Cell, ctx: dict) -> tuple[pl.DataFrame, dict]:
         epoch1_step=ctx["epoch1_step"],
         embedding_clusters=ctx["embedding_clusters"],
     )
-    clusters = None
-    if cell.method == "s2l":
+    method, clusters = cell.method, None
+    if method == "s2l_paper":
+        method, opts = "s2l", replace(opts, **PAPER_S2L)
+    if method == "s2l":
         clusters, _ = cluster_table(traj, data, cell.seed, opts)
-    emb = np.load(ctx["embeddings"]) if cell.method == "learning_percentage" else None
-    chosen, info = choose(cell.method, traj, data, cell.budget, cell.seed, opts, clusters, emb)
+    emb = np.load(ctx["embeddings"]) if method == "learning_percentage" else None
+    chosen, info = choose(method, traj, data, cell.budget, cell.seed, opts, clusters, emb)
     rows = data.join(chosen.select("example_id"), on="example_id", how="semi")
     return rows, {k: v for k, v in info.items() if isinstance(v, int | float | str)}
 
 
 def run_cell(cell: Cell, ctx: dict) -> dict:
     """Select, train the target, evaluate; returns everything the report and MLflow need."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     rows, info = training_rows(cell, ctx)
     t_select = time.perf_counter() - t0
     epochs = cell.epochs * (cell.budget if cell.method == "full_same_steps" else 1.0)
@@ -386,6 +416,9 @@ def run_cell(cell: Cell, ctx: dict) -> dict:
             "train": round(t_train, 1),
             "eval": round(t_eval, 1),
         },
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
+        # Rows per source: what the selector over- and under-samples against the pool.
+        "composition": dict(sorted(rows.group_by("source").len().iter_rows())),
         "checkpoint_sha256": manifest["checkpoints"][-1]["sha256"],
     }
 
@@ -475,6 +508,14 @@ def run_cells(cells: list[Cell], ctxs: dict, args, results: dict, results_path: 
         futures = {pool.submit(run_cell, c, ctx_of(c)): c for c in order}
         for fut in cf.as_completed(futures):
             record(fut.result())
+
+
+def result_paths(scale: Scale, out: Path, results: Path | None) -> tuple[Path, Path]:
+    """The results file (appended cell by cell) and its meta file beside it."""
+    if results is None:
+        results = ROOT / scale.results_file if scale.results_file else out / "results.jsonl"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    return results, results.with_name(results.stem + ".meta.json")
 
 
 def context(
@@ -585,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow")
     p.add_argument("--report", type=Path, default=ROOT / "docs" / "results.md")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--results", type=Path, default=None, help="results file (default: the scale's own)"
+    )
     args = p.parse_args(argv)
     if args.scale is None:
         import torch
@@ -596,14 +640,15 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "data" / "benchmarks" / f"data_efficiency_{args.scale}"
     out.mkdir(parents=True, exist_ok=True)
     args.tracking_uri = args.tracking_uri or local_tracking_uri(ROOT / "data")
-    results_path = out / "results.jsonl"
+    results_path, meta_path = result_paths(scale, out, args.results)
     results = load_results(results_path)
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if scale.gsm8k and not (Path(scale.gsm8k) / "train.jsonl").exists():
         print(f"GSM8K not found at {scale.gsm8k}: the second mixture is skipped", flush=True)
         scale = replace(scale, gsm8k=None)
 
     if not args.report_only:
-        t0 = time.perf_counter()
+        t0, done_before = time.perf_counter(), len(results)
         ctxs = {}
         proxies = {}
         mixtures = ["embedded"] + (["embedded+gsm8k"] if scale.gsm8k else [])
@@ -630,17 +675,23 @@ def main(argv: list[str] | None = None) -> int:
         lr = tuned_lr(scale, results)
         print(f"learning rate chosen on validation: {lr:g}", flush=True)
         run_cells(plan(scale, lr), ctxs, args, results, results_path)
+        sitting = {
+            "ended": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+            "cells_run": len(results) - done_before,
+            "workers": args.workers,
+            "cpus": os.cpu_count(),
+        }
         meta = {
             "scale": asdict(scale),
             "lr": lr,
             "proxies": {f"{k[0]}/{k[1]}": v for k, v in proxies.items()},
-            "wall_seconds_this_run": round(time.perf_counter() - t0, 1),
-            "workers": args.workers,
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "sittings": [*meta.get("sittings", []), sitting],
         }
-        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
 
-    write_report(out, args.report, args.scale)
+    write_report(results_path, meta_path, args.report, args.scale)
     print(f"report: {args.report}", flush=True)
     return 0
 

@@ -13,6 +13,7 @@ seconds each took. Families use the difficulty of the embedded mixture
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -67,10 +68,21 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=20.0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--easy", action="store_true", help="DESIGN.md's easier family settings")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FAMILY.KEY=JSON",
+        help="change one family setting, e.g. chain_sum.max_terms=2 (repeatable)",
+    )
     args = p.parse_args()
     names = args.families.split(",")
     easy = EASY if args.easy else {}
     kwargs = {n: {**FAMILIES_BY_NAME[n].kwargs, **easy.get(n, {})} for n in names}
+    for item in args.set:
+        target, _, value = item.partition("=")
+        name, _, key = target.partition(".")
+        kwargs[name][key] = json.loads(value)
     families = tuple(Family(n, 1.0, kwargs[n]) for n in names)
     train, test = generate_mixture(args.size, 0, args.heldout, families)
     work = Path(tempfile.mkdtemp(prefix="s2l-regime-"))
@@ -83,6 +95,7 @@ def main() -> None:
     print(f"{len(names)} families{' (easy)' if args.easy else ''}, {train.height} rows, "
           f"{args.heldout} test problems each, "
           f"target {args.target}, {args.epochs:g} epochs, lr {args.lr:g}")  # fmt: skip
+    print(f"settings: {json.dumps(kwargs)}")
     for r in table.iter_rows(named=True):
         print(
             f"  {r['eval_set']:26s} full {100 * r['full']:5.1f}%"

@@ -18,6 +18,7 @@ PLOT = "results_accuracy_vs_budget.png"
 # The methods the benchmark compares, in the order the report lists them.
 METHODS = (
     "s2l",
+    "s2l_paper",
     "random",
     "learning_percentage",
     "least_confidence",
@@ -270,10 +271,103 @@ def plot(results: list[dict], budgets: list[float], methods: list[str], path: Pa
     plt.close(fig)
 
 
+def _families(sc: dict) -> str:
+    if not sc.get("families"):
+        return "the 12 families of the embedded mixture"
+    changed = "".join(f", {f}.{k}={v}" for f, k, v in sc.get("family_settings", ()))
+    return (
+        f"{len(sc['families'])} families, equally weighted ({', '.join(sc['families'])}{changed})"
+    )
+
+
+def compute_line(results: list[dict], meta: dict) -> str:
+    """CPU time summed over every cell and proxy, and the sittings it took."""
+    cpu = sum(r.get("cpu_seconds", 0.0) for r in results)
+    cpu += sum(p.get("cpu_seconds", 0.0) for p in meta.get("proxies", {}).values())
+    missing = sum(1 for r in results if "cpu_seconds" not in r)
+    ttrain = sum(r["seconds"]["train"] for r in results)
+    teval = sum(r["seconds"]["eval"] for r in results)
+    sittings = meta.get("sittings", [])
+    wall = sum(x["wall_seconds"] for x in sittings)
+    where = f"{sittings[-1]['cpus']} cores, {sittings[-1]['workers']} workers" if sittings else ""
+    return (
+        f"Compute: **{cpu / 3600:.2f} h of CPU time** in total (proxies and every target cell"
+        f"{f'; {missing} cells without a CPU figure' if missing else ''}); {ttrain / 60:.1f} min "
+        f"of target training and {teval / 60:.1f} min of evaluation (wall, summed over cells); "
+        f"{len(sittings)} sitting(s), {wall / 60:.1f} min of wall time ({where})."
+    )
+
+
+def composition_table(results: list[dict], budget: float, methods: list[str]) -> str:
+    """Each selector's share of every family divided by the pool's share, averaged over seeds:
+    above 1 over-samples the family, below 1 under-samples it."""
+    base = {"mixture": "embedded", "variant": "main", "judge": "test"}
+    pool = next(
+        (r.get("composition") for r in results
+         if r["cell"]["method"] == "full" and all(r["cell"][k] == v for k, v in base.items())),
+        None,
+    )  # fmt: skip
+    if not pool:
+        return "(no composition recorded yet)\n"
+    total = sum(pool.values())
+    families = sorted(pool)
+    lines = [
+        f"| method at {budget:.0%} | " + " | ".join(families) + " |",
+        "|---|" + "---|" * len(families),
+    ]
+    for m in methods:
+        rs = [
+            r.get("composition")
+            for r in results
+            if r["cell"]["method"] == m
+            and r["cell"]["budget"] == budget
+            and all(r["cell"][k] == v for k, v in base.items())
+            and r.get("composition")
+        ]
+        if not rs:
+            continue
+        ratios = []
+        for f in families:
+            shares = [c.get(f, 0) / sum(c.values()) for c in rs]
+            ratios.append(f"{np.mean(shares) / (pool[f] / total):.2f}")
+        lines.append(f"| {m} | " + " | ".join(ratios) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def family_table(results: list[dict], budget: float, methods: list[str]) -> str:
+    """In-domain exact match per family (mean over seeds), so a gain can be traced to families."""
+    base = {"mixture": "embedded", "variant": "main", "judge": "test"}
+    sets = sorted(
+        {
+            name.split("/", 1)[1]
+            for r in results
+            for name in r.get("correct", {})
+            if name.startswith("in_domain/")
+        }
+    )
+    if not sets:
+        return "(no per-family results yet)\n"
+    lines = [
+        "| method | " + " | ".join(sets) + " |",
+        "|---|" + "---|" * len(sets),
+    ]
+    rows = [(f"{m} at {budget:.0%}", {"method": m, "budget": budget}) for m in methods]
+    rows.append(("full data", {"method": "full"}))
+    for name, match in rows:
+        rs = [
+            r for r in results if all(r["cell"].get(k) == v for k, v in {**base, **match}.items())
+        ]
+        if not rs:
+            continue
+        vals = [f"{100 * np.mean([r['per_set'][f'{x}.accuracy'] for r in rs]):.1f}" for x in sets]
+        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def setup(sc: dict, meta: dict, first: dict | None) -> str:
     proxy = meta.get("proxies", {}).get(f"embedded/{sc.get('proxy')}", {})
     return (
-        f"Setup: embedded mixture of {sc.get('size')} examples over 12 families "
+        f"Setup: embedded mixture of {sc.get('size')} examples over {_families(sc)} "
         f"({sc.get('heldout_per_family')} per family held out as the test set, of which the "
         f"first {sc.get('test_rows_per_set') or 'all'} of every set are evaluated; "
         f"{sc.get('val_per_source')} per family carved off the training data as validation); "
@@ -284,9 +378,14 @@ def setup(sc: dict, meta: dict, first: dict | None) -> str:
     )
 
 
-def generated(out: Path, scale_name: str, image: str) -> str:
-    results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()]
-    meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
+def _load(results_path: Path, meta_path: Path) -> tuple[list[dict], dict]:
+    results = [json.loads(x) for x in results_path.read_text().splitlines() if x.strip()]
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    return results, meta
+
+
+def generated(results_path: Path, meta_path: Path, scale_name: str, image: str) -> str:
+    results, meta = _load(results_path, meta_path)
     sc = meta.get("scale", {})
     budgets = sorted(
         {
@@ -301,8 +400,6 @@ def generated(out: Path, scale_name: str, image: str) -> str:
     present = {r["cell"]["method"] for r in results}
     methods = [m for m in METHODS if m in present]
     seeds = sorted({r["cell"]["seed"] for r in results if r["cell"]["judge"] == "test"})
-    ttrain = sum(r["seconds"]["train"] for r in results)
-    teval = sum(r["seconds"]["eval"] for r in results)
     first = next((r for r in results if r["cell"]["judge"] == "test"), None)
     parts = [
         START,
@@ -310,9 +407,7 @@ def generated(out: Path, scale_name: str, image: str) -> str:
         f"learning rate {meta.get('lr', '?')} (chosen on validation, below).",
         "",
         setup(sc, meta, first),
-        f"Compute: {ttrain / 60:.1f} min of target training and {teval / 60:.1f} min of "
-        f"evaluation summed over cells; wall time of the last invocation "
-        f"{meta.get('wall_seconds_this_run', 0) / 60:.1f} min with {meta.get('workers')} workers.",
+        compute_line(results, meta),
         "",
         f"![accuracy vs budget]({image})",
         "",
@@ -334,6 +429,15 @@ def generated(out: Path, scale_name: str, image: str) -> str:
         "Same, in-domain NLL (negative = S2L better):",
         "",
         paired_table(results, budgets, "in_domain_mean_nll", 1.0),
+        "### What each selector over- and under-samples",
+        "",
+        "A family's share of the subset divided by its share of the pool (1.00: as in the "
+        "pool), mean over seeds:",
+        "",
+        *(composition_table(results, b, methods) for b in budgets),
+        "### In-domain exact match per family (%)",
+        "",
+        *(family_table(results, b, methods) for b in budgets),
         f"### Ablations at {sc.get('ablation_budget', 0.2):.0%}",
         "",
         ablation_table(results, sc.get("ablation_budget", 0.2)),
@@ -351,16 +455,16 @@ def generated(out: Path, scale_name: str, image: str) -> str:
     return "\n".join(parts)
 
 
-def write_report(out: Path, report: Path, scale_name: str) -> None:
+def write_report(results_path: Path, meta_path: Path, report: Path, scale_name: str) -> None:
     report.parent.mkdir(parents=True, exist_ok=True)
     image = report.with_name(PLOT if report.name == "results.md" else report.stem + ".png")
-    results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()]
+    results, _ = _load(results_path, meta_path)
     budgets = sorted({r["cell"]["budget"] for r in results if r["cell"]["method"] != "full"})
     methods = [
         m for m in dict.fromkeys(r["cell"]["method"] for r in results) if not m.startswith("full")
     ]
     plot(results, budgets, methods, image)
-    body = generated(out, scale_name, image.name)
+    body = generated(results_path, meta_path, scale_name, image.name)
     old = report.read_text() if report.exists() else f"# Results\n\n{START}\n{END}\n"
     if START in old and END in old:
         before, rest = old.split(START, 1)

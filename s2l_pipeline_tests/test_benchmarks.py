@@ -34,6 +34,8 @@ def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
     assert bench.main(args) == 0
 
     results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    meta = json.loads((out / "results.meta.json").read_text())
+    assert [x["cells_run"] for x in meta["sittings"]] == [len(results)]
     scale = bench.SCALES["smoke"]
     planned = bench.plan(scale, scale.lr_grid[0])
     assert {r["key"] for r in results} == {c.key for c in planned} | {
@@ -43,6 +45,12 @@ def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
     n_pool = by[("full", "main")]["n_train"]
     for method in bench.METHODS:  # every selector trained on exactly its budget
         assert by[(method, "main")]["n_train"] == int(0.2 * n_pool)
+        # what it trained on, per family, and the CPU time it took
+        assert sum(by[(method, "main")]["composition"].values()) == int(0.2 * n_pool)
+        assert by[(method, "main")]["cpu_seconds"] > 0
+    # The paper's form splits the budget evenly over sources (every family has enough rows).
+    paper = by[("s2l_paper", "main")]["composition"]
+    assert len(paper) == 12 and max(paper.values()) - min(paper.values()) <= 1, paper
     assert by[("full_same_steps", "main")]["train_steps"] < by[("full", "main")]["train_steps"]
 
     client = MlflowClient(tracking_uri=uri)
@@ -61,12 +69,35 @@ def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
         assert any(k.startswith("in_domain/") for k in r["correct"]), r["correct"].keys()
         assert all(v and set(v) <= {"0", "1"} for v in r["correct"].values())
     assert "Paired bootstrap over test items and seeds" in text
+    assert "h of CPU time** in total" in text and "1 sitting(s)" in text
+    assert "| method at 20% |" in text and "| s2l_paper |" in text  # composition table
+    assert "### In-domain exact match per family" in text
     assert (report.parent / "results_accuracy_vs_budget.png").stat().st_size > 10_000
 
     # A second invocation finds every cell done: nothing retrained, same report.
     before = (out / "results.jsonl").read_text()
     assert bench.main(args) == 0
     assert (out / "results.jsonl").read_text() == before
+    meta = json.loads((out / "results.meta.json").read_text())
+    assert [x["cells_run"] for x in meta["sittings"]] == [len(results), 0]
+    assert "2 sitting(s)" in report.read_text()
+
+
+def test_scale_picks_families_and_settings() -> None:
+    from dataclasses import replace
+
+    bench = _load("data_efficiency")
+    scale = replace(
+        bench.SCALES["smoke"],
+        families=("gcd", "chain_sum"),
+        family_settings=(("chain_sum", "max_terms", 2),),
+    )
+    fams = bench.scale_families(scale)
+    assert [f.name for f in fams] == ["gcd", "chain_sum"] and {f.weight for f in fams} == {1.0}
+    assert fams[1].kwargs["max_terms"] == 2 and fams[1].kwargs["min_digits"] == 1
+    spec = bench.mixture_spec(scale, "embedded")
+    assert spec.embedded.families == fams
+    assert bench.scale_families(bench.SCALES["smoke"]) == bench.TRAIN_FAMILIES
 
 
 def bench_markers(bench) -> str:

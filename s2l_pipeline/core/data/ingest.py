@@ -18,7 +18,7 @@ import polars as pl
 from ..support import storage
 from ..support.hashing import example_ids
 from .formats import FieldError, FieldMapping, Format, detect_format, get_format
-from .generator import generate_mixture
+from .generator import TRAIN_FAMILIES, Family, generate_mixture
 from .hf_source import hf_display, iter_hf_records
 from .readers import SUFFIXES, FileReadError, RecordError, iter_records
 from .schema import EVAL_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA
@@ -34,6 +34,7 @@ class EmbeddedSource:
     size: int = 20_000
     seed: int = 0
     heldout_per_family: int = 300
+    families: tuple[Family, ...] = TRAIN_FAMILIES  # benchmarks pick other families/settings
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
     parts, held_parts = [], [external_held]
     if spec.embedded is not None:
         e = spec.embedded
-        emb_train, emb_held = generate_mixture(e.size, e.seed, e.heldout_per_family)
+        emb_train, emb_held = generate_mixture(e.size, e.seed, e.heldout_per_family, e.families)
         parts.append(
             emb_train.with_columns(
                 _file=pl.lit(EMBEDDED_FILE),
