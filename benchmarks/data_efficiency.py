@@ -55,6 +55,7 @@ from s2l_pipeline.core.evaluation.stats import pack_correct
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_model, train_proxy
 from s2l_pipeline.core.lm.trainer import CheckpointSchedule, TrainConfig, TrainHooks
 from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table, usable_rows
+from s2l_pipeline.core.selection.diagnostics import premise_on_pool
 from s2l_pipeline.core.selection.learning_percentage import embed_rows, epoch1_from_schedule
 from s2l_pipeline.core.support.hashing import table_hash
 from s2l_pipeline.core.support.storage import ArtifactStore
@@ -134,6 +135,30 @@ SCALES: dict[str, Scale] = {
         ablation_seeds=(0, 1, 2),
         gsm8k_seeds=(0, 1, 2),
         workers=1,
+    ),
+    # Issue 15's regime, where the 0.86M target learns (docs/results.md, "Looking for a regime"):
+    # three families at the mixture's settings (two-term sums), 2,000 rows each, 30 epochs; the
+    # proxy ~5x smaller than the target; every in-domain test problem (300 per family) judged.
+    # Results are committed and the run resumes from them, sitting after sitting.
+    "learns": Scale(
+        size=6_000,
+        test_rows_per_set=None,
+        ood_per_family=100,
+        proxy="proxy",
+        proxy_epochs=5.0,
+        target="target",
+        target_epochs=30.0,
+        lr_grid=(2e-3,),
+        max_length=96,
+        max_new_tokens=12,
+        budgets=(0.1, 0.2),
+        same_steps_seeds=(0, 1, 2),
+        ablation_seeds=(),
+        ablation_proxy=None,
+        gsm8k=None,
+        families=("gcd", "simple_equations", "chain_sum"),
+        family_settings=(("chain_sum", "max_terms", 2),),
+        results_file="benchmarks/results/data_efficiency_learns.jsonl",
     ),
     # Seconds: every code path once, for the test suite.
     "smoke": Scale(
@@ -291,6 +316,35 @@ def proxy_trajectories(scale: Scale, mixture: str, size: str, out: Path) -> dict
     }
     manifest_path.write_text(json.dumps(result, indent=1))
     return result
+
+
+def premise_diagnostics(scale: Scale, out: Path, proxy: dict) -> dict:
+    """Does S2L's premise hold on this pool? Gradient similarity within trajectory clusters
+    against random pairs, and silhouette, for our clustering and the paper's (cached)."""
+    path = Path(proxy["trajectories"]).with_suffix(".premise.json")
+    if path.exists():
+        return json.loads(path.read_text())
+    traj = _read(proxy["trajectories"])
+    data = _read(str(prepare_data(scale, proxy["mixture"], out)["train"]))
+    last = Path(proxy["tokenizer_dir"]).parent / f"step_{max(steps_of(traj))}"
+    found = {}
+    for name, opts in (
+        ("s2l", SelectionOptions(clusters=scale.clusters)),
+        ("s2l_paper", SelectionOptions(**PAPER_S2L)),
+    ):
+        clusters, summary = cluster_table(traj, data, 0, opts)
+        report = premise_on_pool(traj, data, clusters, last, proxy["max_length"])
+        found[name] = {**report.to_dict(), "clusters": summary.get("clusters")}
+    path.write_text(json.dumps(found, indent=1))
+    return found
+
+
+def refresh_premise(scale: Scale, out: Path, meta: dict, meta_path: Path) -> None:
+    """--report-only: the diagnostic for a pool whose sittings predate it (or its fields)."""
+    manifest = out / "proxy" / f"embedded_{scale.proxy}.json"
+    if meta and manifest.exists():
+        meta["premise"] = premise_diagnostics(scale, out, json.loads(manifest.read_text()))
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def embeddings_for(proxy: dict, train_path: Path, out: Path) -> Path:
@@ -470,7 +524,14 @@ def log_to_mlflow(result: dict, tracking_uri: str, scale_name: str) -> str:
         return mt.run_id
 
 
-def run_cells(cells: list[Cell], ctxs: dict, args, results: dict, results_path: Path) -> None:
+def run_cells(
+    cells: list[Cell],
+    ctxs: dict,
+    args,
+    results: dict,
+    results_path: Path,
+    on_record=lambda: None,
+) -> None:
     """Run the cells not yet in ``results``, appending each result as it finishes."""
     todo = [c for c in cells if c.key not in results]
     if not todo:
@@ -482,6 +543,7 @@ def run_cells(cells: list[Cell], ctxs: dict, args, results: dict, results_path: 
         results[res["key"]] = res
         with results_path.open("a") as f:
             f.write(json.dumps(res) + "\n")
+        on_record()
         m = res["metrics"]
         print(
             f"[{len(results)}] {res['key']}: n={res['n_train']} "
@@ -669,28 +731,40 @@ def main(argv: list[str] | None = None) -> int:
                     emb = embeddings_for(proxy, paths["train"], out)
                 ctxs[(mixture, size)] = context(scale, mixture, proxy, paths, out, emb)
                 print(f"proxy {mixture}/{size}: {proxy}", flush=True)
-        run_cells(
-            [tuning_cell(scale, lr) for lr in scale.lr_grid], ctxs, args, results, results_path
-        )
+        premise = premise_diagnostics(scale, out, proxies[("embedded", scale.proxy)])
+        before = meta.get("sittings", [])
+        lr = None
+
+        def save_meta() -> None:
+            """Written after every cell, so a sitting cut short is still counted."""
+            sitting = {
+                "ended": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "wall_seconds": round(time.perf_counter() - t0, 1),
+                "cells_run": len(results) - done_before,
+                "workers": args.workers,
+                "cpus": os.cpu_count(),
+            }
+            new = {
+                "scale": asdict(scale),
+                "lr": lr,
+                "proxies": {f"{k[0]}/{k[1]}": v for k, v in proxies.items()},
+                "premise": premise,
+                "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                "sittings": [*before, sitting],
+            }
+            tmp = meta_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(new, indent=1) + "\n")
+            tmp.replace(meta_path)
+
+        tuning = [tuning_cell(scale, x) for x in scale.lr_grid]
+        run_cells(tuning, ctxs, args, results, results_path, save_meta)
         lr = tuned_lr(scale, results)
         print(f"learning rate chosen on validation: {lr:g}", flush=True)
-        run_cells(plan(scale, lr), ctxs, args, results, results_path)
-        sitting = {
-            "ended": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "wall_seconds": round(time.perf_counter() - t0, 1),
-            "cells_run": len(results) - done_before,
-            "workers": args.workers,
-            "cpus": os.cpu_count(),
-        }
-        meta = {
-            "scale": asdict(scale),
-            "lr": lr,
-            "proxies": {f"{k[0]}/{k[1]}": v for k, v in proxies.items()},
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "sittings": [*meta.get("sittings", []), sitting],
-        }
-        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+        run_cells(plan(scale, lr), ctxs, args, results, results_path, save_meta)
+        save_meta()
 
+    else:
+        refresh_premise(scale, out, meta, meta_path)
     write_report(results_path, meta_path, args.report, args.scale)
     print(f"report: {args.report}", flush=True)
     return 0

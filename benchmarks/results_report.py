@@ -364,6 +364,31 @@ def family_table(results: list[dict], budget: float, methods: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def premise_table(meta: dict) -> str:
+    """The trajectory_clusters diagnostic on this benchmark's pool, for both S2L forms."""
+    found = meta.get("premise") or {}
+    if not found:
+        return "(not computed yet)\n"
+    lines = [
+        "| clustering | clusters | gradient cosine within clusters | random pairs | gap "
+        "| random pairs of one family | silhouette (sample) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in found.items():
+        sil = _num(r["silhouette"])
+        lines.append(
+            f"| {name} | {r.get('clusters', '?')} | {r['within_cluster_cosine']:.3f} "
+            f"({r['within_pairs']} pairs) | {r['random_pair_cosine']:.3f} ({r['random_pairs']} "
+            f"pairs) | {r['gap']:+.3f} | {_num(r.get('same_source_cosine'))} "
+            f"| {sil} ({r['silhouette_sample']}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def setup(sc: dict, meta: dict, first: dict | None) -> str:
     proxy = meta.get("proxies", {}).get(f"embedded/{sc.get('proxy')}", {})
     return (
@@ -429,6 +454,9 @@ def generated(results_path: Path, meta_path: Path, scale_name: str, image: str) 
         "Same, in-domain NLL (negative = S2L better):",
         "",
         paired_table(results, budgets, "in_domain_mean_nll", 1.0),
+        "### Does the premise hold? (proxy's last checkpoint, gradients sketched to 2,048 numbers)",
+        "",
+        premise_table(meta),
         "### What each selector over- and under-samples",
         "",
         "A family's share of the subset divided by its share of the pool (1.00: as in the "

@@ -72,6 +72,10 @@ def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
     assert "h of CPU time** in total" in text and "1 sitting(s)" in text
     assert "| method at 20% |" in text and "| s2l_paper |" in text  # composition table
     assert "### In-domain exact match per family" in text
+    assert "| s2l_paper | " in text.split("Does the premise hold?")[1]  # the diagnostic's row
+    assert set(meta["premise"]) == {"s2l", "s2l_paper"}
+    assert meta["premise"]["s2l"]["within_pairs"] > 0
+    assert meta["premise"]["s2l"]["same_source_cosine"] is not None
     assert (report.parent / "results_accuracy_vs_budget.png").stat().st_size > 10_000
 
     # A second invocation finds every cell done: nothing retrained, same report.
@@ -81,6 +85,13 @@ def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
     meta = json.loads((out / "results.meta.json").read_text())
     assert [x["cells_run"] for x in meta["sittings"]] == [len(results), 0]
     assert "2 sitting(s)" in report.read_text()
+    # --report-only rebuilds the report (and a missing diagnostic) without training anything.
+    for cached in (out / "proxy").glob("*.premise.json"):
+        cached.unlink()
+    report.write_text(f"# Results\n\n{bench_markers(bench)}\n")
+    assert bench.main([*args, "--report-only"]) == 0
+    assert (out / "results.jsonl").read_text() == before
+    assert "| s2l_paper | " in report.read_text().split("Does the premise hold?")[1]
 
 
 def test_scale_picks_families_and_settings() -> None:

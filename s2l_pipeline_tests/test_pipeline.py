@@ -367,6 +367,8 @@ def test_premise_diagnostic_tells_real_clusters_from_shuffled_ones(tiny_run) -> 
     shuffled = clusters.with_columns(pl.col("cluster").shuffle(seed=1))
     fake = premise_on_pool(traj, data, shuffled, model_dir, max_length)
     assert real.gap > 0.05 and real.within_pairs > 100 and real.silhouette > 0.2
+    # Clusters group more alike gradients than the source alone does.
+    assert real.within_cluster_cosine > real.same_source_cosine > real.random_pair_cosine - 0.05
     assert abs(fake.gap) < real.gap / 2 and fake.silhouette < 0.05
     [check] = [
         e

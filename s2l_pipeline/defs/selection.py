@@ -222,12 +222,15 @@ def clusters_group_similar_gradients(
         seed=int(trajectory_clusters.options.get("seed", 0)),
     )
     values = report.to_dict()
+    same = report.same_source_cosine
     return dg.AssetCheckResult(
         passed=report.gap > 0,
         severity=dg.AssetCheckSeverity.WARN,
         description=(
             f"gradient cosine within clusters {report.within_cluster_cosine:.3f} vs random "
-            f"pairs {report.random_pair_cosine:.3f}; silhouette {report.silhouette}"
+            f"pairs {report.random_pair_cosine:.3f} (one source: "
+            f"{'-' if same is None else f'{same:.3f}'}); "
+            f"silhouette {report.silhouette}"
         ),
         metadata={k: v for k, v in values.items() if v is not None},
     )

@@ -24,6 +24,8 @@ class PremiseReport:
     within_cluster_cosine: float
     random_pair_cosine: float
     gap: float
+    # Random pairs from one source: clusters must beat this to add more than the source does.
+    same_source_cosine: float | None
     within_pairs: int
     random_pairs: int
     clusters_sampled: int
@@ -91,10 +93,12 @@ def premise_report(
     random_rows: int = 160,
     dims: int = 2048,
     silhouette_rows: int = 2000,
+    sources: np.ndarray | None = None,
 ) -> PremiseReport:
-    """Gradient similarity within clusters against random pairs, and the clustering's
-    silhouette, for rows whose encodings are ``enc``, clusters ``labels`` and trajectory
-    ``features`` (rows with no response token left must be dropped before)."""
+    """Gradient similarity within clusters against random pairs (and random pairs of one
+    source, given ``sources``), and the clustering's silhouette, for rows whose encodings are
+    ``enc``, clusters ``labels`` and trajectory ``features`` (rows with no response token left
+    must be dropped before)."""
     from sklearn.metrics import silhouette_score
 
     rng = np.random.default_rng(seed)
@@ -106,7 +110,13 @@ def premise_report(
     upper = np.triu(np.ones_like(same, dtype=bool), k=1)
     within = g_sim[same & upper]
     u_sim = _cosines(sketches[len(grouped) :])
-    random_pairs = u_sim[np.triu(np.ones(u_sim.shape, dtype=bool), k=1)]
+    pairs = np.triu(np.ones(u_sim.shape, dtype=bool), k=1)
+    random_pairs = u_sim[pairs]
+    same_source = None
+    if sources is not None:
+        s = sources[uniform]
+        one_source = u_sim[pairs & (s[:, None] == s[None, :])]
+        same_source = float(one_source.mean()) if one_source.size else None
     n_sil = min(silhouette_rows, len(labels))
     silhouette = None
     if len(np.unique(labels)) >= 2 and n_sil > len(np.unique(labels)):
@@ -116,6 +126,7 @@ def premise_report(
         within_cluster_cosine=w,
         random_pair_cosine=r,
         gap=w - r,
+        same_source_cosine=same_source,
         within_pairs=int(within.size),
         random_pairs=int(random_pairs.size),
         clusters_sampled=int(len(np.unique(labels[grouped]))),
@@ -145,13 +156,14 @@ def premise_on_pool(
     rows = clusters.select("example_id", "cluster").join(
         traj, on="example_id", how="inner", maintain_order="left"
     )
-    rows = rows.join(
-        data.select("example_id", "prompt", "response", "task"), on="example_id", how="inner"
-    )
+    text = [c for c in ("prompt", "response", "task", "source") if c in data.columns]
+    rows = rows.join(data.select("example_id", *text), on="example_id", how="inner")
     model, tokenizer = load_causal_lm(model_dir)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     enc = encode(rows, tokenizer, max_length)
     keep = np.flatnonzero(enc.n_response_tokens > 0)  # a row with no response has no gradient
     rows = rows[keep]
     features = matrix(rows, pick_steps(rows, steps, "trained"))
-    return premise_report(model, enc.subset(keep), rows["cluster"].to_numpy(), features, seed=seed)
+    sources = rows["source"].to_numpy() if "source" in rows.columns else None
+    labels = rows["cluster"].to_numpy()
+    return premise_report(model, enc.subset(keep), labels, features, seed=seed, sources=sources)
