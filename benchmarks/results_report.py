@@ -129,8 +129,13 @@ def paired_table(results: list[dict], budgets: list[float], metric: str, scale: 
     return "\n".join(lines) + "\n"
 
 
-def bootstrap_table(results: list[dict], budgets: list[float], domain: str = "in_domain") -> str:
-    """S2L - random per budget: paired bootstrap 95% CI over in-domain test items and seeds,
+def bootstrap_table(
+    results: list[dict],
+    budgets: list[float],
+    domain: str = "in_domain",
+    methods: tuple[str, ...] = ("s2l", "s2l_paper"),
+) -> str:
+    """Each S2L form - random per budget: paired bootstrap 95% CI over test items and seeds,
     and the smallest difference this design detects (80% power). Needs per-item results."""
     by = {}
     for r in results:
@@ -138,26 +143,30 @@ def bootstrap_table(results: list[dict], budgets: list[float], domain: str = "in
         if c["mixture"] == "embedded" and c["variant"] == "main" and c["judge"] == "test":
             by[(c["method"], c["budget"], c["seed"])] = r.get("correct")
     lines = [
-        "| budget | S2L - random (points) | 95% CI | smallest detectable | items x seeds |",
-        "|---|---|---|---|---|",
+        "| method | budget | - random (points) | 95% CI | smallest detectable | items x seeds |",
+        "|---|---|---|---|---|---|",
     ]
-    for b in budgets:
-        seeds = sorted(
-            s for (m, bb, s) in by if m == "s2l" and bb == b and by.get(("random", b, s))
-        )
-        if not seeds or not all(by[("s2l", b, s)] for s in seeds):
-            continue
-        names = sorted(n for n in by[("s2l", b, seeds[0])] if n.startswith(f"{domain}/"))
-        a = np.stack([np.concatenate([unpack_correct(by[("s2l", b, s)][n]) for n in names])
-                      for s in seeds])  # fmt: skip
-        r = np.stack([np.concatenate([unpack_correct(by[("random", b, s)][n]) for n in names])
-                      for s in seeds])  # fmt: skip
-        out = paired_bootstrap(a, r)
-        lines.append(
-            f"| {b:.0%} | {out.difference * 100:+.2f} | [{out.low * 100:+.2f}, "
-            f"{out.high * 100:+.2f}] | {out.minimum_detectable * 100:.2f} | "
-            f"{out.items} x {out.seeds} |"
-        )
+    for method in methods:
+        for b in budgets:
+            seeds = sorted(
+                s for (m, bb, s) in by if m == method and bb == b and by.get(("random", b, s))
+            )
+            if not seeds or not all(by[(method, b, s)] for s in seeds):
+                continue
+            names = sorted(n for n in by[(method, b, seeds[0])] if n.startswith(f"{domain}/"))
+
+            def items(m: str, names=names, seeds=seeds, b=b) -> np.ndarray:
+                return np.stack(
+                    [np.concatenate([unpack_correct(by[(m, b, s)][n]) for n in names])
+                     for s in seeds]
+                )  # fmt: skip
+
+            out = paired_bootstrap(items(method), items("random"))
+            lines.append(
+                f"| {method} | {b:.0%} | {out.difference * 100:+.2f} | [{out.low * 100:+.2f}, "
+                f"{out.high * 100:+.2f}] | {out.minimum_detectable * 100:.2f} | "
+                f"{out.items} x {out.seeds} |"
+            )
     if len(lines) == 2:
         return "(no cell with per-item results yet: rerun the benchmark to fill this table)\n"
     return "\n".join(lines) + "\n"
@@ -256,7 +265,10 @@ def plot(results: list[dict], budgets: list[float], methods: list[str], path: Pa
                     means.append(v.mean())
                     stds.append(v.std(ddof=1) if len(v) > 1 else 0.0)
             if xs:
-                style = dict(lw=2.5, color="black") if m == "s2l" else dict(lw=1.2)
+                style = {
+                    "s2l": dict(lw=2.5, color="black"),
+                    "s2l_paper": dict(lw=2.0, color="black", ls=":"),
+                }.get(m, dict(lw=1.2))
                 ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=m, **style)
         full = np.asarray(_values(results, metric, method="full", **base)) * scale
         if len(full):

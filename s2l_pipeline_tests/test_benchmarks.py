@@ -134,9 +134,14 @@ def test_bootstrap_table_from_per_item_results() -> None:
     ]
     table = report.bootstrap_table(results, [0.1])
     row = table.strip().splitlines()[-1]
-    assert row.startswith("| 10% | +15.00 | [") and row.endswith("| 100 x 2 |")
+    assert row.startswith("| s2l | 10% | +15.00 | [") and row.endswith("| 100 x 2 |")
     low = float(row.split("[")[1].split(",")[0])
     assert 0 < low < 15  # the interval excludes zero
+    # The paper's form gets its own row, paired with the same random cells.
+    paper = [cell("s2l_paper", s, "1" * 45 + "0" * 55) for s in (0, 1)]
+    rows = report.bootstrap_table(results + paper, [0.1]).strip().splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| s2l", "| s2l_paper"]
+    assert rows[1].startswith("| s2l_paper | 10% | +2.50 | [")
     assert "no cell with per-item" in report.bootstrap_table(
         [{**r, "correct": {}} for r in results], [0.1]
     )
