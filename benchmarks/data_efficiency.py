@@ -136,9 +136,9 @@ SCALES: dict[str, Scale] = {
         gsm8k_seeds=(0, 1, 2),
         workers=1,
     ),
-    # Issue 15's regime, where the 0.86M target learns (docs/results.md, "Looking for a regime"):
+    # Issue 15's regime, where the 0.84M target learns (docs/results.md, "Finding a regime"):
     # three families at the mixture's settings (two-term sums), 2,000 rows each, 30 epochs; the
-    # proxy ~5x smaller than the target; every in-domain test problem (300 per family) judged.
+    # proxy 6.7x smaller than the target; every in-domain test problem (300 per family) judged.
     # Results are committed and the run resumes from them, sitting after sitting.
     "learns": Scale(
         size=6_000,
