@@ -339,11 +339,23 @@ def premise_diagnostics(scale: Scale, out: Path, proxy: dict) -> dict:
     return found
 
 
+def answer_floor(paths: dict[str, Path]) -> dict:
+    """Exact match of a model that answers every problem with the pool's most common answer:
+    the floor a collapsed target sits on (the same string for every problem)."""
+    train, test = pl.read_parquet(paths["train"]), pl.read_parquet(paths["test"])
+    answer = train["answer"].mode().sort()[0]
+    hits = test.group_by("eval_set", "domain").agg((pl.col("answer") == answer).mean().alias("hit"))
+    by_domain = hits.group_by("domain").agg(pl.col("hit").mean())
+    return {**dict(by_domain.iter_rows()), "answer": answer}
+
+
 def refresh_premise(scale: Scale, out: Path, meta: dict, meta_path: Path) -> None:
-    """--report-only: the diagnostic for a pool whose sittings predate it (or its fields)."""
+    """--report-only: the diagnostic and the answer floor for a pool whose sittings predate
+    them (or their fields)."""
     manifest = out / "proxy" / f"embedded_{scale.proxy}.json"
     if meta and manifest.exists():
         meta["premise"] = premise_diagnostics(scale, out, json.loads(manifest.read_text()))
+        meta["floor"] = answer_floor(prepare_data(scale, "embedded", out))
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
 
 
@@ -732,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
                 ctxs[(mixture, size)] = context(scale, mixture, proxy, paths, out, emb)
                 print(f"proxy {mixture}/{size}: {proxy}", flush=True)
         premise = premise_diagnostics(scale, out, proxies[("embedded", scale.proxy)])
+        floor = answer_floor(prepare_data(scale, "embedded", out))
         before = meta.get("sittings", [])
         lr = None
 
@@ -749,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
                 "lr": lr,
                 "proxies": {f"{k[0]}/{k[1]}": v for k, v in proxies.items()},
                 "premise": premise,
+                "floor": floor,
                 "command": " ".join([Path(sys.executable).name, *sys.argv]),
                 "sittings": [*before, sitting],
             }

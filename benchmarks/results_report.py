@@ -376,6 +376,18 @@ def family_table(results: list[dict], budget: float, methods: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def floor_line(meta: dict) -> str:
+    f = meta.get("floor")
+    if not f:
+        return ""
+    return (
+        f"Floor: answering `{f['answer']}` (the pool's most common answer) to every problem "
+        f"scores {100 * f.get('in_domain', 0):.2f}% in domain and "
+        f"{100 * f.get('out_of_domain', 0):.2f}% out of domain; a target that has collapsed to "
+        "one answer sits exactly there."
+    )
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -445,6 +457,8 @@ def generated(results_path: Path, meta_path: Path, scale_name: str, image: str) 
         "",
         setup(sc, meta, first),
         compute_line(results, meta),
+        "",
+        floor_line(meta),
         "",
         f"![accuracy vs budget]({image})",
         "",

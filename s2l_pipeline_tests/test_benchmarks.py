@@ -76,6 +76,8 @@ def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
     assert set(meta["premise"]) == {"s2l", "s2l_paper"}
     assert meta["premise"]["s2l"]["within_pairs"] > 0
     assert meta["premise"]["s2l"]["same_source_cosine"] is not None
+    assert 0 <= meta["floor"]["in_domain"] <= 1 and meta["floor"]["answer"]
+    assert f"Floor: answering `{meta['floor']['answer']}`" in text
     assert (report.parent / "results_accuracy_vs_budget.png").stat().st_size > 10_000
 
     # A second invocation finds every cell done: nothing retrained, same report.
