@@ -95,12 +95,21 @@ def test_launchpad_run_and_asset_page(dev: DagsterDev, tmp_path: Path) -> None:
             page.wait_for_timeout(500)
             page.screenshot(path=shots / "5_training_loss.png")
 
+            # S2L's premise, checked on this data: the clusters' asset check and its numbers.
+            page.goto(f"{dev.url}/assets/trajectory_clusters?view=checks")
+            # (the Checks view opens on its only check, showing its latest evaluation)
+            expect(
+                page.get_by_text(re.compile(r"gradient cosine within clusters 0\.\d+ vs random"))
+            ).to_be_visible()
+            expect(page.get_by_text("same_source_cosine", exact=True).first).to_be_visible()
+            page.screenshot(path=shots / "6_premise_check.png")
+
             # The progress lines are in the proxy step's log in the UI, as on the terminal.
             page.goto(f"{dev.url}/runs/{run_id}?logs=step%3Aproxy_checkpoints")
             line = page.get_by_text(re.compile(r"training \[#+\] \d+/\d+ steps 100%"))
             expect(line).to_be_visible(timeout=30_000)
             line.scroll_into_view_if_needed()
-            page.screenshot(path=shots / "6_step_log.png")
+            page.screenshot(path=shots / "7_step_log.png")
         except Exception as exc:
             page.screenshot(path=shots / "failure.png")
             raise AssertionError(f"{exc}\nscreenshots: {shots}\n{dev.log_tail(2000)}") from exc
