@@ -388,6 +388,22 @@ def floor_line(meta: dict) -> str:
     )
 
 
+def collapsed_line(results: list[dict], meta: dict) -> str:
+    """Which trained targets sit exactly on the floor (one answer for everything)."""
+    f = meta.get("floor")
+    if not f:
+        return ""
+    hits = [
+        f"{r['cell']['method']} {r['cell']['budget']:.0%} seed {r['cell']['seed']}"
+        for r in results
+        if r["cell"]["judge"] == "test"
+        and abs(r["metrics"].get("in_domain_accuracy", -1) - f.get("in_domain", -2)) < 1e-9
+        and abs(r["metrics"].get("out_of_domain_accuracy", -1) - f.get("out_of_domain", -2)) < 1e-9
+    ]
+    n = sum(1 for r in results if r["cell"]["judge"] == "test")
+    return f"Targets exactly on the floor: {len(hits)} of {n} ({'; '.join(hits) or 'none'})."
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -417,8 +433,13 @@ def setup(sc: dict, meta: dict, first: dict | None) -> str:
     proxy = meta.get("proxies", {}).get(f"embedded/{sc.get('proxy')}", {})
     return (
         f"Setup: embedded mixture of {sc.get('size')} examples over {_families(sc)} "
-        f"({sc.get('heldout_per_family')} per family held out as the test set, of which the "
-        f"first {sc.get('test_rows_per_set') or 'all'} of every set are evaluated; "
+        f"({sc.get('heldout_per_family')} per family held out as the test set, "
+        + (
+            f"of which the first {sc['test_rows_per_set']} of every set are evaluated; "
+            if sc.get("test_rows_per_set")
+            else "all of them evaluated; "
+        )
+        + f"{sc.get('ood_per_family')} per out-of-domain family; "
         f"{sc.get('val_per_source')} per family carved off the training data as validation); "
         f"proxy `{sc.get('proxy')}` ({proxy.get('n_parameters')} parameters, "
         f"{sc.get('proxy_epochs')} epochs, {sc.get('checkpoints')} checkpoints); target "
@@ -459,6 +480,7 @@ def generated(results_path: Path, meta_path: Path, scale_name: str, image: str) 
         compute_line(results, meta),
         "",
         floor_line(meta),
+        collapsed_line(results, meta),
         "",
         f"![accuracy vs budget]({image})",
         "",

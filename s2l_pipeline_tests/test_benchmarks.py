@@ -78,6 +78,7 @@ def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
     assert meta["premise"]["s2l"]["same_source_cosine"] is not None
     assert 0 <= meta["floor"]["in_domain"] <= 1 and meta["floor"]["answer"]
     assert f"Floor: answering `{meta['floor']['answer']}`" in text
+    assert "Targets exactly on the floor: " in text
     assert (report.parent / "results_accuracy_vs_budget.png").stat().st_size > 10_000
 
     # A second invocation finds every cell done: nothing retrained, same report.
