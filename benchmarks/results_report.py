@@ -82,19 +82,21 @@ def main_table(
     head = "| method | " + " | ".join(f"{b:.0%}" for b in budgets) + " |\n"
     head += "|---|" + "---|" * len(budgets) + "\n"
     base = {"mixture": "embedded", "variant": "main", "judge": "test"}
+    seeds = len({r["cell"]["seed"] for r in results if r["cell"]["judge"] == "test"})
+
+    def stat(**match) -> str:
+        """mean +- std, with the number of seeds where a cell has fewer than the run."""
+        values = _values(results, metric, **base, **match)
+        shown = _mean_std(values, scale)
+        return shown if not values or len(values) == seeds else f"{shown} (n={len(values)})"
+
     rows = []
     for m in methods:
-        cells = [
-            _mean_std(_values(results, metric, method=m, budget=b, **base), scale) for b in budgets
-        ]
-        rows.append(f"| {m} | " + " | ".join(cells) + " |")
-    same = [
-        _mean_std(_values(results, metric, method="full_same_steps", budget=b, **base), scale)
-        for b in budgets
-    ]
+        rows.append(f"| {m} | " + " | ".join(stat(method=m, budget=b) for b in budgets) + " |")
+    same = [stat(method="full_same_steps", budget=b) for b in budgets]
     if any(x != "-" for x in same):
         rows.append("| full data, same steps as the budget | " + " | ".join(same) + " |")
-    full = _mean_std(_values(results, metric, method="full", **base), scale)
+    full = stat(method="full")
     rows.append(
         f"| **full data (100%, all epochs)** | {full} (reference) |" + " |" * (len(budgets) - 1)
     )
