@@ -136,34 +136,38 @@ def bootstrap_table(
     budgets: list[float],
     domain: str = "in_domain",
     methods: tuple[str, ...] = ("s2l", "s2l_paper"),
+    against: str = "random",
 ) -> str:
-    """Each S2L form - random per budget: paired bootstrap 95% CI over test items and seeds,
-    and the smallest difference this design detects (80% power). Needs per-item results."""
+    """Each method - ``against`` (a method at the same budget, or ``full``) per budget: paired
+    bootstrap 95% CI over test items and seeds, and the smallest difference this design
+    detects (80% power). Needs per-item results."""
     by = {}
     for r in results:
         c = r["cell"]
         if c["mixture"] == "embedded" and c["variant"] == "main" and c["judge"] == "test":
             by[(c["method"], c["budget"], c["seed"])] = r.get("correct")
     lines = [
-        "| method | budget | - random (points) | 95% CI | smallest detectable | items x seeds |",
+        f"| method | budget | - {against} (points) | 95% CI | smallest detectable "
+        "| items x seeds |",
         "|---|---|---|---|---|---|",
     ]
     for method in methods:
         for b in budgets:
+            ref = 1.0 if against == "full" else b
             seeds = sorted(
-                s for (m, bb, s) in by if m == method and bb == b and by.get(("random", b, s))
+                s for (m, bb, s) in by if m == method and bb == b and by.get((against, ref, s))
             )
             if not seeds or not all(by[(method, b, s)] for s in seeds):
                 continue
             names = sorted(n for n in by[(method, b, seeds[0])] if n.startswith(f"{domain}/"))
 
-            def items(m: str, names=names, seeds=seeds, b=b) -> np.ndarray:
+            def items(m: str, bb: float, names=names, seeds=seeds) -> np.ndarray:
                 return np.stack(
-                    [np.concatenate([unpack_correct(by[(m, b, s)][n]) for n in names])
+                    [np.concatenate([unpack_correct(by[(m, bb, s)][n]) for n in names])
                      for s in seeds]
                 )  # fmt: skip
 
-            out = paired_bootstrap(items(method), items("random"))
+            out = paired_bootstrap(items(method, b), items(against, ref))
             lines.append(
                 f"| {method} | {b:.0%} | {out.difference * 100:+.2f} | [{out.low * 100:+.2f}, "
                 f"{out.high * 100:+.2f}] | {out.minimum_detectable * 100:.2f} | "
@@ -501,6 +505,15 @@ def generated(results_path: Path, meta_path: Path, scale_name: str, image: str) 
         "item of every seed with its own result):",
         "",
         bootstrap_table(results, budgets, domain="in_domain"),
+        "Against full data (all epochs), same seed: how far each subset stays below it, and "
+        "the compute-matched full run (full data for the subset's steps):",
+        "",
+        bootstrap_table(
+            results,
+            budgets,
+            methods=("random", "s2l", "s2l_paper", "full_same_steps"),
+            against="full",
+        ),
         "Same, in-domain NLL (negative = S2L better):",
         "",
         paired_table(results, budgets, "in_domain_mean_nll", 1.0),

@@ -145,6 +145,12 @@ def test_bootstrap_table_from_per_item_results() -> None:
     rows = report.bootstrap_table(results + paper, [0.1]).strip().splitlines()[2:]
     assert [r.split(" | ")[0] for r in rows] == ["| s2l", "| s2l_paper"]
     assert rows[1].startswith("| s2l_paper | 10% | +2.50 | [")
+    # Against full data: the subset's cells paired with the full run of the same seed.
+    full = [{**cell("full", s, "1" * 70 + "0" * 30), "cell": {**cell("full", s, "")["cell"],
+             "budget": 1.0}} for s in (0, 1)]  # fmt: skip
+    table = report.bootstrap_table(results + full, [0.1], methods=("random",), against="full")
+    assert "| - full (points) |" in table
+    assert table.strip().splitlines()[-1].startswith("| random | 10% | -27.50 | [")
     assert "no cell with per-item" in report.bootstrap_table(
         [{**r, "correct": {}} for r in results], [0.1]
     )
