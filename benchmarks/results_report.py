@@ -189,6 +189,8 @@ def ablation_table(results: list[dict], budget: float) -> str:
             and r["cell"]["judge"] == "test"
         }
     )
+    if not variants:
+        return "No ablation in this run's plan.\n"
     lines = [
         f"| variant (S2L at {budget:.0%}) | in-domain acc | out-of-domain acc | in-domain NLL "
         "| out-of-domain NLL |",
@@ -211,7 +213,7 @@ def ablation_table(results: list[dict], budget: float) -> str:
 def gsm8k_table(results: list[dict]) -> str:
     part = [r for r in results if r["cell"]["mixture"] == "embedded+gsm8k"]
     if not part:
-        return "Not run (GSM8K was not found).\n"
+        return "Not in this run (its scale has no GSM8K mixture, or GSM8K was not found).\n"
     lines = [
         "| method | budget | seeds | GSM8K test NLL | in-domain NLL | in-domain acc |",
         "|---|---|---|---|---|---|",
@@ -501,10 +503,13 @@ def generated(results_path: Path, meta_path: Path, scale_name: str, image: str) 
         "### S2L against random, paired by seed (in-domain accuracy, points)",
         "",
         paired_table(results, budgets, "in_domain_accuracy", 100.0),
-        "Paired bootstrap over test items and seeds (in-domain exact match; every in-domain "
-        "item of every seed with its own result):",
+        "Paired bootstrap over test items and seeds, every selector against random at the same "
+        "budget and seed (in-domain exact match; every in-domain item of every seed with its "
+        "own result):",
         "",
-        bootstrap_table(results, budgets, domain="in_domain"),
+        bootstrap_table(
+            results, budgets, domain="in_domain", methods=tuple(m for m in methods if m != "random")
+        ),
         "Against full data (all epochs), same seed: how far each subset stays below it, and "
         "the compute-matched full run (full data for the subset's steps):",
         "",
