@@ -58,6 +58,7 @@ from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table,
 from s2l_pipeline.core.selection.diagnostics import premise_on_pool
 from s2l_pipeline.core.selection.learning_percentage import embed_rows, epoch1_from_schedule
 from s2l_pipeline.core.support.hashing import table_hash
+from s2l_pipeline.core.support.processes import die_with_parent
 from s2l_pipeline.core.support.storage import ArtifactStore
 from s2l_pipeline.core.support.tracking import local_tracking_uri, mlflow_run
 from s2l_pipeline.core.trajectories import score_rows, steps_of
@@ -501,6 +502,9 @@ def cost(cell: Cell) -> float:
 def _init_worker(threads: int) -> None:
     import torch
 
+    # A stopped benchmark must stop its workers too: an orphan would keep training cells
+    # nobody records, on the cores the next sitting (or CI) needs.
+    die_with_parent()
     torch.set_num_threads(threads)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from s2l_pipeline.core.support.processes import die_with_parent
 from s2l_pipeline.deploy.job_runs import deployment_env
 from s2l_pipeline.deploy.local_stack import free_port
 
@@ -52,15 +53,6 @@ def settled_ray_jobs(ray_url: str, timeout: float = 120) -> dict[str, dict]:
         return None if busy else jobs
 
     return wait_for("Ray's step jobs to end", settled, timeout, every=1)
-
-
-def die_with_parent() -> None:
-    """In the child: get SIGTERM when the test process dies, even by SIGKILL or a CI timeout
-    (no fixture teardown runs then), so no `dagster dev` outlives its test."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def project_env(root: Path, profile: str = "tiny") -> dict[str, str]:

@@ -154,3 +154,37 @@ def test_bootstrap_table_from_per_item_results() -> None:
     assert "no cell with per-item" in report.bootstrap_table(
         [{**r, "correct": {}} for r in results], [0.1]
     )
+
+
+def test_benchmark_workers_die_with_the_benchmark(tmp_path: Path) -> None:
+    """SIGKILL the benchmark's process: its pool workers stop too (no orphan keeps training)."""
+    import os
+    import signal
+    import subprocess
+
+    import psutil
+
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import concurrent.futures as cf, multiprocessing as mp, os, sys, time\n"
+        f"sys.path.insert(0, {str(PROJECT_ROOT / 'benchmarks')!r})\n"
+        "from data_efficiency import _init_worker\n"
+        "if __name__ == '__main__':\n"
+        "    pool = cf.ProcessPoolExecutor(1, mp.get_context('spawn'), _init_worker, (1,))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 600)\n"
+        "    time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        worker = psutil.Process(int(parent.stdout.readline()))
+        assert worker.is_running()
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        gone, _ = psutil.wait_procs([worker], timeout=30)
+        assert gone, "the pool worker outlived the benchmark process"
+    finally:
+        parent.kill()
+        if worker is not None and worker.is_running():
+            worker.kill()  # only when the test failed: leave no orphan behind
