@@ -55,6 +55,7 @@ from s2l_pipeline.core.evaluation.stats import pack_correct
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_model, train_proxy
 from s2l_pipeline.core.lm.trainer import CheckpointSchedule, TrainConfig, TrainHooks
 from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table, usable_rows
+from s2l_pipeline.core.selection.common import PAPER_S2L
 from s2l_pipeline.core.selection.diagnostics import premise_on_pool
 from s2l_pipeline.core.selection.learning_percentage import embed_rows, epoch1_from_schedule
 from s2l_pipeline.core.support.hashing import table_hash
@@ -190,16 +191,6 @@ SCALES: dict[str, Scale] = {
         gsm8k=None,
         workers=1,
     ),
-}
-
-
-# S2L as the official code runs it: the `paper` profile's selection (s2l_pipeline/defs/
-# profiles.py, README "S2L: ours and the paper's"), as options of the core selector.
-PAPER_S2L = {
-    "clusters": 100,
-    "kmeans_iterations": 20,
-    "stratify_by": "source",
-    "min_cluster_size": 3,
 }
 
 
@@ -349,10 +340,10 @@ def answer_floor(paths: dict[str, Path]) -> dict:
     answer = train["answer"].mode().sort()[0]
     hits = test.group_by("eval_set", "domain").agg((pl.col("answer") == answer).mean().alias("hit"))
     by_domain = hits.group_by("domain").agg(pl.col("hit").mean())
-    return {**dict(by_domain.iter_rows()), "answer": answer}
+    return {**dict(sorted(by_domain.iter_rows())), "answer": answer}  # same bytes every run
 
 
-def refresh_premise(scale: Scale, out: Path, meta: dict, meta_path: Path) -> None:
+def refresh_diagnostics(scale: Scale, out: Path, meta: dict, meta_path: Path) -> None:
     """--report-only: the diagnostic and the answer floor for a pool whose sittings predate
     them (or their fields)."""
     manifest = out / "proxy" / f"embedded_{scale.proxy}.json"
@@ -784,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         save_meta()
 
     else:
-        refresh_premise(scale, out, meta, meta_path)
+        refresh_diagnostics(scale, out, meta, meta_path)
     write_report(results_path, meta_path, args.report, args.scale)
     print(f"report: {args.report}", flush=True)
     return 0

@@ -17,6 +17,8 @@ from typing import Any
 
 import pydantic
 
+from ..core.selection.common import PAPER_S2L
+
 # Asset (or graph-asset op path) -> config values.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # About 20K examples over 12 families: the code defaults of the config classes, as they are.
@@ -41,12 +43,15 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-# The official code's S2L (BigML-CS-UCLA/S2L, schedules/s2l.py) at the default scale: the
-# budget split over sources first (smallest first), K=100 per source, 20 K-means iterations,
-# clusters of <= 2 members skipped. README "S2L: ours and the paper's" lists the differences.
+# The official code's S2L at the default scale (core.selection.common.PAPER_S2L); README
+# "S2L: ours and the paper's" lists the differences.
 PROFILES["paper"] = {
-    "trajectory_clusters": {"clusters": 100, "iterations": 20, "stratify_by": "source"},
-    "selected_subset": {"method": "s2l", "min_cluster_size": 3},
+    "trajectory_clusters": {
+        "clusters": PAPER_S2L["clusters"],
+        "iterations": PAPER_S2L["kmeans_iterations"],
+        "stratify_by": PAPER_S2L["stratify_by"],
+    },
+    "selected_subset": {"method": "s2l", "min_cluster_size": PAPER_S2L["min_cluster_size"]},
 }
 
 

@@ -32,6 +32,17 @@ class SelectionOptions:
     knn: int = 20  # facility location: neighbours per point in the sparse graph
 
 
+# The official code's S2L (BigML-CS-UCLA/S2L, schedules/s2l.py): the budget split over
+# sources first (smallest first), K=100 per source, 20 K-means iterations, clusters of <= 2
+# members skipped. The `paper` profile and the benchmark's s2l_paper both read it.
+PAPER_S2L: dict = {
+    "clusters": 100,
+    "kmeans_iterations": 20,
+    "stratify_by": "source",
+    "min_cluster_size": 3,
+}
+
+
 @dataclass
 class Selection:
     """Chosen rows (indices into the trajectory table, ascending) and, for S2L, every row's
