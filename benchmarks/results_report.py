@@ -67,13 +67,13 @@ def _mean_std(values: list[float], scale: float) -> str:
     return f"{a.mean():.{digits}f} +- {std:.{digits}f}"
 
 
+def _matching(results: list[dict], **match) -> list[dict]:
+    """The results whose cell has every given field value."""
+    return [r for r in results if all(r["cell"].get(k) == v for k, v in match.items())]
+
+
 def _values(results: list[dict], metric: str, **match) -> list[float]:
-    out = []
-    for r in results:
-        c = r["cell"]
-        if all(c.get(k) == v for k, v in match.items()) and metric in r["metrics"]:
-            out.append(r["metrics"][metric])
-    return out
+    return [r["metrics"][metric] for r in _matching(results, **match) if metric in r["metrics"]]
 
 
 def main_table(
@@ -322,11 +322,7 @@ def composition_table(results: list[dict], budget: float, methods: list[str]) ->
     """Each selector's share of every family divided by the pool's share, averaged over seeds:
     above 1 over-samples the family, below 1 under-samples it."""
     base = {"mixture": "embedded", "variant": "main", "judge": "test"}
-    pool = next(
-        (r.get("composition") for r in results
-         if r["cell"]["method"] == "full" and all(r["cell"][k] == v for k, v in base.items())),
-        None,
-    )  # fmt: skip
+    pool = next((r.get("composition") for r in _matching(results, method="full", **base)), None)
     if not pool:
         return "(no composition recorded yet)\n"
     total = sum(pool.values())
@@ -337,12 +333,9 @@ def composition_table(results: list[dict], budget: float, methods: list[str]) ->
     ]
     for m in methods:
         rs = [
-            r.get("composition")
-            for r in results
-            if r["cell"]["method"] == m
-            and r["cell"]["budget"] == budget
-            and all(r["cell"][k] == v for k, v in base.items())
-            and r.get("composition")
+            r["composition"]
+            for r in _matching(results, method=m, budget=budget, **base)
+            if r.get("composition")
         ]
         if not rs:
             continue
@@ -374,9 +367,7 @@ def family_table(results: list[dict], budget: float, methods: list[str]) -> str:
     rows = [(f"{m} at {budget:.0%}", {"method": m, "budget": budget}) for m in methods]
     rows.append(("full data", {"method": "full"}))
     for name, match in rows:
-        rs = [
-            r for r in results if all(r["cell"].get(k) == v for k, v in {**base, **match}.items())
-        ]
+        rs = _matching(results, **base, **match)
         if not rs:
             continue
         vals = [f"{100 * np.mean([r['per_set'][f'{x}.accuracy'] for r in rs]):.1f}" for x in sets]
