@@ -99,6 +99,7 @@ class ModelManifest(Manifest):
     mlflow_run_id: str | None = None
     trained_on: dict = field(default_factory=dict)  # proxy: raw_dataset, shards, rows
     loss_history: list = field(default_factory=list)  # [step, training loss] pairs
+    order: dict = field(default_factory=dict)  # how the first epoch was ordered (order_report)
     # target only
     lineage: dict = field(default_factory=dict)
     training_set: str | None = None

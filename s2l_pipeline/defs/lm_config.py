@@ -28,7 +28,17 @@ class LMTrainingConfig(dg.Config):
     )
     seed: int = TrainConfig.seed
     group_by_length: bool = Field(
-        TrainConfig.group_by_length, description="Batch rows of similar length (less padding)."
+        TrainConfig.group_by_length,
+        description="Off (default): a seeded uniform shuffle each epoch, as the official S2L "
+        "proxy training. On: sort rows by length inside shuffled windows of length_window "
+        "batches: less padding (faster), but when sources differ in length a window's batches "
+        "lean to one source, and the proxy's losses then carry the schedule. The asset's "
+        "longest_single_source_run shows the effect.",
+    )
+    length_window: int = Field(
+        TrainConfig.length_window,
+        description="With group_by_length: batches per window (larger: less padding, longer "
+        "runs of one source).",
     )
 
     def train_config(self) -> TrainConfig:

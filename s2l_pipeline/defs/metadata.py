@@ -39,3 +39,17 @@ def table_ref_metadata(name: str, ref: TableRef) -> dict[str, dg.MetadataValue]:
         f"{name}_rows": dg.MetadataValue.int(ref.rows),
         f"{name}_content_hash": dg.MetadataValue.text(ref.content_hash),
     }
+
+
+def training_order_metadata(order: dict) -> dict[str, dg.MetadataValue]:
+    """How the model's first epoch was ordered, beside a uniform shuffle of the same rows."""
+    if not order:
+        return {}
+    return {
+        "training_order": dg.MetadataValue.text(order["order"]),
+        "longest_single_source_run": dg.MetadataValue.int(order["longest_single_source_run"]),
+        "longest_single_source_run_shuffle": dg.MetadataValue.int(
+            order["longest_single_source_run_shuffle"]
+        ),
+        "padding_share": dg.MetadataValue.float(order["padding_share"]),
+    }

@@ -12,7 +12,7 @@ from .automation import RetrainPolicy
 from .data import data_shard, materialized_shards
 from .executors import gpu_retry_policy, gpu_step_tags, on_gpu
 from .lm_config import LMTrainingConfig
-from .metadata import training_loss_plot
+from .metadata import training_loss_plot, training_order_metadata
 from .profiles import profiled
 from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata, read_manifest
 from .runtime import training_hooks
@@ -119,6 +119,7 @@ def proxy_checkpoints(
             "trained_on": dg.MetadataValue.json(trained_on),
             "retrain_policy": dg.MetadataValue.json(retrain_policy.describe()),
             **training_loss_plot(manifest.loss_history, "Proxy training loss"),
+            **training_order_metadata(manifest.order),
             **mlflow_meta,
         },
     )

@@ -25,7 +25,7 @@ from ..core.support.tables import read_table, write_table
 from .automation import REFRESH
 from .executors import gpu_retry_policy, gpu_step_tags, on_gpu
 from .lm_config import LMTrainingConfig
-from .metadata import md, preview, training_loss_plot
+from .metadata import md, preview, training_loss_plot, training_order_metadata
 from .profiles import profiled
 from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
 from .runtime import training_hooks
@@ -145,6 +145,7 @@ def target_model(
             "training_set": partition,
             "training_rows": rows.height,
             **training_loss_plot(manifest.loss_history, f"Target training loss ({partition})"),
+            **training_order_metadata(manifest.order),
             "n_parameters": manifest.n_parameters,
             "final_checkpoint": dg.MetadataValue.path(final.uri),
             "checkpoint_sha256": final.sha256,

@@ -16,6 +16,7 @@ from ..support.hashing import file_hash
 from ..support.storage import ArtifactStore
 from .encoding import encode, render_prompts
 from .models import SIZES, build_gpt_neox, count_parameters, load_causal_lm, save_model
+from .order import order_report
 from .tokenizer import train_bpe_tokenizer
 from .trainer import (
     CheckpointSchedule,
@@ -167,6 +168,14 @@ def train_model(
         "n_truncated": int(enc.truncated.sum()),
         "train_tokens": int(enc.lengths.sum()),
         "loss_history": history,
+        "order": order_report(
+            enc.lengths.tolist(),
+            train_df["source"].to_list(),
+            run.train.batch_size * run.train.grad_accum,
+            run.train.seed,
+            run.train.group_by_length,
+            run.train.length_window,
+        ),
     }
 
 

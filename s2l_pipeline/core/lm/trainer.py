@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..support.progress import Progress
 from .encoding import Encoded
+from .order import DEFAULT_LENGTH_WINDOW, epoch_order
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_length: int = 128
     seed: int = 0
-    group_by_length: bool = True
+    # False: a seeded uniform shuffle per epoch (as the official S2L proxy training). True:
+    # sort by length inside windows of ``length_window`` batches (less padding, but a window's
+    # batches lean to one source when sources differ in length; see core/lm/order.py).
+    group_by_length: bool = False
+    length_window: int = DEFAULT_LENGTH_WINDOW
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,18 +133,17 @@ def make_collator(pad_id: int):
     return collate
 
 
-class EpochSeededLengthSampler:
-    """Length-grouped order drawn from (seed, epoch), never from the global RNG.
+class EpochSeededSampler:
+    """Each epoch's order drawn from (seed, epoch), never from the global RNG.
 
-    HF's ``LengthGroupedSampler`` draws each epoch's order from the global torch RNG when the
-    epoch starts; a run resumed mid-epoch draws it in another RNG state, so its data order (and
-    every later checkpoint) differs from an uninterrupted run. Seeding by epoch makes the order
-    a function of (seed, epoch) alone, as accelerate's ``SeedableRandomSampler`` does for
-    random sampling.
+    HF draws each epoch's order from the global torch RNG when the epoch starts; a run resumed
+    mid-epoch draws it in another RNG state, so its data order (and every later checkpoint)
+    differs from an uninterrupted run. Seeding by epoch makes the order a function of
+    (seed, epoch) alone, as accelerate's ``SeedableRandomSampler`` does.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
-        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+    def __init__(self, lengths: list[int], batch_size: int, cfg: TrainConfig):
+        self.lengths, self.batch_size, self.cfg, self.epoch = lengths, batch_size, cfg, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -148,23 +152,25 @@ class EpochSeededLengthSampler:
         return len(self.lengths)
 
     def __iter__(self):
-        import torch
-        from transformers.trainer_pt_utils import get_length_grouped_indices
-
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
+        order = epoch_order(
+            self.lengths,
+            self.batch_size,
+            self.cfg.seed,
+            self.epoch,
+            self.cfg.group_by_length,
+            self.cfg.length_window,
+        )
+        return iter(order.tolist())
 
 
 def _trainer_class(enc: Encoded, cfg: TrainConfig):
-    """HF ``Trainer`` whose length-grouped sampler is seeded per epoch (exact resume)."""
+    """HF ``Trainer`` whose sampler is seeded per epoch (exact resume)."""
     from transformers import Trainer
 
     class _Trainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
-            if not cfg.group_by_length:
-                return super()._get_train_sampler(train_dataset)
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return EpochSeededLengthSampler([int(n) for n in enc.lengths], batch, cfg.seed)
+            return EpochSeededSampler([int(n) for n in enc.lengths], batch, cfg)
 
     return _Trainer
 
@@ -305,7 +311,7 @@ def train_with_checkpoints(
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        train_sampling_strategy="random",  # group_by_length: our per-epoch seeded sampler
+        train_sampling_strategy="random",  # replaced by our per-epoch seeded sampler
         save_strategy="no",  # our callback decides which steps to save
         save_total_limit=2,
         logging_steps=max(1, steps_total // 50),
