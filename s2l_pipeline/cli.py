@@ -85,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         warnings.filterwarnings("once", category=kind)
         warnings.filterwarnings("ignore", message=".*is currently in beta", category=kind)
 
+    from .console import failed_checks
     from .definitions import defs
     from .defs.recovery import owner_tags, sweep_dead_runs
 
@@ -127,12 +128,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         evaluation = result.output_for_node("target_evaluation")
         summary["examples"] = raw.train.rows
         summary.update(evaluation.headline)
-    else:
+        summary["metric_by_set"] = evaluation.metric_by_set
+    summary["failed_checks"] = failed_checks(
+        result.get_asset_check_evaluations(), _check_descriptions(defs)
+    )
+    for failed in summary["failed_checks"]:  # again at the end, where a person looks last
+        print(
+            f"s2l run: check {failed['check']} on {failed['asset']} failed "
+            f"({failed['severity']}): {failed['found']}",
+            file=sys.stderr,
+        )
+    if not result.success:
         summary["failed_steps"] = _failures(result)
         for step, reason in summary["failed_steps"].items():
             print(f"s2l run: step {step} failed: {reason}", file=sys.stderr)
     print(json.dumps(summary, default=str))
     return 0 if result.success else 1
+
+
+def _check_descriptions(defs) -> dict[str, str]:
+    """Check name -> what the check guards (its definition's description)."""
+    out = {}
+    for checks_def in defs.asset_checks or []:
+        for spec in checks_def.check_specs:
+            out[spec.name] = spec.description or ""
+    return out
 
 
 def _failures(result) -> dict[str, str]:

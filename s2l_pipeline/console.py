@@ -23,6 +23,7 @@ class StepLines(logging.Handler):
         super().__init__(logging.DEBUG)
         self.stream = stream
         self.started: dict[str, float] = {}
+        self.failed_checks: set[str] = set()  # steps whose check failed: not a plain success
 
     def line(self, record: logging.LogRecord) -> str | None:
         meta = getattr(record, LOG_META, None) or {}
@@ -33,9 +34,17 @@ class StepLines(logging.Handler):
         if kind == "STEP_START":
             self.started[step] = now
             return f"▶ {step}"
+        if kind == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if evaluation.passed:
+                return None
+            self.failed_checks.add(step)
+            return check_failure_line(evaluation)
         if kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
             took = clock(now - self.started.get(step, now))
             mark = {"STEP_SUCCESS": "✓", "STEP_FAILURE": "✗", "STEP_SKIPPED": "-"}[kind]
+            if kind == "STEP_SUCCESS" and step in self.failed_checks:
+                mark = "⚠"
             return f"{mark} {step} ({took})"
         if kind == "STEP_UP_FOR_RETRY":
             return f"↻ {step}: retrying"
@@ -52,6 +61,42 @@ class StepLines(logging.Handler):
                 self.stream.flush()
         except Exception:  # a log line must never fail the run
             self.handleError(record)
+
+
+def key_numbers(metadata: dict) -> dict[str, float | int]:
+    """The plain numbers among a check's metadata (counts, shares), for a one-line summary."""
+    out = {}
+    for key, value in metadata.items():
+        raw = getattr(value, "value", value)
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            out[key] = round(raw, 4) if isinstance(raw, float) else raw
+    return out
+
+
+def check_failure_line(evaluation) -> str:
+    """One line for a failed asset check: name, asset, severity, what it found, its numbers."""
+    numbers = ", ".join(f"{k}={v}" for k, v in key_numbers(dict(evaluation.metadata)).items())
+    return (
+        f"⚠ check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} FAILED "
+        f"({evaluation.severity.value}): {evaluation.description or 'no description'}"
+        + (f" [{numbers}]" if numbers else "")
+    )
+
+
+def failed_checks(evaluations, descriptions: dict[str, str]) -> list[dict]:
+    """Every failed check evaluation of a run, as the JSON summary lists them."""
+    return [
+        {
+            "check": e.check_name,
+            "asset": e.asset_key.to_user_string(),
+            "severity": e.severity.value,
+            "check_description": descriptions.get(e.check_name, ""),
+            "found": e.description,
+            "numbers": key_numbers(dict(e.metadata)),
+        }
+        for e in evaluations
+        if not e.passed
+    ]
 
 
 @dg.logger(description="One line per step with its time; the steps' messages under it.")

@@ -14,6 +14,7 @@ from .defs.data import (
     eval_sets_not_in_training,
     raw_dataset,
     raw_dataset_rows_valid,
+    references_score_as_correct,
     shard_inventory,
 )
 from .defs.jobs import EXECUTOR, proxy_retrain_job, reselect_job, s2l_job, whole_graph_hint
@@ -38,7 +39,7 @@ from .defs.sensors import (
     reselection_schedule,
     shard_sensor,
 )
-from .defs.target import target_evaluation, target_model
+from .defs.target import predictions_not_constant, target_evaluation, target_model
 from .defs.trajectories import (
     loss_trajectories,
     shard_trajectories,
@@ -66,10 +67,12 @@ MAIN_ASSETS = [a for a in ASSETS if a not in (shard_inventory, data_shard, shard
 CHECKS = [
     raw_dataset_rows_valid,
     eval_sets_not_in_training,
+    references_score_as_correct,
     trajectories_cover_dataset,
     trajectories_finite,
     trajectories_loss_decreases,
     clusters_group_similar_gradients,
+    predictions_not_constant,
 ]
 
 

@@ -30,7 +30,26 @@ def test_contamination_counts_per_set() -> None:
     train = pl.DataFrame({"prompt": ["a", "b"]})
     evals = pl.DataFrame({"prompt": ["a", "x", "b"], "eval_set": ["s1", "s1", "s2"]})
     f = check_contamination(train, evals)
-    assert not f.passed and f.counts == {"leaked_rows": 2, "s1": 1, "s2": 1}
+    assert not f.passed
+    assert f.counts == {
+        "leaked_rows": 2,
+        "leaked_rows_normalized": 2,
+        "s1": 1,
+        "s2": 1,
+        "s1_normalized": 1,
+        "s2_normalized": 1,
+    }
+
+
+def test_contamination_also_counts_case_and_whitespace_variants() -> None:
+    train = pl.DataFrame({"prompt": ["What is  2 + 2?", "Name a colour"]})
+    evals = pl.DataFrame(
+        {"prompt": ["what is 2 + 2?", "Name a colour", "new"], "eval_set": ["s", "s", "s"]}
+    )
+    f = check_contamination(train, evals)
+    assert not f.passed
+    assert f.counts["leaked_rows"] == 1 and f.counts["leaked_rows_normalized"] == 2
+    assert "1 verbatim, 2 normalized" in f.summary
 
 
 def test_core_never_imports_dagster() -> None:

@@ -40,7 +40,9 @@ def test_default_order_stays_at_the_shuffles_level() -> None:
     assert sorted(order.tolist()) == list(range(len(lengths)))
     run = longest_single_source_run(order, sources, BATCH)
     shuffle_runs = [
-        longest_single_source_run(np.random.default_rng(s).permutation(len(lengths)), sources, BATCH)
+        longest_single_source_run(
+            np.random.default_rng(s).permutation(len(lengths)), sources, BATCH
+        )
         for s in range(20)
     ]
     assert run <= max(shuffle_runs) <= 1

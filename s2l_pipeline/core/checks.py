@@ -27,17 +27,35 @@ def check_training_table(df: pl.DataFrame) -> Finding:
     return Finding(not bad, summary, counts)
 
 
+def _folded(col: str) -> pl.Expr:
+    """Case and whitespace folded, as problem_identity.normalized_text."""
+    return pl.col(col).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+
 def check_contamination(train: pl.DataFrame, evals: pl.DataFrame) -> Finding:
-    """Evaluation prompts that also appear verbatim in training, per evaluation set."""
+    """Evaluation prompts that also appear in training, verbatim or once case and whitespace
+    are folded, per evaluation set."""
     leaked = evals.join(train.select("prompt").unique(), on="prompt", how="semi")
-    per_set = dict(leaked.group_by("eval_set").len().sort("eval_set").iter_rows())
-    summary = (
-        "no evaluation prompt appears in training"
-        if not per_set
-        else "evaluation prompts found in training: "
-        + ", ".join(f"{k}: {v}" for k, v in per_set.items())
+    folded = evals.with_columns(_k=_folded("prompt")).join(
+        train.select(_k=_folded("prompt")).unique(), on="_k", how="semi"
     )
-    return Finding(not per_set, summary, {"leaked_rows": leaked.height, **per_set})
+    per_set = dict(leaked.group_by("eval_set").len().sort("eval_set").iter_rows())
+    per_set_folded = dict(folded.group_by("eval_set").len().sort("eval_set").iter_rows())
+    found = ", ".join(
+        f"{k}: {per_set.get(k, 0)} verbatim, {v} normalized" for k, v in per_set_folded.items()
+    )
+    summary = (
+        "no evaluation prompt appears in training (verbatim or with case and whitespace folded)"
+        if not per_set_folded
+        else f"evaluation prompts found in training: {found}"
+    )
+    counts = {
+        "leaked_rows": leaked.height,
+        "leaked_rows_normalized": folded.height,
+        **{f"{k}_normalized": v for k, v in per_set_folded.items()},
+        **per_set,
+    }
+    return Finding(not per_set_folded, summary, counts)
 
 
 def check_trajectory_coverage(train_ids: pl.Series, traj: pl.DataFrame) -> Finding:

@@ -106,6 +106,7 @@ class ModelManifest(Manifest):
     training_rows_hash: str | None = None
     training_ids: str | None = None
     selection_method: str | None = None
+    modal_answers: dict = field(default_factory=dict)  # source (and '*') -> its commonest answer
 
     @property
     def final(self) -> Checkpoint:
@@ -164,3 +165,4 @@ class EvaluationManifest(Manifest):
     metrics: TableRef
     lineage: dict
     headline: dict[str, float]
+    metric_by_set: dict = field(default_factory=dict)  # set -> 'accuracy (number)', 'ROUGE-L' ...

@@ -6,7 +6,6 @@ from pydantic import Field
 
 from ..core.checks import Finding, check_contamination, check_training_table
 from ..core.data.eval_sets import EvalFile, build_eval_sets, eval_summary
-from ..core.data.formats import UnknownSchemaError
 from ..core.data.ingest import (
     DatasetSpec,
     EmbeddedSource,
@@ -27,6 +26,7 @@ from ..core.data.shards import (
     shard_version,
 )
 from ..core.data.stats import length_summary, rejection_counts, source_counts
+from ..core.evaluation.sanity import reference_accuracy
 from ..core.manifests import EvalSetsManifest, RawDatasetManifest, ShardManifest
 from ..core.support.hashing import table_hash
 from ..core.support.tables import read_table, write_rejected, write_table
@@ -60,7 +60,11 @@ class FileInput(dg.Config):
         None, description="alpaca | gsm8k | math | radiology; empty: detect from the fields."
     )
     source: str | None = Field(None, description="Source label; default: the record's own.")
-    task: str | None = Field(None, description="math | summarization; default: the format's.")
+    task: str | None = Field(
+        None,
+        description="math | summarization; default: the format's, or with fields: math when "
+        "an answer template is given, else summarization.",
+    )
     fields: dict[str, str] | None = Field(
         None,
         description=FIELDS_HELP,
@@ -185,10 +189,24 @@ class EvalFileInput(dg.Config):
     path: str = Field(description="Local path or s3:// uri, e.g. a GSM8K test.jsonl or MATH-500.")
     name: str | None = Field(None, description="Set name; default: folder_stem, e.g. gsm8k_test.")
     format: str | None = None
-    task: str | None = Field(None, description="With fields: math (default) or summarization.")
+    task: str | None = Field(
+        None,
+        description="math (answer-scored) | summarization (ROUGE-L); default: the format's, or "
+        "with fields: math when an answer template is given, else summarization.",
+    )
     fields: dict[str, str] | None = Field(
         None,
         description=FIELDS_HELP,
+    )
+    answer_type: str | None = Field(
+        None,
+        description="How a generation is judged: number | choice (option letter A-J) | math "
+        "(math-verify) | text; empty: detected from the set's answers.",
+    )
+    answer_pattern: str | None = Field(
+        None,
+        description="A regex with one group that finds the answer in a generation "
+        "(the last match counts), e.g. 'Final: (\\S+)'.",
     )
 
 
@@ -223,7 +241,10 @@ def eval_sets(
 ) -> dg.Output[EvalSetsManifest]:
     store = artifact_store.store()
     heldout = read_table(raw_dataset.heldout, store)
-    files = tuple(EvalFile(f.path, f.name, f.format, f.fields, f.task) for f in config.files)
+    files = tuple(
+        EvalFile(f.path, f.name, f.format, f.fields, f.task, f.answer_type, f.answer_pattern)
+        for f in config.files
+    )
     try:
         table, rejected = build_eval_sets(
             heldout,
@@ -233,7 +254,7 @@ def eval_sets(
             store.endpoint_url,
             config.max_rejected_share,
         )
-    except (FileReadError, UnknownSchemaError, TooManyRejected) as exc:
+    except (FileReadError, ValueError) as exc:  # unreadable, unknown schema, bad answer_type
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     version = table_hash(table)
     prefix = f"eval_sets/{version[:16]}"
@@ -293,6 +314,8 @@ def eval_sets_not_in_training(
     evals = read_table(eval_sets.eval, store)
     return check_result(check_contamination(train, evals), dg.AssetCheckSeverity.WARN)
 
+
+REFERENCE_FLOOR = 0.95  # below this share a set's scorer is misreading its answers
 
 SHARDS = dg.DynamicPartitionsDefinition(name="data_shards")
 
@@ -380,3 +403,39 @@ def materialized_shards(instance: dg.DagsterInstance) -> list[str]:
 def scored_shards(instance: dg.DagsterInstance) -> list[str]:
     """Registered shards whose trajectories are materialized, in key order."""
     return _materialized(instance, "shard_trajectories")
+
+
+@dg.asset_check(
+    op_tags=cpu_step_tags(),
+    asset="eval_sets",
+    description="Each answer-scored set's reference responses, scored as if a model wrote them, "
+    "are judged correct (warns below 95% on any set): the scorer reads this set's answers.",
+)
+def references_score_as_correct(
+    eval_sets: EvalSetsManifest, artifact_store: ArtifactStoreResource
+) -> dg.AssetCheckResult:
+    table = read_table(eval_sets.eval, artifact_store.store())
+    shares, failing = reference_accuracy(table)
+    low = {name: share for name, share in shares.items() if share < REFERENCE_FLOOR}
+    described = "; ".join(
+        f"{name}: {share:.1%} of references judged correct, e.g. "
+        + " | ".join(f"...{f['response_end']!r} vs answer {f['answer']!r}" for f in failing[name])
+        for name, share in low.items()
+    )
+    return dg.AssetCheckResult(
+        passed=not low,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"the scorer misreads references of {len(low)} set(s): {described}"
+            if low
+            else f"references of all {len(shares)} answer-scored sets score as correct "
+            f"(lowest {min(shares.values(), default=1.0):.1%})"
+        ),
+        metadata={
+            "reference_accuracy": dg.MetadataValue.json(
+                {k: round(v, 4) for k, v in shares.items()}
+            ),
+            "sets_below_floor": len(low),
+            "failing_examples": dg.MetadataValue.json(failing),
+        },
+    )

@@ -7,7 +7,8 @@ import polars as pl
 from pydantic import Field
 
 from ..core.data.eval_sets import first_rows_per_set
-from ..core.evaluation.model_eval import evaluate_checkpoint, headline
+from ..core.evaluation.model_eval import evaluate_checkpoint, headline, metric_by_set
+from ..core.evaluation.sanity import answer_floor, modal_answers, prediction_modes
 from ..core.lm.fit import ModelSpec, TrainRun, train_model
 from ..core.lm.trainer import CheckpointSchedule
 from ..core.manifests import (
@@ -23,7 +24,7 @@ from ..core.support.hashing import table_hash
 from ..core.support.lineage import evaluation_lineage, lineage_tags, target_lineage
 from ..core.support.tables import read_table, write_table
 from .automation import REFRESH
-from .executors import gpu_retry_policy, gpu_step_tags, on_gpu
+from .executors import cpu_step_tags, gpu_retry_policy, gpu_step_tags, on_gpu
 from .lm_config import LMTrainingConfig
 from .metadata import md, preview, training_loss_plot, training_order_metadata
 from .profiles import profiled
@@ -134,6 +135,7 @@ def target_model(
             training_ids=ids_path,
             mlflow_run_id=mt.run_id,
             selection_method=selected_subset.method,
+            modal_answers=modal_answers(rows),
         )
         meta_ml = mlflow_metadata(mt)
     final = manifest.final
@@ -202,7 +204,11 @@ def target_evaluation(
         config.batch_size,
         progress=context.log.info,
     )
+    metrics = metrics.join(
+        answer_floor(table, target_model.modal_answers), on="eval_set", how="left"
+    )
     heads = headline(metrics)
+    metric_names = metric_by_set(metrics)
     version = table_hash(preds)
     prefix = f"target_evaluation/{version[:16]}"
     preds_ref = write_table(preds, store, f"{prefix}/predictions.parquet", version)
@@ -235,11 +241,16 @@ def target_evaluation(
     context.log.info(", ".join(f"{k}={v:.4f}" for k, v in heads.items()))
     return dg.Output(
         EvaluationManifest(
-            predictions=preds_ref, metrics=metrics_ref, lineage=lineage, headline=heads
+            predictions=preds_ref,
+            metrics=metrics_ref,
+            lineage=lineage,
+            headline=heads,
+            metric_by_set=metric_names,
         ),
         data_version=dg.DataVersion(version),
         metadata={
             **{k: dg.MetadataValue.float(v) for k, v in heads.items()},
+            "metric_by_set": dg.MetadataValue.json(metric_names),
             "per_set": md(metrics.with_columns(pl.selectors.float().round(4))),
             "example_predictions": preview(
                 preds.select("eval_set", "prompt", "answer", "prediction", "correct", "nll"), 10
@@ -247,5 +258,46 @@ def target_evaluation(
             "predictions_path": dg.MetadataValue.path(preds_ref.uri),
             "lineage": dg.MetadataValue.json(lineage),
             **meta_ml,
+        },
+    )
+
+
+@dg.asset_check(
+    op_tags=cpu_step_tags(),
+    asset="target_evaluation",
+    description="The target does not answer one string to most prompts: warns when one "
+    "prediction covers more than half of a set (a collapsed model's accuracy is its floor).",
+)
+def predictions_not_constant(
+    target_evaluation: EvaluationManifest, artifact_store: ArtifactStoreResource
+) -> dg.AssetCheckResult:
+    preds = read_table(target_evaluation.predictions, artifact_store.store())
+    modes = prediction_modes(preds)
+    constant = modes.filter(pl.col("modal_share") > 0.5)
+    worst = modes.sort("modal_share", descending=True).row(0, named=True)
+    described = "; ".join(
+        f"{r['eval_set']}: {r['modal_share']:.0%} answer {r['modal_prediction']!r}"
+        for r in constant.iter_rows(named=True)
+    )
+    return dg.AssetCheckResult(
+        passed=constant.is_empty(),
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"one prediction covers more than half of {constant.height} of {modes.height} "
+            f"sets: {described}"
+            if constant.height
+            else f"no set has one prediction for more than half its rows (at most "
+            f"{worst['modal_share']:.0%}, {worst['eval_set']})"
+        ),
+        metadata={
+            "constant_sets": constant.height,
+            "max_modal_share": round(float(worst["modal_share"]), 4),
+            "modal_prediction": worst["modal_prediction"],
+            "modal_by_set": dg.MetadataValue.json(
+                {
+                    r["eval_set"]: {"prediction": r["modal_prediction"], "share": r["modal_share"]}
+                    for r in modes.iter_rows(named=True)
+                }
+            ),
         },
     )

@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 
 import polars as pl
 
+from ..evaluation.answer_types import ANSWER_TYPES, compile_pattern, detect_answer_type
 from ..support.hashing import example_ids
 from .generator import generate_ood
 from .ingest import (
@@ -16,7 +17,7 @@ from .ingest import (
     check_rejected_share,
     expand_path,
 )
-from .schema import EVAL_SCHEMA
+from .schema import as_eval_table
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,9 @@ class EvalFile:
     name: str | None = None  # default: folder and file stem, e.g. 'gsm8k_test'
     format: str | None = None
     fields: dict[str, str] | None = None  # any schema, as FileSource.fields
-    task: str | None = None  # with fields: math (default) or summarization
+    task: str | None = None  # math | summarization; with fields: math when it maps an answer
+    answer_type: str | None = None  # number | choice | math | text; None: detect from answers
+    answer_pattern: str | None = None  # a regex with one group: where a generation's answer is
 
 
 def load_eval_file(
@@ -52,6 +55,11 @@ def load_eval_file(
             f"{len(collector.empty_files)} empty files)"
         )
     name = spec.name or default_eval_name(spec.path)
+    if spec.answer_type is not None and spec.answer_type not in ANSWER_TYPES:
+        raise ValueError(
+            f"{spec.path}: answer_type {spec.answer_type!r} is not one of {', '.join(ANSWER_TYPES)}"
+        )
+    compile_pattern(spec.answer_pattern, f"{spec.path}: answer_pattern")
     rows = accepted.with_columns(
         example_id=pl.Series(
             example_ids(accepted["prompt"].to_list(), accepted["response"].to_list()),
@@ -59,9 +67,10 @@ def load_eval_file(
         ),
         eval_set=pl.lit(name),
         domain=pl.lit("external"),
-        metadata=pl.lit(None, dtype=pl.String),
+        answer_type=pl.lit(spec.answer_type, dtype=pl.String),
+        answer_pattern=pl.lit(spec.answer_pattern, dtype=pl.String),
     )
-    return rows.select(list(EVAL_SCHEMA)).cast(EVAL_SCHEMA), rejected
+    return as_eval_table(rows), rejected
 
 
 def default_eval_name(path: str) -> str:
@@ -79,7 +88,7 @@ def build_eval_sets(
     max_rejected_share: float = 0.01,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """All evaluation rows in one table (``eval_set`` and ``domain`` tell them apart)."""
-    parts = [heldout.cast(EVAL_SCHEMA)]
+    parts = [as_eval_table(heldout)]
     if ood_per_family > 0:
         parts.append(generate_ood(ood_per_family, seed))
     rejected_parts = []
@@ -97,7 +106,41 @@ def build_eval_sets(
             )
         seen |= names
     rejected = pl.concat(rejected_parts) if rejected_parts else RecordCollector().frames()[1]
-    return table, rejected
+    return resolve_answer_types(table), rejected
+
+
+def resolve_answer_types(table: pl.DataFrame) -> pl.DataFrame:
+    """Every answer-scored set without an answer type gets the one its answers show."""
+    todo = table.filter(pl.col("answer_type").is_null() & (pl.col("task") == "math"))
+    if todo.is_empty():
+        return table
+    detected = {
+        name: detect_answer_type(part["answer"].to_list())
+        for (name,), part in todo.group_by("eval_set", maintain_order=True)
+    }
+    fill = pl.col("eval_set").replace_strict(detected, default=None, return_dtype=pl.String)
+    return table.with_columns(
+        answer_type=pl.when(pl.col("answer_type").is_null() & (pl.col("task") == "math"))
+        .then(fill)
+        .otherwise(pl.col("answer_type"))
+    )
+
+
+def set_scoring(table: pl.DataFrame) -> pl.DataFrame:
+    """Per set: its task, answer type and pattern, and the metric its headline reports."""
+    return (
+        table.group_by("domain", "eval_set", "task")
+        .agg(
+            answer_type=pl.col("answer_type").drop_nulls().first(),
+            answer_pattern=pl.col("answer_pattern").drop_nulls().first(),
+        )
+        .with_columns(
+            metric=pl.when(pl.col("task") == "summarization")
+            .then(pl.lit("ROUGE-L"))
+            .otherwise(pl.lit("accuracy (") + pl.col("answer_type") + pl.lit(")"))
+        )
+        .sort("domain", "eval_set")
+    )
 
 
 def first_rows_per_set(table: pl.DataFrame, per_set: int | None) -> pl.DataFrame:
@@ -109,4 +152,8 @@ def first_rows_per_set(table: pl.DataFrame, per_set: int | None) -> pl.DataFrame
 
 
 def eval_summary(table: pl.DataFrame) -> pl.DataFrame:
-    return table.group_by("domain", "eval_set", "task").len("rows").sort("domain", "eval_set")
+    """Rows per set, with the answer type and metric each set is judged by."""
+    rows = table.group_by("domain", "eval_set", "task").len("rows")
+    return (
+        set_scoring(table).join(rows, on=["domain", "eval_set", "task"]).sort("domain", "eval_set")
+    )

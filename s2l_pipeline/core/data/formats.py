@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .answers import final_answer, gsm8k_answer, last_boxed
+from .schema import TASKS
 
 
 class UnknownSchemaError(ValueError):
@@ -122,6 +123,11 @@ FORMATS: dict[str, Format] = {
 MAPPING_KEYS = ("prompt", "response", "answer", "source")
 
 
+def mapped_task(templates: Mapping[str, str]) -> str:
+    """A mapping with an answer template is answer-scored (math); without one, a summary."""
+    return "math" if templates.get("answer") else "summarization"
+
+
 @dataclass(frozen=True)
 class FieldMapping:
     """Any schema, mapped by templates over a record's fields, e.g. AQuA-RAT:
@@ -132,7 +138,7 @@ class FieldMapping:
     """
 
     templates: Mapping[str, str] = field(default_factory=dict)
-    task: str = "math"
+    task: str | None = None  # None: math with an answer template, else summarization
     name: str = "fields"
 
     def __post_init__(self) -> None:
@@ -142,6 +148,18 @@ class FieldMapping:
             raise UnknownSchemaError(
                 f"fields mapping: needs prompt and response (and may set answer, source); "
                 f"missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
+        if self.task is None:
+            object.__setattr__(self, "task", mapped_task(self.templates))
+        if self.task not in TASKS:
+            raise UnknownSchemaError(
+                f"fields mapping: task {self.task!r} is not one of {', '.join(TASKS)}"
+            )
+        if self.task == "math" and not self.templates.get("answer"):
+            raise UnknownSchemaError(
+                "fields mapping: task math needs an answer template (the reference answer a "
+                "generation is judged against), e.g. answer: '{correct}'; without one the file "
+                "is a summarization set"
             )
 
     def normalize(self, rec: dict) -> Normalized:

@@ -1,8 +1,9 @@
 """The embedded default dataset: a MathInstruct-like mixture generated offline by reasoning-gym.
 
 Each reasoning-gym task family is one ``source``, with imbalanced shares as in MathInstruct's
-14 sources. Held-out problems are drawn first (from a seed range far from training's) and their
-questions removed from training, so the in-domain test set is not skewed toward rare items.
+14 sources. Held-out problems are drawn first (from a seed range far from training's) and the
+problems they pose, in any wording or family (problem_identity.py), are kept out of training, so
+the in-domain test set is neither skewed toward rare items nor seen in another form.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from ..support.hashing import example_ids
-from .schema import EVAL_SCHEMA, RAW_SCHEMA
+from .problem_identity import problem_key
+from .schema import EVAL_SCHEMA, RAW_SCHEMA, REASONING_GYM, as_eval_table
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,9 @@ TRAIN_FAMILIES: tuple[Family, ...] = (
             min_terms=2,
             max_terms=2,
             min_value=1,
-            max_value=10,
+            # 20, not 10: at 10 there are only 300 distinct equations, all of them in the
+            # held-out set once test problems are kept out of training by identity.
+            max_value=20,
             operators=("+", "-"),
             operators_weights=[0.5, 0.5],
         ),
@@ -119,9 +123,14 @@ def allocate(total: int, weights: list[float]) -> list[int]:
 
 
 def draw_family(
-    family: Family, n: int, seed: int, exclude: frozenset[str] = frozenset()
+    family: Family,
+    n: int,
+    seed: int,
+    exclude: frozenset[str] = frozenset(),
+    distinct_problems: bool = False,
 ) -> list[dict]:
-    """``n`` items of one family with distinct questions, none of them in ``exclude``."""
+    """``n`` items of one family with distinct questions, none posing a problem in ``exclude``
+    (problem keys); ``distinct_problems``: no two items pose the same problem either."""
     import reasoning_gym
 
     if n <= 0:
@@ -135,14 +144,16 @@ def draw_family(
     for i in range(budget):
         entry = ds[i]
         q = entry["question"]
-        if q in seen or q in exclude or not str(entry["answer"]).strip():
+        key = problem_key(family.name, entry)
+        ident = key if distinct_problems else q
+        if ident in seen or key in exclude or not str(entry["answer"]).strip():
             continue
-        seen.add(q)
+        seen.add(ident)
         items.append(entry)
         if len(items) == n:
             return items
     raise ValueError(
-        f"reasoning-gym family {family.name!r} gave only {len(items)} distinct usable questions "
+        f"reasoning-gym family {family.name!r} gave only {len(items)} distinct usable problems "
         f"of {n} asked for in {budget} draws: lower its share or widen its settings"
     )
 
@@ -172,13 +183,9 @@ def generate_mixture(
     families: tuple[Family, ...] = TRAIN_FAMILIES,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(train, in-domain held-out) for the embedded mixture; same arguments, same bytes."""
-    counts = allocate(size, [f.weight for f in families])
+    train_items, held_items = draw_mixture(size, seed, heldout_per_family, families)
     train_parts, held_parts = [], []
-    for index, (family, n) in enumerate(zip(families, counts, strict=True)):
-        fseed = _family_seed(seed, index)
-        held = draw_family(family, heldout_per_family, fseed + _HELDOUT_SEED_OFFSET)
-        exclude = frozenset(e["question"] for e in held)
-        train = draw_family(family, n, fseed, exclude)
+    for family, train, held in zip(families, train_items, held_items, strict=True):
         log.info("family %s: %d train, %d held out", family.name, len(train), len(held))
         train_parts.append(pl.DataFrame(_rows(train, family.name)))
         held_parts.append(_eval_frame(held, family.name, "in_domain"))
@@ -186,12 +193,30 @@ def generate_mixture(
     return train_df, pl.concat(held_parts)
 
 
+def draw_mixture(
+    size: int, seed: int, heldout_per_family: int, families: tuple[Family, ...]
+) -> tuple[list[list[dict]], list[list[dict]]]:
+    """(train entries, held-out entries) per family: every family's test problems are drawn
+    first, and none of them is trained on in any family or wording."""
+    counts = allocate(size, [f.weight for f in families])
+    seeds = [_family_seed(seed, index) for index in range(len(families))]
+    held = [
+        draw_family(f, heldout_per_family, s + _HELDOUT_SEED_OFFSET, distinct_problems=True)
+        for f, s in zip(families, seeds, strict=True)
+    ]
+    exclude = frozenset(
+        problem_key(f.name, e) for f, items in zip(families, held, strict=True) for e in items
+    )
+    train = [draw_family(f, n, s, exclude) for f, n, s in zip(families, counts, seeds, strict=True)]
+    return train, held
+
+
 def _eval_frame(items: list[dict], source: str, domain: str) -> pl.DataFrame:
     df = pl.DataFrame(_rows(items, source), schema_overrides={"metadata": pl.String})
-    return (
-        df.with_columns(eval_set=pl.lit(f"{source}"), domain=pl.lit(domain))
-        .select(list(EVAL_SCHEMA))
-        .cast(EVAL_SCHEMA)
+    return as_eval_table(
+        df.with_columns(
+            eval_set=pl.lit(f"{source}"), domain=pl.lit(domain), answer_type=pl.lit(REASONING_GYM)
+        )
     )
 
 

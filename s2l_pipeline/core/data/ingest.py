@@ -17,11 +17,17 @@ import polars as pl
 
 from ..support import storage
 from ..support.hashing import example_ids
-from .formats import FieldError, FieldMapping, Format, detect_format, get_format
+from .formats import (
+    FieldError,
+    FieldMapping,
+    Format,
+    detect_format,
+    get_format,
+)
 from .generator import TRAIN_FAMILIES, Family, generate_mixture
 from .hf_source import hf_display, iter_hf_records
 from .readers import SUFFIXES, FileReadError, RecordError, iter_records
-from .schema import EVAL_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA
+from .schema import EVAL_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA, as_eval_table
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +129,7 @@ class RecordCollector:
             self.empty_files.append(file)
             return
         if fields:
-            fmt: Format | FieldMapping = FieldMapping(dict(fields), task or "math")
+            fmt: Format | FieldMapping = FieldMapping(dict(fields), task)
         elif fmt_name:
             fmt = get_format(fmt_name, file)
         else:
@@ -216,7 +222,7 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
     drop = spec.duplicates == "drop"
     return LoadedDataset(
         train=train.select(list(RAW_SCHEMA)),
-        heldout=pl.concat(held_parts, how="vertical").cast(EVAL_SCHEMA),
+        heldout=as_eval_table(pl.concat(held_parts, how="vertical")),
         rejected=rejected if drop else pl.concat([rejected, dups], how="vertical"),
         empty_files=collector.empty_files,
         duplicates=dups if drop else None,
@@ -272,7 +278,7 @@ def split_heldout(df: pl.DataFrame, per_source: int) -> tuple[pl.DataFrame, pl.D
         eval_set=pl.col("source"), domain=pl.lit("in_domain"), metadata=pl.lit(None, pl.String)
     )
     train = ranked.filter(~held_mask).drop("_rank", "_cap")
-    return train, held.select(list(EVAL_SCHEMA)).cast(EVAL_SCHEMA)
+    return train, as_eval_table(held)
 
 
 def check_rejections(loaded: LoadedDataset, max_share: float, rejected_uri: str = "") -> None:

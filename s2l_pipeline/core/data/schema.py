@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 TASKS = ("math", "summarization")
+REASONING_GYM = "reasoning_gym"  # answer type: judged by the family's own scorer
 
 RAW_SCHEMA: dict[str, pl.DataType] = {
     "example_id": pl.String(),
@@ -20,7 +21,20 @@ EVAL_SCHEMA: dict[str, pl.DataType] = {
     "domain": pl.String(),  # in_domain | out_of_domain | external
     **RAW_SCHEMA,
     "metadata": pl.String(),  # JSON the set's own scorer needs (reasoning-gym entry), else null
+    # How a generation is judged: reasoning_gym | number | choice | math | text (null for
+    # summaries); answer_pattern: a regex with one group that finds the answer in a generation.
+    "answer_type": pl.String(),
+    "answer_pattern": pl.String(),
 }
+
+_EVAL_OPTIONAL = ("metadata", "answer_type", "answer_pattern")
+
+
+def as_eval_table(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` in EVAL_SCHEMA's column order and types; optional columns it lacks are null."""
+    missing = [pl.lit(None, pl.String).alias(c) for c in _EVAL_OPTIONAL if c not in df.columns]
+    return df.with_columns(missing).select(list(EVAL_SCHEMA)).cast(EVAL_SCHEMA)
+
 
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
     "file": pl.String(),

@@ -48,6 +48,7 @@ def evaluate(
         "prompt",
         reference=pl.col("response"),
         answer=pl.col("answer"),
+        answer_type=pl.col("answer_type"),
     ).with_columns(
         prediction=pl.Series(generated, dtype=pl.String),
         correct=pl.Series(correct, dtype=pl.Boolean),
@@ -62,6 +63,9 @@ def set_metrics(preds: pl.DataFrame) -> pl.DataFrame:
         preds.group_by("eval_set", "domain", "task")
         .agg(
             rows=pl.len(),
+            metric=pl.when(pl.col("task").first() == "summarization")
+            .then(pl.lit("ROUGE-L"))
+            .otherwise(pl.lit("accuracy (") + pl.col("answer_type").first() + pl.lit(")")),
             accuracy=pl.col("correct").cast(pl.Float64).mean(),
             mean_nll=pl.col("nll").filter(pl.col("nll").is_finite()).mean(),
         )
@@ -82,14 +86,16 @@ def set_metrics(preds: pl.DataFrame) -> pl.DataFrame:
 
 
 def headline(metrics: pl.DataFrame) -> dict[str, float]:
-    """Per-domain averages over sets (each set weighs the same): accuracy and NLL of math sets,
-    ROUGE-L and BLEU of summarization sets."""
+    """Per-domain averages over sets (each set weighs the same): accuracy and NLL of math sets
+    (and their floor, when ``metrics`` has one), ROUGE-L and BLEU of summarization sets."""
     out: dict[str, float] = {}
     for domain in ("in_domain", "out_of_domain", "external"):
         part = metrics.filter((pl.col("domain") == domain) & (pl.col("task") == "math"))
         if part.height:
             out[f"{domain}_accuracy"] = float(part["accuracy"].mean())
             out[f"{domain}_mean_nll"] = float(part["mean_nll"].mean())
+            if "floor_accuracy" in part.columns and part["floor_accuracy"].drop_nulls().len():
+                out[f"{domain}_floor_accuracy"] = float(part["floor_accuracy"].mean())
         summ = metrics.filter((pl.col("domain") == domain) & (pl.col("task") == "summarization"))
         for col in ("rougeL", "bleu") if summ.height else ():
             if col in summ.columns and summ[col].drop_nulls().len():
@@ -114,3 +120,8 @@ def evaluate_checkpoint(
     if torch.cuda.is_available():
         model = model.to("cuda")
     return evaluate(model, tokenizer, table, max_new_tokens, max_length, batch_size, progress)
+
+
+def metric_by_set(metrics: pl.DataFrame) -> dict[str, str]:
+    """Which metric each set's headline number is: 'accuracy (choice)', 'ROUGE-L', ..."""
+    return dict(sorted(zip(metrics["eval_set"], metrics["metric"], strict=True)))

@@ -3,32 +3,26 @@
 Math: reasoning-gym rows are scored by their family's own scorer (a hit only at 1.0, since some
 families give partial credit); GSM8K and MATH rows by extracting the final answer ('#### N',
 the last \\boxed{}, 'The answer is X', else the last number) and checking equivalence with
-math-verify. Summaries: ROUGE-L (rouge-score), corpus BLEU (sacrebleu), and cosine similarity of
-all-MiniLM-L6-v2 embeddings in place of BERTScore (no BERT model is reachable offline).
+math-verify; multiple-choice rows by the option letter (answer_types.py). Summaries: ROUGE-L
+(rouge-score), corpus BLEU (sacrebleu), and cosine similarity of all-MiniLM-L6-v2 embeddings
+in place of BERTScore (no BERT model is reachable offline).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 
 import numpy as np
 
-from ..data.answers import final_answer
+from .answer_types import REASONING_GYM, answer_correct, compile_pattern
+from .answer_types import extract_answer as extract_answer  # re-exported: tests, benchmarks
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
-
-def extract_answer(generated: str) -> str:
-    """The final answer in a generated solution; a bare short answer is returned as it is."""
-    text = generated.strip()
-    found = final_answer(text)
-    if found:
-        return found.strip()
-    if "\n" not in text and len(text) <= 40:
-        return text
-    numbers = _NUMBER.findall(text)
-    return numbers[-1].replace(",", "") if numbers else text
+@lru_cache(maxsize=64)
+def _pattern(pattern: str | None) -> re.Pattern | None:
+    return compile_pattern(pattern)
 
 
 def reasoning_gym_correct(source: str, generated: str, answer: str, metadata: str) -> bool:
@@ -46,25 +40,16 @@ def reasoning_gym_correct(source: str, generated: str, answer: str, metadata: st
 
 def math_correct(generated: str, reference: str) -> bool:
     """math-verify equivalence of the extracted answer and the reference answer."""
-    from math_verify import parse, verify
-
-    predicted = extract_answer(generated)
-    if not predicted or not reference:
-        return False
-    if predicted.strip() == reference.strip():
-        return True
-    try:
-        gold = parse(f"${reference}$") or parse(reference)
-        pred = parse(f"${predicted}$") or parse(predicted)
-        return bool(gold and pred and verify(gold, pred))
-    except Exception:  # math-verify raises on unparsable LaTeX: not equivalent
-        return False
+    return answer_correct("math", generated, reference)
 
 
 def is_correct(row: dict, generated: str) -> bool:
-    if row.get("metadata"):
+    """Judge one generation by its row's answer type (reasoning-gym rows by their family)."""
+    kind = row.get("answer_type")
+    if kind == REASONING_GYM or (kind is None and row.get("metadata")):
         return reasoning_gym_correct(row["source"], generated, row["answer"], row["metadata"])
-    return math_correct(generated, row.get("answer") or "")
+    pattern = _pattern(row.get("answer_pattern"))
+    return answer_correct(kind or "math", generated, row.get("answer") or "", pattern)
 
 
 def summarization_scores(predictions: list[str], references: list[str]) -> dict[str, float]:

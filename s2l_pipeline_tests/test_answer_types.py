@@ -1,0 +1,187 @@
+"""Each set is judged by the kind of answer it has: letters for multiple choice, numbers,
+LaTeX through math-verify, or text; the references of every set score as correct."""
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from s2l_pipeline.core.data.eval_sets import EvalFile, build_eval_sets, load_eval_file
+from s2l_pipeline.core.data.formats import FieldMapping, UnknownSchemaError
+from s2l_pipeline.core.data.generator import generate_mixture
+from s2l_pipeline.core.data.schema import EVAL_SCHEMA
+from s2l_pipeline.core.evaluation.answer_types import (
+    AnswerPatternError,
+    detect_answer_type,
+    extract_choice,
+)
+from s2l_pipeline.core.evaluation.sanity import (
+    answer_floor,
+    modal_answers,
+    prediction_modes,
+    reference_accuracy,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+MC = FIXTURES / "multiple_choice_sample.jsonl"
+MC_FIELDS = {
+    "prompt": "{question}\nOptions: {options}",
+    "response": "{rationale}",
+    "answer": "{correct}",
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "letter"),
+    [
+        ("so 12 + 3 = 15 km.\nAnswer: D", "D"),
+        ("speed = 45 m/s. Answer D", "D"),
+        ("Total 300 units.\nCorrect answer - A", "A"),
+        ("x = 7 and y = 2\nANSWER:C", "C"),
+        ("Hence 3/4 of 80 = 60. The answer is (B).", "B"),
+        ("Option E is correct: 42", "E"),
+        ("the correct option is (d)", "D"),
+        ("So the answer is B) 45", "B"),
+        ("(C)", "C"),
+        ("C", "C"),
+        ("\\boxed{A}", "A"),
+        ("The answer is a number near 10, namely 12", None),
+        ("12 + 3 = 15", None),
+    ],
+)
+def test_choice_letters_are_read_as_letters(text: str, letter: str | None) -> None:
+    assert extract_choice(text) == letter
+
+
+def test_multiple_choice_references_score_as_correct() -> None:
+    """Scored as predictions, the rationales were marked right 8% of the time by last-number
+    extraction; read as letters they are all right, and the set is detected as choice."""
+    rows, rejected = load_eval_file(EvalFile(str(MC), name="mc", fields=MC_FIELDS))
+    assert rejected.is_empty() and rows.height == 48
+    table, _ = build_eval_sets(
+        pl.DataFrame(schema=EVAL_SCHEMA), 0, 0, (EvalFile(str(MC), "mc", fields=MC_FIELDS),)
+    )
+    assert table["answer_type"].unique().to_list() == ["choice"]
+    shares, failing = reference_accuracy(table)
+    assert shares == {"mc": 1.0}, failing
+    # the number extraction it replaces, on the same references: far below chance
+    as_math = table.with_columns(answer_type=pl.lit("math"))
+    assert reference_accuracy(as_math)[0]["mc"] < 0.2
+
+
+def test_a_wrong_letter_is_wrong() -> None:
+    table, _ = build_eval_sets(
+        pl.DataFrame(schema=EVAL_SCHEMA), 0, 0, (EvalFile(str(MC), "mc", fields=MC_FIELDS),)
+    )
+    shifted = table.with_columns(
+        response=pl.col("response").str.replace(r"[A-E]\)?[^A-Za-z]*$", "")
+        + pl.col("answer")
+        .replace_strict({"A": "B", "B": "C", "C": "D", "D": "E", "E": "A"})
+        .map_elements(lambda x: f"\nAnswer: {x}", return_dtype=pl.String)
+    )
+    assert reference_accuracy(shifted)[0]["mc"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["gsm8k/test.jsonl", "math500/test.jsonl"])
+def test_gsm8k_and_math500_references_score_as_correct(name: str) -> None:
+    path = SHARED / name if (SHARED / name).exists() else None
+    if path is None:  # the project's own samples where ../shared is absent
+        path = FIXTURES / {"gsm8k/test.jsonl": "gsm8k_test_sample.jsonl"}.get(
+            name, "math500_sample.jsonl"
+        )
+    table, _ = build_eval_sets(pl.DataFrame(schema=EVAL_SCHEMA), 0, 0, (EvalFile(str(path)),))
+    shares, failing = reference_accuracy(table)
+    assert min(shares.values()) >= 0.99, failing
+
+
+def test_answer_types_are_detected_from_answers() -> None:
+    assert detect_answer_type(["A", "(b)", "C", "D)"]) == "choice"
+    assert detect_answer_type(["72", "1,200", "-3.5", "3/4"]) == "number"
+    assert detect_answer_type(["\\frac{1}{2}", "3", "(2, \\pi)"]) == "math"
+    assert detect_answer_type(["yes", "no", "Evelyn"]) == "text"
+
+
+def test_answer_type_and_pattern_from_the_file_entry(tmp_path: Path) -> None:
+    path = tmp_path / "quiz.jsonl"
+    path.write_text(
+        '{"q": "Capital of France?", "a": "Reasoning... Final: Paris", "gold": "paris"}\n'
+        '{"q": "Capital of Peru?", "a": "Thinking: Quito? no. Final: Lima", "gold": "Lima"}\n'
+    )
+    fields = {"prompt": "{q}", "response": "{a}", "answer": "{gold}"}
+    spec = EvalFile(
+        str(path), "quiz", fields=fields, answer_type="text", answer_pattern=r"Final: (\w+)"
+    )
+    table, _ = build_eval_sets(pl.DataFrame(schema=EVAL_SCHEMA), 0, 0, (spec,))
+    assert reference_accuracy(table)[0] == {"quiz": 1.0}
+    no_pattern = table.with_columns(answer_pattern=pl.lit(None, pl.String))
+    assert reference_accuracy(no_pattern)[0]["quiz"] < 1.0
+    with pytest.raises(AnswerPatternError, match="exactly one group"):
+        load_eval_file(EvalFile(str(path), fields=fields, answer_pattern=r"Final: \w+"))
+    with pytest.raises(ValueError, match="answer_type 'letters'"):
+        load_eval_file(EvalFile(str(path), fields=fields, answer_type="letters"))
+
+
+def test_mapped_file_without_answer_is_summarization() -> None:
+    """A summarization file mapped with fields was evaluated as math (accuracy of '')."""
+    summary = FieldMapping({"prompt": "{findings}", "response": "{impression}"})
+    assert summary.task == "summarization"
+    assert FieldMapping(MC_FIELDS).task == "math"
+    with pytest.raises(UnknownSchemaError, match="needs an answer template"):
+        FieldMapping({"prompt": "{findings}", "response": "{impression}"}, task="math")
+    rad = FIXTURES / "radiology_sample.jsonl"
+    rows, _ = load_eval_file(
+        EvalFile(str(rad), fields={"prompt": "{findings}", "response": "{impression}"})
+    )
+    assert rows["task"].unique().to_list() == ["summarization"]
+    assert rows["answer_type"].null_count() == rows.height
+
+
+def test_embedded_references_score_as_correct() -> None:
+    _, held = generate_mixture(240, seed=3, heldout_per_family=20)
+    table, _ = build_eval_sets(held, 20, 0)
+    shares, failing = reference_accuracy(table)
+    assert min(shares.values()) == 1.0, failing
+    assert set(table["answer_type"].unique()) == {"reasoning_gym"}
+
+
+def test_floor_is_the_most_common_training_answer() -> None:
+    train = pl.DataFrame(
+        {
+            "source": ["gcd"] * 5 + ["sums"] * 3,
+            "answer": ["1", "1", "1", "2", "3", "7", "7", "8"],
+        }
+    )
+    modes = modal_answers(train)
+    assert modes == {"*": "1", "gcd": "1", "sums": "7"}
+    evals = pl.DataFrame(
+        {
+            "eval_set": ["gcd"] * 4 + ["other"] * 2,
+            "source": ["gcd"] * 4 + ["other"] * 2,
+            "task": ["math"] * 6,
+            "answer": ["1", "1", "5", "6", "1", "9"],
+            "answer_type": ["number"] * 6,
+            "answer_pattern": [None] * 6,
+            "metadata": [None] * 6,
+        }
+    )
+    floor = answer_floor(evals, modes).sort("eval_set")
+    assert floor["floor_answer"].to_list() == ["1", "1"]
+    assert floor["floor_accuracy"].to_list() == [0.5, 0.5]
+
+
+def test_prediction_modes_find_a_collapsed_set() -> None:
+    preds = pl.DataFrame(
+        {
+            "eval_set": ["a"] * 4 + ["b"] * 4,
+            "prediction": ["1", "1 ", "1", "2", "x", "y", "z", "x"],
+        }
+    )
+    modes = prediction_modes(preds)
+    assert modes.row(0, named=True) == {
+        "eval_set": "a",
+        "rows": 4,
+        "modal_prediction": "1",
+        "modal_share": 0.75,
+    }
+    assert modes.row(1, named=True)["modal_share"] == 0.5
