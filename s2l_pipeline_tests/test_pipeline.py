@@ -49,7 +49,33 @@ def test_every_asset_materializes_and_checks_pass(tiny_run) -> None:
         "trajectories_finite": True,
         "trajectories_loss_decreases": True,
         "clusters_group_similar_gradients": True,
+        "references_score_as_correct": True,
+        # The tiny target (8 steps) answers one string to everything: the check says so.
+        "predictions_not_constant": False,
     }
+    [collapsed] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "predictions_not_constant"
+    ]
+    assert collapsed.severity == dg.AssetCheckSeverity.WARN
+    assert collapsed.metadata["max_modal_share"].value > 0.5
+    modal = collapsed.metadata["modal_prediction"].value
+    assert modal in collapsed.description
+    [refs] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "references_score_as_correct"
+    ]
+    shares = refs.metadata["reference_accuracy"].value
+    assert len(shares) == 16 and min(shares.values()) == 1.0
+    evaluation = meta(result, "target_evaluation")
+    # the floor beside accuracy; each set names its metric
+    assert 0 <= evaluation["in_domain_floor_accuracy"] <= 1
+    assert evaluation["metric_by_set"]["gcd"] == "accuracy (reasoning_gym)"
+    proxy = meta(result, "proxy_checkpoints")
+    assert proxy["training_order"] == "shuffle"
+    assert proxy["longest_single_source_run"] == proxy["longest_single_source_run_shuffle"]
 
 
 def test_trajectory_table_layout(tiny_run) -> None:

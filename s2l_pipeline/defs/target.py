@@ -265,6 +265,7 @@ def target_evaluation(
 @dg.asset_check(
     op_tags=cpu_step_tags(),
     asset="target_evaluation",
+    partitions_def=TRAINING_SETS,
     description="The target does not answer one string to most prompts: warns when one "
     "prediction covers more than half of a set (a collapsed model's accuracy is its floor).",
 )
