@@ -291,3 +291,75 @@ def test_materialize_select_all_says_what_to_run_instead(tmp_path: Path) -> None
     assert res.returncode != 0
     assert "cannot run here" in res.stderr and "s2l run" in res.stderr
     assert not (tmp_path / "a").exists()  # nothing was materialized
+
+
+@pytest.mark.slow
+def test_run_prints_every_failed_check(tmp_path: Path) -> None:
+    """A failed check was printed as '✓ eval_sets_eval_sets_not_in_training': an evaluation
+    file repeating training rows, and a multiple-choice file, as a user runs them."""
+    import os
+
+    import polars as pl
+
+    from .conftest import PROJECT_ROOT
+    from .test_answer_types import MC, MC_FIELDS
+    from .test_shards import new_rows, write_shard
+
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    rows = new_rows(80, 3)
+    train = write_shard(tmp_path / "mine" / "train.jsonl", rows)
+    leaked = pl.concat(
+        [rows.head(6), rows.slice(6, 4).with_columns(pl.col("prompt").str.to_uppercase())]
+    )
+    leak = write_shard(tmp_path / "mine" / "leak.jsonl", leaked)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "ops": {
+                    "raw_dataset": {
+                        "config": {"embedded": {"enabled": False}, "files": [{"path": str(train)}]}
+                    },
+                    "eval_sets": {
+                        "config": {
+                            "files": [
+                                {"path": str(leak), "name": "leak"},
+                                {"path": str(MC), "name": "mc", "fields": MC_FIELDS},
+                            ]
+                        }
+                    },
+                }
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "S2L_PROFILE": "tiny",
+        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
+        "S2L_DATA_DIR": str(tmp_path / "data"),
+    }
+    cmd = [*s2l_cmd(), "run", "--config", str(cfg), "--budget", "24", "--method", "random"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    lines = res.stderr.splitlines()
+    leak_lines = [
+        line
+        for line in lines
+        if line.startswith("⚠ check eval_sets_not_in_training on eval_sets FAILED (WARN): ")
+    ]
+    assert len(leak_lines) == 1, res.stderr[-3000:]
+    assert "leak: 6 verbatim, 10 normalized" in leak_lines[0]
+    assert "leaked_rows=6" in leak_lines[0] and "leaked_rows_normalized=10" in leak_lines[0]
+    assert not any(line.startswith("✓ eval_sets_eval_sets_not_in_training") for line in lines)
+    assert any(line.startswith("⚠ eval_sets_eval_sets_not_in_training (") for line in lines)
+    failed = {f["check"]: f for f in summary["failed_checks"]}
+    assert failed["eval_sets_not_in_training"]["numbers"]["leaked_rows"] == 6
+    assert failed["eval_sets_not_in_training"]["check_description"].startswith("No evaluation")
+    for name in failed:  # every failed check has its own line
+        assert any(line.startswith(f"⚠ check {name} on ") for line in lines), name
+    assert "references_score_as_correct" not in failed  # letters read as letters
+    assert summary["metric_by_set"]["mc"] == "accuracy (choice)"
+    assert "external_floor_accuracy" in summary
+    assert any("s2l run: check eval_sets_not_in_training on eval_sets failed" in ln for ln in lines)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import polars as pl
 
@@ -16,6 +15,7 @@ from .ingest import (
     _file_records,
     check_rejected_share,
     expand_path,
+    file_label,
 )
 from .schema import as_eval_table
 
@@ -74,9 +74,7 @@ def load_eval_file(
 
 
 def default_eval_name(path: str) -> str:
-    p = PurePosixPath(path.rstrip("/"))
-    stem = p.name.split(".")[0]
-    return f"{p.parent.name}_{stem}" if p.parent.name else stem
+    return file_label(path)
 
 
 def build_eval_sets(

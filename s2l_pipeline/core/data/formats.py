@@ -70,8 +70,10 @@ class Format:
                 if isinstance(given, str) and given.strip()
                 else last_boxed(rec["solution"])
             )
-        if self.name == "alpaca":
-            return final_answer(rec["output"])
+        if self.name == "alpaca":  # a bare short output is its own answer ('5', '3/4')
+            output = rec["output"].strip()
+            short = "\n" not in output and len(output) <= 40
+            return final_answer(output) or (output if short else None)
         return None
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 import polars as pl
 
@@ -128,8 +129,8 @@ class RecordCollector:
             log.warning("%s: no records (empty file), skipped", file)
             self.empty_files.append(file)
             return
-        if fields:
-            fmt: Format | FieldMapping = FieldMapping(dict(fields), task)
+        if fields:  # named after its file unless a source is given: 'radiology_train'
+            fmt: Format | FieldMapping = FieldMapping(dict(fields), task, file_label(file))
         elif fmt_name:
             fmt = get_format(fmt_name, file)
         else:
@@ -159,6 +160,13 @@ class RecordCollector:
             schema={**{k: pl.String for k in self.ok}, "_line": pl.Int64},
         )
         return accepted, pl.DataFrame(self.bad, schema=REJECTED_SCHEMA)
+
+
+def file_label(path: str) -> str:
+    """A short name for a file: its folder and stem, e.g. 'gsm8k_test'."""
+    p = PurePosixPath(path.rstrip("/"))
+    stem = p.name.split(".")[0]
+    return f"{p.parent.name}_{stem}" if p.parent.name else stem
 
 
 def _raw(rec: dict) -> str:

@@ -1,0 +1,117 @@
+"""The README's YAML is part of the product: every block is valid run config of the main job,
+and the own-data example materializes for real on files shaped like the ones it names."""
+
+import json
+import re
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import yaml
+
+from .conftest import PROJECT_ROOT
+from .test_data_assets import make_resources, meta
+from .test_shards import new_rows
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def readme_yaml_blocks() -> list[dict]:
+    text = (PROJECT_ROOT / "README.md").read_text()
+    return [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+
+
+def test_every_yaml_block_is_valid_run_config() -> None:
+    from s2l_pipeline.definitions import defs
+
+    blocks = readme_yaml_blocks()
+    assert blocks, "the README shows run config"
+    job = defs.resolve_job_def("s2l_job")
+    for block in blocks:
+        dg.validate_run_config(job, block)  # raises, naming the bad key, when invalid
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def _write(path: Path, lines: list[str]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(lines))
+    return str(path)
+
+
+def _local_files(tmp: Path) -> dict[str, str]:
+    """Each path the README names -> a local file of the same schema."""
+    import datasets
+
+    mc, rad = (
+        _lines(FIXTURES / "multiple_choice_sample.jsonl"),
+        _lines(FIXTURES / "radiology_sample.jsonl"),
+    )
+    hf_rows = [
+        {"instruction": r["prompt"], "output": r["response"], "source": r["source"]}
+        for r in new_rows(24, 7).iter_rows(named=True)
+    ]
+    hf_dir = tmp / "hf_mathinstruct"
+    datasets.Dataset.from_list(hf_rows).save_to_disk(str(hf_dir))
+    return {
+        "/data/MathInstruct.json": str(FIXTURES / "mathinstruct_sample.json"),
+        "/data/gsm8k/train.jsonl": str(FIXTURES / "gsm8k_train_sample.jsonl"),
+        "/data/AQuA/train.json": _write(tmp / "aqua/train.json", mc[:24]),
+        "/data/radiology/train.jsonl": _write(tmp / "radiology/train.jsonl", rad[:6]),
+        "TIGER-Lab/MathInstruct": str(hf_dir),
+        "/data/gsm8k/test.jsonl": str(FIXTURES / "gsm8k_test_sample.jsonl"),
+        "/data/math500/test.jsonl": str(FIXTURES / "math500_sample.jsonl"),
+        "/data/AQuA/test.json": _write(tmp / "aqua/test.json", mc[24:]),
+        "/data/radiology/test.jsonl": _write(tmp / "radiology/test.jsonl", rad[6:]),
+    }
+
+
+@pytest.mark.slow
+def test_own_data_example_materializes(tmp_path: Path) -> None:
+    from s2l_pipeline.definitions import CHECKS, defs
+
+    [example] = [b for b in readme_yaml_blocks() if "raw_dataset" in b.get("ops", {})]
+    local = _local_files(tmp_path)
+    text = json.dumps(example)
+    for named, path in local.items():
+        assert f'"{named}"' in text, f"the README no longer names {named}"
+        text = text.replace(f'"{named}"', json.dumps(path))
+    config = json.loads(text)
+    data_assets = [defs.get_assets_def(k) for k in ("raw_dataset", "eval_sets")]
+    data_checks = [
+        c
+        for c in CHECKS
+        if {k.asset_key.path[0] for k in c.check_keys} <= {"raw_dataset", "eval_sets"}
+    ]
+    result = dg.materialize(
+        [*data_assets, *data_checks],
+        resources=make_resources(str(tmp_path / "art")),
+        run_config=config,
+    )
+    assert result.success
+    raw = meta(result, "raw_dataset")
+    assert raw["rejected_rows"] == 0
+    rows = raw["rows_per_source"]
+    for source in ("aqua", "gsm8k", "radiology_train"):
+        assert f"| {source} |" in rows, rows
+    table = pl.read_parquet(meta(result, "eval_sets")["eval_path"])
+    scoring = dict(
+        table.group_by("eval_set")
+        .agg(pl.col("task").first(), pl.col("answer_type").first())
+        .select(
+            "eval_set", pl.concat_str("task", pl.col("answer_type").fill_null("-"), separator="/")
+        )
+        .iter_rows()
+    )
+    assert scoring["aqua_test"] == "math/choice"
+    assert scoring["gsm8k_test"] == "math/number"
+    assert scoring["math500"] == "math/math"
+    assert scoring["radiology_test"] == "summarization/-"
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    refs = checks["references_score_as_correct"]
+    assert refs.passed, refs.description
+    shares = refs.metadata["reference_accuracy"].value
+    assert set(shares) >= {"aqua_test", "gsm8k_test", "math500"} and "radiology_test" not in shares
