@@ -39,6 +39,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--time-steps", type=int, default=0, help="also time N training steps of --size per order"
+    )
+    p.add_argument("--size", default="target", help="embedded model size to time")
     args = p.parse_args()
 
     df = pl.read_parquet(args.train) if args.train else generate_mixture(20_000, 0, 300)[0]
@@ -70,6 +74,38 @@ def main() -> None:
         run = longest_single_source_run(order, sources, b)
         pad = _padding_share(order, lengths, b)
         print(f"| {name} | {run} | {base_run} | {pad:.3f} | {base_pad:.3f} |")
+    if args.time_steps:
+        enc = encode(df, tok, args.max_length)
+        times = {name: time_steps(enc, tok, order, b, args) for name, order in orders.items()}
+        base = times["uniform shuffle (default)"]
+        threads = torch.get_num_threads()
+        print(f"\n{args.time_steps} training steps of a {args.size} model, {threads} threads")
+        print("| order | seconds | steps/s | time vs shuffle |")
+        print("|---|---:|---:|---:|")
+        for name, sec in times.items():
+            print(f"| {name} | {sec:.1f} | {args.time_steps / sec:.1f} | {sec / base:.2f} |")
+
+
+def time_steps(enc, tok, order: np.ndarray, batch: int, args) -> float:
+    """Seconds for ``--time-steps`` AdamW steps over batches taken in ``order``."""
+    import time
+
+    from s2l_pipeline.core.lm.models import SIZES, build_gpt_neox
+    from s2l_pipeline.core.lm.trainer import make_collator
+
+    model = build_gpt_neox(SIZES[args.size], tok, 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    collate = make_collator(tok.pad_token_id)
+    rows = [{"input_ids": enc.input_ids[i], "labels": enc.labels(i)} for i in range(len(enc))]
+    start = time.perf_counter()
+    for step in range(args.time_steps):
+        at = (step * batch) % max(1, len(order) - batch)
+        inputs = collate([rows[i] for i in order[at : at + batch]])
+        loss = model(**inputs).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -104,12 +104,28 @@ def test_launchpad_run_and_asset_page(dev: DagsterDev, tmp_path: Path) -> None:
             expect(page.get_by_text("same_source_cosine", exact=True).first).to_be_visible()
             page.screenshot(path=shots / "6_premise_check.png")
 
+            # The checks that guard the numbers: the scorer reads each set's own references,
+            # and a collapsed target is called out (the tiny target answers one string).
+            page.goto(f"{dev.url}/assets/eval_sets?view=checks")
+            page.get_by_text("references_score_as_correct").first.click()
+            expect(
+                page.get_by_text(re.compile(r"references of all \d+ answer-scored sets score"))
+            ).to_be_visible()
+            expect(page.get_by_text("reference_accuracy", exact=True).first).to_be_visible()
+            page.screenshot(path=shots / "7_reference_check.png")
+            page.goto(f"{dev.url}/assets/target_evaluation?view=checks")
+            expect(
+                page.get_by_text(re.compile(r"one prediction covers more than half of \d+"))
+            ).to_be_visible()
+            expect(page.get_by_text("modal_prediction", exact=True).first).to_be_visible()
+            page.screenshot(path=shots / "8_constant_check.png")
+
             # The progress lines are in the proxy step's log in the UI, as on the terminal.
             page.goto(f"{dev.url}/runs/{run_id}?logs=step%3Aproxy_checkpoints")
             line = page.get_by_text(re.compile(r"training \[#+\] \d+/\d+ steps 100%"))
             expect(line).to_be_visible(timeout=30_000)
             line.scroll_into_view_if_needed()
-            page.screenshot(path=shots / "7_step_log.png")
+            page.screenshot(path=shots / "9_step_log.png")
         except Exception as exc:
             page.screenshot(path=shots / "failure.png")
             raise AssertionError(f"{exc}\nscreenshots: {shots}\n{dev.log_tail(2000)}") from exc
