@@ -302,7 +302,8 @@ def raw_dataset_rows_valid(
     op_tags=cpu_step_tags(),
     asset="eval_sets",
     additional_ins={"raw_dataset": dg.AssetIn()},
-    description="No evaluation prompt appears verbatim in the training table (warns).",
+    description="No evaluation prompt appears in the training table, verbatim or with case and "
+    "whitespace folded (warns; both counts per set).",
 )
 def eval_sets_not_in_training(
     eval_sets: EvalSetsManifest,
