@@ -17,6 +17,7 @@ from .core.selection import (
     cluster_table,
     parse_budget,
 )
+from .defs.profiles import PROFILES
 
 
 def _read(path: str, what: str) -> pl.DataFrame:
@@ -83,13 +84,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     # are for us, not the user; any other such notice is shown once, not once per asset.
     for kind in (dg.BetaWarning, dg.PreviewWarning):
         warnings.filterwarnings("once", category=kind)
-        warnings.filterwarnings("ignore", message=".*is currently in beta", category=kind)
+        warnings.filterwarnings("ignore", message=".*is currently in (beta|preview)", category=kind)
 
     from .console import failed_checks
     from .definitions import defs
     from .defs.recovery import owner_tags, sweep_dead_runs
 
     job = defs.resolve_job_def("s2l_job")
+    run_config = _with_log_level(_with_overrides(_run_config_file(args.config), args), args)
+    mistakes = config_mistakes(job, run_config)
+    if mistakes:  # one line each, before anything runs; no traceback
+        for line in mistakes:
+            print(f"s2l run: config: {line}", file=sys.stderr)
+        return 2
     if not args.verbose:  # one line per step with its time, the steps' own messages under it
         from .console import step_console
 
@@ -111,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The deployment's profile is in the config defaults, as for every launch; --config holds
     # only what this run changes, in the launchpad's format.
     result = job.execute_in_process(
-        run_config=_with_log_level(_with_overrides(_run_config_file(args.config), args), args),
+        run_config=run_config,
         instance=instance,
         partition_key=args.training_set,
         raise_on_error=False,
@@ -144,6 +151,50 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"s2l run: step {step} failed: {reason}", file=sys.stderr)
     print(json.dumps(summary, default=str))
     return 0 if result.success else 1
+
+
+def config_mistakes(job, run_config: dict) -> list[str]:
+    """Each error of ``run_config`` as one line: where, what, and the nearest valid key."""
+    import dagster as dg
+
+    try:
+        dg.validate_run_config(job, run_config)
+    except dg.DagsterInvalidConfigError as exc:
+        return [_config_line(job, err) for err in exc.errors]
+    return []
+
+
+def _config_line(job, err) -> str:
+    import difflib
+
+    path = []
+    entry = err.stack
+    while entry is not None and hasattr(entry, "field_name"):
+        path.insert(0, entry.field_name)
+        entry = entry.parent
+    where = ":".join(path) or "the top level"
+    data = err.error_data
+    unknown = getattr(data, "field_names", None) or (
+        [data.field_name] if getattr(data, "field_name", None) else []
+    )
+    if err.reason.value in ("FIELD_NOT_DEFINED", "FIELDS_NOT_DEFINED") and unknown:
+        valid = _keys_at(job.run_config_schema.config_type, path)
+        lines = []
+        for key in unknown:
+            near = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}?" if near else f"valid: {', '.join(sorted(valid))}"
+            lines.append(f"unknown key {key!r} under {where}: {hint}")
+        return "; ".join(lines)
+    return err.message.split(" Expected")[0]
+
+
+def _keys_at(config_type, path: list[str]) -> list[str]:
+    for name in path:
+        fields = getattr(config_type, "fields", None) or {}
+        if name not in fields:
+            return []
+        config_type = fields[name].config_type
+    return list(getattr(config_type, "fields", None) or {})
 
 
 def _check_descriptions(defs) -> dict[str, str]:
@@ -200,12 +251,14 @@ def _with_overrides(cfg: dict, args: argparse.Namespace) -> dict:
     def asset(name: str) -> dict:
         return ops.setdefault(name, {}).setdefault("config", {})
 
+    mapping = _fields_flag(args)
     if args.data:
         raw = asset("raw_dataset")
-        raw["files"] = [{"path": p} for p in args.data]
+        raw["files"] = _file_entries(args.data, raw.get("files"), mapping)
         raw.setdefault("embedded", {})["enabled"] = False
     if args.eval:
-        asset("eval_sets")["files"] = [{"path": p} for p in args.eval]
+        evals = asset("eval_sets")
+        evals["files"] = _file_entries(args.eval, evals.get("files"), mapping)
     if args.budget:
         asset("selected_subset")["budget"] = args.budget
     if args.method:
@@ -213,6 +266,33 @@ def _with_overrides(cfg: dict, args: argparse.Namespace) -> dict:
     if not ops:
         del cfg["ops"]
     return cfg
+
+
+def _fields_flag(args: argparse.Namespace) -> dict:
+    """--fields (a JSON object of templates) and --task, as a file entry's settings."""
+    out: dict = {}
+    if getattr(args, "fields", None):
+        try:
+            fields = json.loads(args.fields)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--fields: not a JSON object ({exc}): {args.fields!r}") from exc
+        if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+            example = '\'{"prompt": "{question}", "response": "{rationale}"}\''
+            raise ValueError(
+                f"--fields: expected a JSON object of templates, e.g. {example}, "
+                f"got {args.fields!r}"
+            )
+        out["fields"] = fields
+    if getattr(args, "task", None):
+        out["task"] = args.task
+    return out
+
+
+def _file_entries(paths: list[str], configured: list | None, flags: dict) -> list[dict]:
+    """One entry per path given on the command line: what --config says about that path (its
+    fields, source, task, ...) kept, the flags over it."""
+    known = {e.get("path"): e for e in configured or [] if isinstance(e, dict)}
+    return [{**known.get(p, {}), "path": p, **flags} for p in paths]
 
 
 LINEAGE_ASSETS = ("selected_subset", "target_model", "target_evaluation", "training_pool")
@@ -343,7 +423,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the whole graph (proxy to evaluation) for a profile")
     r.add_argument(
         "--profile",
-        choices=["default", "tiny"],
+        choices=sorted(PROFILES),
         help="scale of the run (default: S2L_PROFILE, else 'default')",
     )
     r.add_argument(
@@ -357,6 +437,18 @@ def parser() -> argparse.ArgumentParser:
         help="a training file, folder or s3:// prefix (repeatable); replaces the embedded data",
     )
     r.add_argument("--eval", action="append", help="an evaluation file (repeatable)")
+    r.add_argument(
+        "--fields",
+        help="templates mapping the records of the --data and --eval files, as JSON, e.g. "
+        '\'{"prompt": "{question}\\nOptions: {options}", "response": "{rationale}", '
+        '"answer": "{correct}"}\' (files of one schema; mixed schemas: --config)',
+    )
+    r.add_argument(
+        "--task",
+        choices=["math", "summarization"],
+        help="task of the --data and --eval files (default: the format's; with --fields, math "
+        "when an answer is mapped, else summarization)",
+    )
     r.add_argument(
         "--verbose", action="store_true", help="every Dagster event (DEBUG), not only INFO"
     )

@@ -72,12 +72,18 @@ def test_proportional_allocation() -> None:
         (0.3, 7, 2),
         (1.0, 50, 50),
         (500, 1000, 500),
-        (5000, 1000, 1000),
+        (1000, 1000, 1000),
         (2.0, 10, 2),
     ],
 )
 def test_resolve_budget(given, n, expected) -> None:
     assert resolve_budget(given, n) == expected
+
+
+def test_budget_above_the_pool_names_both_numbers() -> None:
+    """A count above the pool took everything and exited 0."""
+    with pytest.raises(ValueError, match="budget 100000 is more than the 400 usable rows"):
+        resolve_budget(100000, 400)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 0.0, -0.5, 2.5])
@@ -243,8 +249,10 @@ def test_same_inputs_same_subset_byte_for_byte(blobs, tmp_path) -> None:
 def test_truncated_rows_are_left_out_and_unflagged_nan_is_an_error() -> None:
     losses = [[3, 2, 1], [3, float("nan"), float("nan")], [3, 2.5, 2], [3, 1, 0.5]]
     traj = traj_frame(losses, truncated=[False, True, False, False])
-    chosen, info = choose("least_confidence", traj, None, 10, 0)
+    chosen, info = choose("least_confidence", traj, None, 3, 0)  # every usable row
     assert info["excluded_unscorable"] == 1 and "e001" not in chosen["example_id"].to_list()
+    with pytest.raises(ValueError, match="budget 4 is more than the 3 usable rows"):
+        choose("least_confidence", traj, None, 4, 0)
     bad = traj_frame(losses)
     with pytest.raises(SelectionInputError, match="not flagged truncated.*e001"):
         choose("random", bad, None, 2, 0)

@@ -65,6 +65,7 @@ class RawDatasetManifest(Manifest):
     train: TableRef
     heldout: TableRef
     rejected: TableRef
+    embedded: bool = False  # the embedded reasoning-gym mixture is part of the training data
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,9 @@ def raw_dataset(
         f"{rejected.rows} rejected ({loaded.rejected_share:.2%}); {heldout.rows} held out; "
         f"{len(loaded.empty_files)} empty files skipped"
     )
-    manifest = RawDatasetManifest(train=train, heldout=heldout, rejected=rejected)
+    manifest = RawDatasetManifest(
+        train=train, heldout=heldout, rejected=rejected, embedded=spec.embedded is not None
+    )
     metadata = {
         "dagster/row_count": train.rows,
         "content_hash": version,
@@ -214,6 +216,12 @@ class EvalSetsConfig(dg.Config):
     ood_per_family: int = Field(
         300, description="Problems per out-of-domain reasoning-gym family (0: none)."
     )
+    out_of_domain: bool | None = Field(
+        None,
+        description="Evaluate the embedded out-of-domain reasoning-gym families too. Empty: "
+        "only when the embedded training data is on (a run on your own files evaluates your "
+        "sets only).",
+    )
     seed: int = 0
     files: list[EvalFileInput] = Field(default_factory=list)
     max_rejected_share: float = Field(
@@ -245,10 +253,13 @@ def eval_sets(
         EvalFile(f.path, f.name, f.format, f.fields, f.task, f.answer_type, f.answer_pattern)
         for f in config.files
     )
+    with_ood = raw_dataset.embedded if config.out_of_domain is None else config.out_of_domain
+    if not with_ood:
+        context.log.info("out-of-domain families: off (set out_of_domain: true to add them)")
     try:
         table, rejected = build_eval_sets(
             heldout,
-            config.ood_per_family,
+            config.ood_per_family if with_ood else 0,
             config.seed,
             files,
             store.endpoint_url,

@@ -151,6 +151,14 @@ class FieldMapping:
                 f"fields mapping: needs prompt and response (and may set answer, source); "
                 f"missing {sorted(missing)}, unknown {sorted(unknown)}"
             )
+        for key, template in self.templates.items():
+            try:
+                list(string.Formatter().parse(template))
+            except ValueError as exc:
+                raise UnknownSchemaError(
+                    f"fields mapping: the {key} template {template!r} does not parse ({exc}); "
+                    "write a field as {name} and a literal brace as {{ or }}"
+                ) from None
         if self.task is None:
             object.__setattr__(self, "task", mapped_task(self.templates))
         if self.task not in TASKS:

@@ -22,6 +22,7 @@ from .formats import (
     FieldError,
     FieldMapping,
     Format,
+    UnknownSchemaError,
     detect_format,
     get_format,
 )
@@ -130,7 +131,10 @@ class RecordCollector:
             self.empty_files.append(file)
             return
         if fields:  # named after its file unless a source is given: 'radiology_train'
-            fmt: Format | FieldMapping = FieldMapping(dict(fields), task, file_label(file))
+            try:
+                fmt: Format | FieldMapping = FieldMapping(dict(fields), task, file_label(file))
+            except UnknownSchemaError as exc:
+                raise UnknownSchemaError(f"{file}: {exc}") from None
         elif fmt_name:
             fmt = get_format(fmt_name, file)
         else:
@@ -290,8 +294,17 @@ def split_heldout(df: pl.DataFrame, per_source: int) -> tuple[pl.DataFrame, pl.D
 
 
 def check_rejections(loaded: LoadedDataset, max_share: float, rejected_uri: str = "") -> None:
-    """Raise TooManyRejected past ``max_share`` of rejected rows, naming the top reasons."""
+    """Raise TooManyRejected past ``max_share`` of rejected rows, naming the top reasons, or
+    when nothing is left to train on (an empty file as the only input)."""
     check_rejected_share(loaded.rejected, loaded.rows_seen, max_share, rejected_uri)
+    if loaded.train.is_empty():
+        empty = (
+            f"; empty files skipped: {', '.join(loaded.empty_files)}" if loaded.empty_files else ""
+        )
+        raise TooManyRejected(
+            f"no training rows: {loaded.rows_seen} rows read, {loaded.rejected.height} rejected"
+            f"{empty}. Give a file with records, or keep the embedded data on."
+        )
 
 
 def check_rejected_share(
@@ -313,7 +326,13 @@ def check_rejected_share(
     ]
     totals = reason_totals(rejected)
     where = f"; every rejected row is in {rejected_uri}" if rejected_uri else ""
-    hints = [f"raise max_rejected_share (now {max_share:g}) to accept them"]
+    if rejected.height == rows_seen:  # the threshold is not the problem: the schema is
+        hints = [
+            "every row was rejected, so check the file against the reasons above (its format:, "
+            "or the fields: templates and the record's field names)"
+        ]
+    else:
+        hints = [f"raise max_rejected_share (now {max_share:g}) to accept them"]
     if "duplicate example" in totals:
         hints.append("set duplicates: drop to drop exact duplicates and count them apart")
     raise TooManyRejected(

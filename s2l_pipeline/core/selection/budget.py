@@ -9,14 +9,22 @@ import numpy as np
 
 
 def resolve_budget(budget: int | float, n: int) -> int:
-    """A count (int >= 1) or a fraction f in (0, 1] meaning floor(f x N); capped at N."""
+    """A count (int >= 1, at most N) or a fraction f in (0, 1] meaning floor(f x N).
+
+    A count above N is an error, not "take everything": a budget of 100000 on a 400-row pool
+    is a mistake (a wrong file, a missing fraction point) a user should hear about."""
     if isinstance(budget, bool) or budget <= 0:
         raise ValueError(f"budget must be a positive count or a fraction in (0, 1], got {budget}")
     if isinstance(budget, float) and budget <= 1.0:
         return min(n, math.floor(budget * n))
     if isinstance(budget, float) and not budget.is_integer():
         raise ValueError(f"budget {budget} is neither a fraction in (0, 1] nor a whole count")
-    return min(n, int(budget))
+    if int(budget) > n:
+        raise ValueError(
+            f"budget {int(budget)} is more than the {n} usable rows of the pool: give a count up "
+            f"to {n}, or a fraction such as 0.3"
+        )
+    return int(budget)
 
 
 def parse_budget(text: str) -> int | float:
