@@ -86,6 +86,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         warnings.filterwarnings("once", category=kind)
         warnings.filterwarnings("ignore", message=".*is currently in (beta|preview)", category=kind)
 
+    if not args.verbose:  # third-party INFO lines (MLflow's store migrations) are not ours
+        import logging
+
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow configures
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        for name in ("mlflow", "alembic", "urllib3", "httpx", "datasets"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
     from .console import failed_checks
     from .definitions import defs
     from .defs.recovery import owner_tags, sweep_dead_runs
@@ -139,16 +147,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary["failed_checks"] = failed_checks(
         result.get_asset_check_evaluations(), _check_descriptions(defs)
     )
+    if not result.success:  # the reason first; what it held back after
+        summary["failed_steps"] = _failures(result)
+        for step, reason in summary["failed_steps"].items():
+            print(f"s2l run: step {step} failed: {reason}", file=sys.stderr)
+        skipped = len(result.get_step_skipped_events())
+        if skipped:
+            print(f"s2l run: {skipped} later steps did not run", file=sys.stderr)
     for failed in summary["failed_checks"]:  # again at the end, where a person looks last
         print(
             f"s2l run: check {failed['check']} on {failed['asset']} failed "
             f"({failed['severity']}): {failed['found']}",
             file=sys.stderr,
         )
-    if not result.success:
-        summary["failed_steps"] = _failures(result)
-        for step, reason in summary["failed_steps"].items():
-            print(f"s2l run: step {step} failed: {reason}", file=sys.stderr)
     print(json.dumps(summary, default=str))
     return 0 if result.success else 1
 
@@ -217,6 +228,8 @@ def _failures(result) -> dict[str, str]:
         text = (user.description if user and user.description else None) or (
             f"{cause.cls_name}: {cause.message.strip()}" if cause else "unknown error"
         )
+        if cause and cause.cls_name == "DagsterAssetCheckFailedError":
+            text = "a blocking check failed; nothing after it ran (the check's line says why)"
         out[event.step_key] = text
     return out
 

@@ -24,6 +24,7 @@ class StepLines(logging.Handler):
         self.stream = stream
         self.started: dict[str, float] = {}
         self.failed_checks: set[str] = set()  # steps whose check failed: not a plain success
+        self.not_run: list[str] = []  # steps skipped because one before them failed
 
     def line(self, record: logging.LogRecord) -> str | None:
         meta = getattr(record, LOG_META, None) or {}
@@ -50,6 +51,9 @@ class StepLines(logging.Handler):
             return f"↻ {step}: retrying"
         if event is None and record.levelno >= logging.INFO:
             text = meta.get("orig_message", record.getMessage())
+            if text.startswith("Dependencies for step "):  # the failed step's line says why
+                self.not_run.append(step)
+                return None
             return f"  {step}: {text}" if step else f"  {text}"
         return None
 

@@ -18,6 +18,7 @@ from .defs.data import (
     shard_inventory,
 )
 from .defs.jobs import EXECUTOR, proxy_retrain_job, reselect_job, s2l_job, whole_graph_hint
+from .defs.preflight import inputs_fit_the_run
 from .defs.proxy import proxy_checkpoints
 from .defs.resources import (
     ArtifactStoreResource,
@@ -66,6 +67,7 @@ ASSETS = [
 MAIN_ASSETS = [a for a in ASSETS if a not in (shard_inventory, data_shard, shard_trajectories)]
 CHECKS = [
     raw_dataset_rows_valid,
+    inputs_fit_the_run,
     eval_sets_not_in_training,
     references_score_as_correct,
     trajectories_cover_dataset,

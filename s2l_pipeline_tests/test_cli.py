@@ -360,6 +360,43 @@ def test_run_prints_every_failed_check(tmp_path: Path) -> None:
     for name in failed:  # every failed check has its own line
         assert any(line.startswith(f"⚠ check {name} on ") for line in lines), name
     assert "references_score_as_correct" not in failed  # letters read as letters
+    assert "INFO mlflow" not in res.stderr and "[transformers]" not in res.stderr
     assert summary["metric_by_set"]["mc"] == "accuracy (choice)"
     assert "external_floor_accuracy" in summary
     assert any("s2l run: check eval_sets_not_in_training on eval_sets failed" in ln for ln in lines)
+
+
+@pytest.mark.slow
+def test_mistakes_are_caught_before_the_proxy_trains(tmp_path: Path) -> None:
+    """A budget above the pool was found after proxy training and scoring; a missing --eval
+    file after the target had trained."""
+    import os
+
+    from .conftest import PROJECT_ROOT
+
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "S2L_PROFILE": "tiny",
+        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
+        "S2L_DATA_DIR": str(tmp_path / "data"),
+    }
+    missing = tmp_path / "nowhere" / "test.jsonl"
+    cmd = [*s2l_cmd(), "run", "--budget", "100000", "--eval", str(missing)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert res.returncode == 1, res.stderr[-3000:]
+    lines = res.stderr.splitlines()
+    assert "▶ proxy_checkpoints" not in lines  # nothing trained
+    [check] = [ln for ln in lines if ln.startswith("⚠ check inputs_fit_the_run on raw_dataset")]
+    assert "budget 100000 is more than the 400 usable rows" in check
+    assert str(missing) in check
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert not summary["success"]
+    assert [f["check"] for f in summary["failed_checks"]] == ["inputs_fit_the_run"]
+    # the reason first, no "Dependencies for step ... Not executing" lines
+    assert not any("Not executing" in line for line in lines)
+    assert summary["failed_steps"] == {
+        "raw_dataset_inputs_fit_the_run": "a blocking check failed; nothing after it ran "
+        "(the check's line says why)"
+    }

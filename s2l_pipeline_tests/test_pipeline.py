@@ -44,6 +44,7 @@ def test_every_asset_materializes_and_checks_pass(tiny_run) -> None:
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
         "raw_dataset_rows_valid": True,
+        "inputs_fit_the_run": True,
         "eval_sets_not_in_training": True,
         "trajectories_cover_dataset": True,
         "trajectories_finite": True,

@@ -115,3 +115,49 @@ def test_own_data_example_materializes(tmp_path: Path) -> None:
     assert refs.passed, refs.description
     shares = refs.metadata["reference_accuracy"].value
     assert set(shares) >= {"aqua_test", "gsm8k_test", "math500"} and "radiology_test" not in shares
+
+
+def readme_commands(prefix: str) -> list[str]:
+    text = (PROJECT_ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
+    return [line for b in blocks for line in b.splitlines() if prefix in line]
+
+
+@pytest.mark.slow
+def test_one_command_example_runs(tmp_path: Path) -> None:
+    """The own-data section's command, run as written on files of the schema it names (at the
+    tiny scale, so it takes seconds)."""
+    import os
+    import shlex
+    import shutil
+    import subprocess
+
+    from .test_cli import s2l_cmd
+
+    [line] = readme_commands("s2l run --data")
+    argv = shlex.split(line)
+    env_assign = [a for a in argv if "=" in a and a.split("=")[0].isupper()]
+    argv = argv[argv.index(next(a for a in argv if a.endswith("/s2l"))) + 1 :]
+    assert env_assign == ["DAGSTER_HOME=$PWD"]
+    local = _local_files(tmp_path / "files")
+    argv = [local.get(a, a) for a in argv]
+    assert str(tmp_path) in " ".join(argv), "the README's files were all mapped"
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
+        "S2L_DATA_DIR": str(tmp_path / "data"),
+    }
+    res = subprocess.run(
+        [*s2l_cmd(), *argv, "--profile", "tiny"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["examples"] == 24
+    assert summary["metric_by_set"] == {"aqua_test": "accuracy (choice)"}
+    assert "external_floor_accuracy" in summary and "out_of_domain_accuracy" not in summary

@@ -155,10 +155,12 @@ def raw_dataset(
         ) from exc
     train = write_table(loaded.train, store, f"{prefix}/train.parquet", version)
     heldout = write_table(loaded.heldout, store, f"{prefix}/heldout.parquet")
+    dropped = loaded.duplicates.height if loaded.duplicates is not None else 0
     context.log.info(
         f"{train.rows} examples from {loaded.train['source'].n_unique()} sources; "
-        f"{rejected.rows} rejected ({loaded.rejected_share:.2%}); {heldout.rows} held out; "
-        f"{len(loaded.empty_files)} empty files skipped"
+        f"{rejected.rows} rejected ({loaded.rejected_share:.2%}); "
+        + (f"{dropped} duplicates dropped; " if dropped else "")
+        + f"{heldout.rows} held out; {len(loaded.empty_files)} empty files skipped"
     )
     manifest = RawDatasetManifest(
         train=train, heldout=heldout, rejected=rejected, embedded=spec.embedded is not None

@@ -73,9 +73,19 @@ def build_model(spec: ModelSpec, train_df: pl.DataFrame, tokenizer_dir: Path | N
 
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     else:
-        texts = render_prompts(train_df["prompt"].to_list(), train_df["task"].to_list())
-        tokenizer = train_bpe_tokenizer(texts + train_df["response"].to_list(), spec.vocab_size)
+        tokenizer = build_tokenizer(spec, train_df)
     return build_gpt_neox(SIZES[spec.size], tokenizer, spec.seed), tokenizer
+
+
+def build_tokenizer(spec: ModelSpec, train_df: pl.DataFrame):
+    """The tokenizer a model of ``spec`` trains with: the pretrained one, or for 'embedded' a
+    BPE trained on the data (deterministic: the proxy trains the same one)."""
+    if spec.name != EMBEDDED:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(spec.name)
+    texts = render_prompts(train_df["prompt"].to_list(), train_df["task"].to_list())
+    return train_bpe_tokenizer(texts + train_df["response"].to_list(), spec.vocab_size)
 
 
 def with_lora(model, r: int, alpha: int):
