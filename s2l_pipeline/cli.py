@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
+from .core.export import EXPORT_FORMATS
 from .core.selection import (
     METHODS,
     SelectionInputError,
@@ -33,9 +34,63 @@ def _steps(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(s) for s in text.split(",")) if text else None
 
 
+OUT_SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+def _select_data(args: argparse.Namespace) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """(data, origins): a raw_dataset-shaped Parquet as it is, or the user's own file read the
+    way raw_dataset reads it (so its example_ids match the trajectories')."""
+    if not args.data:
+        return None, None
+    if args.data.endswith(".parquet") and not getattr(args, "fields", None):
+        data = _read(args.data, "data")
+        if {"example_id", "source"} <= set(data.columns):
+            return data, None
+    from .core.data.ingest import DatasetSpec, FileSource, load_dataset
+
+    flags = _fields_flag(args)
+    spec = DatasetSpec(
+        embedded=None,
+        files=(FileSource(args.data, fields=flags.get("fields"), task=flags.get("task")),),
+        max_rejected_share=1.0,
+    )
+    loaded = load_dataset(spec)
+    return loaded.train, loaded.origins
+
+
+def _write_selected(chosen: pl.DataFrame, origins: pl.DataFrame | None, out: str) -> str:
+    """The selection in the format the --out extension names: the user's records when their
+    file was given, else the ids."""
+    from .core.export import as_table, subset_records
+
+    suffix = Path(out).suffix
+    if origins is not None:
+        rows = subset_records(chosen.with_columns(source=pl.lit("")), origins)
+        records = rows["record"].to_list()
+        if suffix == ".jsonl":
+            Path(out).write_text("".join(r + "\n" for r in records), encoding="utf-8")
+        elif suffix == ".json":
+            Path(out).write_text("[" + ",\n".join(records) + "]\n", encoding="utf-8")
+        else:
+            as_table(records).write_parquet(out)
+        return "records"
+    if suffix == ".jsonl":
+        chosen.write_ndjson(out)
+    elif suffix == ".json":
+        chosen.write_json(out)
+    else:
+        chosen.write_parquet(out)
+    return "ids"
+
+
 def cmd_select(args: argparse.Namespace) -> int:
+    if Path(args.out).suffix not in OUT_SUFFIXES:
+        raise ValueError(
+            f"--out {args.out}: unknown format {Path(args.out).suffix or '(no extension)'!r}; "
+            f"name the file with one of {', '.join(OUT_SUFFIXES)}"
+        )
     traj = _read(args.trajectories, "trajectories")
-    data = _read(args.data, "data") if args.data else None
+    data, origins = _select_data(args)
     opts = SelectionOptions(
         clusters=args.clusters,
         kmeans_iterations=args.iterations,
@@ -55,8 +110,55 @@ def cmd_select(args: argparse.Namespace) -> int:
         if args.clusters_out:
             clusters.write_parquet(args.clusters_out)
     chosen, info = choose(args.method, traj, data, budget, args.seed, opts, clusters)
-    chosen.write_parquet(args.out)
-    print(json.dumps({"out": args.out, "selected": chosen.height, **info}, default=str))
+    wrote = _write_selected(chosen, origins, args.out)
+    print(
+        json.dumps(
+            {"out": args.out, "selected": chosen.height, "wrote": wrote, **info}, default=str
+        )
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the latest selected subset as the user's original records, with its lineage."""
+    import os
+
+    from .core.export import subset_records, write_export
+    from .core.manifests import PoolManifest, RawDatasetManifest, ShardManifest, SubsetManifest
+    from .core.support.storage import ArtifactStore
+    from .core.support.tables import read_table
+    from .defs.resources import default_artifact_root, read_manifest
+
+    root = args.artifact_root or default_artifact_root()
+    store = ArtifactStore(root, os.environ.get("AWS_ENDPOINT_URL"))
+    subset = read_manifest(store, SubsetManifest, "selected_subset")
+    pool = read_manifest(store, PoolManifest, "training_pool")
+    raw = read_manifest(store, RawDatasetManifest, "raw_dataset")
+    if subset is None or pool is None or raw is None:
+        raise ValueError(f"{root}: no selected subset here; run `s2l run` first")
+    if raw.origins is None:
+        raise ValueError(f"{root}: raw_dataset predates recorded origins; run `s2l run` again")
+    origins = [read_table(raw.origins, store)]
+    for key in pool.shards:
+        shard = read_manifest(store, ShardManifest, "data_shard", key)
+        if shard is not None and shard.origins is not None:
+            origins.append(read_table(shard.origins, store))
+    rows = subset_records(read_table(subset.subset, store), pl.concat(origins))
+    out = Path(args.out or Path("data") / "export" / subset.subset.content_hash[:16])
+    done = write_export(
+        rows,
+        args.format,
+        out,
+        {
+            "subset": subset.subset.uri,
+            "subset_content_hash": subset.subset.content_hash,
+            "method": subset.method,
+            "budget": subset.budget,
+            "seed": subset.seed,
+            "lineage": subset.lineage,
+        },
+    )
+    print(json.dumps({"out": str(out), **{k: done[k] for k in ("format", "rows", "files")}}))
     return 0
 
 
@@ -144,6 +246,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary["examples"] = raw.train.rows
         summary.update(evaluation.headline)
         summary["metric_by_set"] = evaluation.metric_by_set
+        summary["subset"] = result.output_for_node("selected_subset").subset.uri
+        print(
+            f"s2l run: the subset is {summary['subset']}; in your own records: "
+            "s2l export --out DIR [--format jsonl|parquet|hf]",
+            file=sys.stderr,
+        )
     summary["failed_checks"] = failed_checks(
         result.get_asset_check_evaluations(), _check_descriptions(defs)
     )
@@ -393,8 +501,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trajectories", required=True, help="Parquet: example_id, loss_step_<N>...")
     s.add_argument(
         "--data",
-        help="Parquet of raw_dataset rows (needed for --stratify-by and learning_percentage)",
+        help="the training data: your own JSONL/JSON/Parquet file (the selected rows are then "
+        "written as your records), or raw_dataset's train.parquet; needed for --stratify-by "
+        "and learning_percentage",
     )
+    s.add_argument("--fields", help="templates mapping --data's records, as JSON (see s2l run)")
+    s.add_argument("--task", choices=["math", "summarization"], help="task of --data's records")
     s.add_argument("--method", required=True, choices=sorted(METHODS))
     s.add_argument("--budget", required=True, help="a count (500) or a fraction (0.1)")
     d = SelectionOptions()  # the defaults the assets use too
@@ -430,7 +542,12 @@ def parser() -> argparse.ArgumentParser:
         help="K-means trains on all points up to this many",
     )
     s.add_argument("--clusters-out", help="write every example's S2L cluster here (Parquet)")
-    s.add_argument("--out", required=True, help="Parquet with example_id (and cluster)")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="where to write: .jsonl, .json or .parquet; your records with --data FILE, "
+        "else example_id (and cluster)",
+    )
     s.set_defaults(func=cmd_select)
 
     r = sub.add_parser("run", help="run the whole graph (proxy to evaluation) for a profile")
@@ -474,6 +591,16 @@ def parser() -> argparse.ArgumentParser:
         help="what the target trains on (the target assets' partition)",
     )
     r.set_defaults(func=cmd_run)
+
+    x = sub.add_parser(
+        "export", help="write the selected subset as your original records, with its lineage"
+    )
+    x.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
+    x.add_argument("--out", help="folder to write (default: data/export/<subset hash>)")
+    x.add_argument(
+        "--artifact-root", help="the artifact store (default: S2L_ARTIFACT_ROOT or data/artifacts)"
+    )
+    x.set_defaults(func=cmd_export)
 
     lin = sub.add_parser(
         "lineage", help="print the data, proxy and selection behind an asset or MLflow run"

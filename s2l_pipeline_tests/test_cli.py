@@ -365,6 +365,25 @@ def test_run_prints_every_failed_check(tmp_path: Path) -> None:
     assert "external_floor_accuracy" in summary
     assert any("s2l run: check eval_sets_not_in_training on eval_sets failed" in ln for ln in lines)
 
+    # The subset taken away as the user's own records, with its lineage.
+    assert "s2l export --out DIR" in res.stderr and summary["subset"].endswith("subset.parquet")
+    out = tmp_path / "export"
+    res = subprocess.run(
+        [*s2l_cmd(), "export", "--out", str(out)], capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    records = [json.loads(line) for line in (out / "subset.jsonl").read_text().splitlines()]
+    assert len(records) == 24 and all(
+        set(r) == {"instruction", "output", "source"} for r in records
+    )
+    prompts = set(rows["prompt"].to_list())
+    assert all(r["instruction"] in prompts for r in records)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows"] == 24 and manifest["method"] == "random"
+    assert manifest["lineage"]["dataset"]["raw_dataset"] and manifest["rows_per_file"] == {
+        str(train): 24
+    }
+
 
 @pytest.mark.slow
 def test_mistakes_are_caught_before_the_proxy_trains(tmp_path: Path) -> None:
@@ -400,3 +419,49 @@ def test_mistakes_are_caught_before_the_proxy_trains(tmp_path: Path) -> None:
         "raw_dataset_inputs_fit_the_run": "a blocking check failed; nothing after it ran "
         "(the check's line says why)"
     }
+
+
+def test_select_writes_the_users_records_in_the_format_out_names(tmp_path: Path) -> None:
+    """`s2l select` wrote Parquet bytes into a file named .jsonl, ids only, and took --data only
+    as raw_dataset-shaped Parquet."""
+    from s2l_pipeline.core.data.ingest import DatasetSpec, FileSource, load_dataset
+
+    from .test_answer_types import MC, MC_FIELDS
+
+    loaded = load_dataset(
+        DatasetSpec(embedded=None, files=(FileSource(str(MC), fields=MC_FIELDS),))
+    )
+    rng = np.random.default_rng(1)
+    traj = pl.DataFrame(
+        {
+            "example_id": loaded.train["example_id"],
+            **{f"loss_step_{s}": rng.random(loaded.train.height) for s in (0, 5, 10)},
+            "n_response_tokens": [4] * loaded.train.height,
+            "truncated": [False] * loaded.train.height,
+        }
+    )
+    traj.write_parquet(tmp_path / "traj.parquet")
+    common = ["--trajectories", str(tmp_path / "traj.parquet"), "--method", "random"]
+    common += ["--budget", "10"]
+    fields = json.dumps(MC_FIELDS)
+    for name in ("sel.jsonl", "sel.json", "sel.parquet"):
+        out = tmp_path / name
+        res = run(*common, "--data", str(MC), "--fields", fields, "--out", str(out))
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["wrote"] == "records"
+        if name.endswith(".jsonl"):
+            records = [json.loads(line) for line in out.read_text().splitlines()]
+        elif name.endswith(".json"):
+            records = json.loads(out.read_text())
+        else:
+            records = pl.read_parquet(out).to_dicts()
+        originals = {json.loads(line)["record_id"]: json.loads(line) for line in MC.open()}
+        assert len(records) == 10
+        for r in records:  # the user's own records, every field kept (options list, letter, id)
+            assert r == originals[r["record_id"]]
+    ids = tmp_path / "ids.jsonl"
+    res = run(*common, "--out", str(ids))
+    assert res.returncode == 0, res.stderr
+    assert [set(json.loads(line)) for line in ids.read_text().splitlines()] == [{"example_id"}] * 10
+    res = run(*common, "--out", str(tmp_path / "sel.txt"))
+    assert res.returncode == 2 and "unknown format '.txt'" in res.stderr

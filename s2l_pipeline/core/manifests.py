@@ -66,6 +66,7 @@ class RawDatasetManifest(Manifest):
     heldout: TableRef
     rejected: TableRef
     embedded: bool = False  # the embedded reasoning-gym mixture is part of the training data
+    origins: TableRef | None = None  # each train row's file, line and original record
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class ShardManifest(Manifest):
     uri: str
     file_sha256: str
     shard: str
+    origins: TableRef | None = None  # each row's line and original record
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,7 @@ def raw_dataset(
         ) from exc
     train = write_table(loaded.train, store, f"{prefix}/train.parquet", version)
     heldout = write_table(loaded.heldout, store, f"{prefix}/heldout.parquet")
+    origins = write_table(loaded.origins, store, f"{prefix}/origins.parquet")
     dropped = loaded.duplicates.height if loaded.duplicates is not None else 0
     context.log.info(
         f"{train.rows} examples from {loaded.train['source'].n_unique()} sources; "
@@ -163,7 +164,11 @@ def raw_dataset(
         + f"{heldout.rows} held out; {len(loaded.empty_files)} empty files skipped"
     )
     manifest = RawDatasetManifest(
-        train=train, heldout=heldout, rejected=rejected, embedded=spec.embedded is not None
+        train=train,
+        heldout=heldout,
+        rejected=rejected,
+        embedded=spec.embedded is not None,
+        origins=origins,
     )
     metadata = {
         "dagster/row_count": train.rows,
@@ -234,6 +239,12 @@ class EvalSetsConfig(dg.Config):
 
 EvalSetsConfig = profiled(EvalSetsConfig, "eval_sets")  # the deployment's scale
 
+NO_EVAL_SETS = (
+    "no evaluation set: give an evaluation file (s2l run --eval FILE, or eval_sets files:), "
+    "carve held-out rows from your data (raw_dataset heldout_per_source: 200), or add the "
+    "embedded out-of-domain families (eval_sets out_of_domain: true)"
+)
+
 
 @dg.asset(
     op_tags=cpu_step_tags(),
@@ -269,6 +280,8 @@ def eval_sets(
         )
     except (FileReadError, ValueError) as exc:  # unreadable, unknown schema, bad answer_type
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    if table.is_empty():
+        raise dg.Failure(description=NO_EVAL_SETS, allow_retries=False)
     version = table_hash(table)
     prefix = f"eval_sets/{version[:16]}"
     ref = write_table(table, store, f"{prefix}/eval.parquet", version)
@@ -381,9 +394,11 @@ def data_shard(
     version = table_hash(loaded.train)
     train = write_table(loaded.train, store, f"data_shard/{version[:16]}/train.parquet", version)
     rejected = write_rejected(loaded.rejected, store, "data_shard")
+    origins = write_table(loaded.origins, store, f"data_shard/{version[:16]}/origins.parquet")
     manifest = ShardManifest(
         train=train,
         rejected=rejected,
+        origins=origins,
         uri=uri,
         file_sha256=shard_version(uri, shard_source.endpoint_url),
         shard=context.partition_key,

@@ -6,7 +6,7 @@ from ..core.data.eval_sets import EvalFile
 from ..core.manifests import RawDatasetManifest, ShardManifest
 from ..core.preflight import budget_problem, eval_file_problems, unscorable_rows
 from ..core.support.tables import read_table
-from .data import EvalSetsConfig, materialized_shards
+from .data import NO_EVAL_SETS, EvalSetsConfig, materialized_shards
 from .executors import cpu_step_tags
 from .proxy import ProxyConfig
 from .resources import ArtifactStoreResource, read_manifest
@@ -56,6 +56,10 @@ def inputs_fit_the_run(
         for f in evals.files
     )
     problems += eval_file_problems(files, store.endpoint_url, evals.max_rejected_share)
+    with_ood = raw_dataset.embedded if evals.out_of_domain is None else evals.out_of_domain
+    held = read_table(raw_dataset.heldout, store).height
+    if not files and not held and not (with_ood and evals.ood_per_family > 0):
+        problems.append(f"eval_sets: {NO_EVAL_SETS}")
     max_length = scoring.max_length or proxy.max_length
     n_unscorable, fit = unscorable_rows(
         train, proxy.to_run().model, max_length, scoring.max_unscorable_share

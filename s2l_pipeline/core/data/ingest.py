@@ -29,7 +29,7 @@ from .formats import (
 from .generator import TRAIN_FAMILIES, Family, generate_mixture
 from .hf_source import hf_display, iter_hf_records
 from .readers import SUFFIXES, FileReadError, RecordError, iter_records
-from .schema import EVAL_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA, as_eval_table
+from .schema import EVAL_SCHEMA, ORIGIN_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA, as_eval_table
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class LoadedDataset:
     empty_files: list[str] = field(default_factory=list)  # skipped: no record at all
     # with duplicates='drop': the dropped copies (REJECTED_SCHEMA), not counted as rejected
     duplicates: pl.DataFrame | None = None
+    origins: pl.DataFrame | None = None  # ORIGIN_SCHEMA: each train row's file, line, record
 
     @property
     def rows_seen(self) -> int:
@@ -107,7 +108,8 @@ class RecordCollector:
 
     def __init__(self) -> None:
         self.ok: dict[str, list] = {
-            k: [] for k in ("source", "prompt", "response", "answer", "task", "_file", "_line")
+            k: []
+            for k in ("source", "prompt", "response", "answer", "task", "_file", "_line", "_record")
         }
         self.bad: dict[str, list] = {k: [] for k in REJECTED_SCHEMA}
         self.empty_files: list[str] = []
@@ -157,6 +159,7 @@ class RecordCollector:
             self.ok["task"].append(task or fmt.task)
             self.ok["_file"].append(file)
             self.ok["_line"].append(line)
+            self.ok["_record"].append(_raw(rec))
 
     def frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:
         accepted = pl.DataFrame(
@@ -223,6 +226,9 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
             emb_train.with_columns(
                 _file=pl.lit(EMBEDDED_FILE),
                 _line=pl.int_range(1, emb_train.height + 1, dtype=pl.Int64),
+                _record=pl.struct(
+                    question="prompt", answer="response", source="source"
+                ).struct.json_encode(),
             )
         )
         held_parts.insert(0, emb_held)
@@ -234,6 +240,7 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
     drop = spec.duplicates == "drop"
     return LoadedDataset(
         train=train.select(list(RAW_SCHEMA)),
+        origins=origins_of(train),
         heldout=as_eval_table(pl.concat(held_parts, how="vertical")),
         rejected=rejected if drop else pl.concat([rejected, dups], how="vertical"),
         empty_files=collector.empty_files,
@@ -241,10 +248,17 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
     )
 
 
+def origins_of(train: pl.DataFrame) -> pl.DataFrame:
+    """Where each training row came from and the record as the user wrote it (for export)."""
+    return train.select(
+        "example_id", file=pl.col("_file"), line=pl.col("_line"), record=pl.col("_record")
+    ).cast(ORIGIN_SCHEMA)
+
+
 def _with_ids(df: pl.DataFrame) -> pl.DataFrame:
     ids = example_ids(df["prompt"].to_list(), df["response"].to_list())
     return df.with_columns(example_id=pl.Series(ids, dtype=pl.String)).select(
-        [*RAW_SCHEMA, "_file", "_line"]
+        [*RAW_SCHEMA, "_file", "_line", "_record"]
     )
 
 

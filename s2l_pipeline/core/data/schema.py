@@ -36,6 +36,15 @@ def as_eval_table(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(missing).select(list(EVAL_SCHEMA)).cast(EVAL_SCHEMA)
 
 
+# Where each training row came from: its file (or 'embedded:reasoning-gym'), record number, and
+# the record as the user wrote it (JSON), so a subset can be exported in the user's own schema.
+ORIGIN_SCHEMA: dict[str, pl.DataType] = {
+    "example_id": pl.String(),
+    "file": pl.String(),
+    "line": pl.Int64(),
+    "record": pl.String(),
+}
+
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
     "file": pl.String(),
     "line": pl.Int64(),
