@@ -165,3 +165,20 @@ def test_one_command_example_runs(tmp_path: Path) -> None:
     assert summary["examples"] == 24
     assert summary["metric_by_set"] == {"aqua_test": "accuracy (choice)"}
     assert "external_floor_accuracy" in summary and "out_of_domain_accuracy" not in summary
+
+    # ... then the README's export commands, as written, in the same project folder
+    exports = readme_commands("s2l export")
+    assert len(exports) == 2
+    for line in exports:
+        argv = shlex.split(line.split("#")[0])
+        argv = argv[argv.index(next(a for a in argv if a.endswith("/s2l"))) + 1 :]
+        res = subprocess.run(
+            [*s2l_cmd(), *argv], capture_output=True, text=True, cwd=tmp_path, env=env
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+    done = tmp_path / "my_subset"
+    manifest = json.loads((done / "manifest.json").read_text())
+    assert manifest["format"] == "parquet" and manifest["rows"] == 7  # floor(0.3 x 24)
+    assert (done / "subset.jsonl").exists() and (done / "subset.parquet").exists()
+    records = pl.read_parquet(done / "subset.parquet")
+    assert {"question", "options", "rationale", "correct", "record_id"} <= set(records.columns)
