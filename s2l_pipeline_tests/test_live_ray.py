@@ -22,8 +22,16 @@ from .live import settled_ray_jobs, wait_for
 
 pytestmark = pytest.mark.live
 
-GPU_STEPS = ("proxy_checkpoints", "loss_trajectories.score_trajectory_unit", "target_")
 UNIT = "loss_trajectories.score_trajectory_unit["
+# The GPU steps by name: an asset check on a GPU asset (target_evaluation_predictions_not_constant)
+# is a CPU step of its own.
+GPU_ASSETS = {"proxy_checkpoints", "target_model", "target_evaluation"}
+
+
+def is_gpu_step(key: str) -> bool:
+    return key in GPU_ASSETS or key.startswith(UNIT)
+
+
 VICTIM = "proxy_checkpoints"  # long enough at the tiny scale to be killed mid-training
 SHELLS = {"sh", "bash", "dash"}
 
@@ -100,7 +108,7 @@ def test_tiny_graph_on_ray_equals_in_process_and_survives_a_killed_worker(
     assert run.headline == baseline.headline and run.headline
 
     # Every GPU step ran as its own Ray job and was given one of the two GPUs.
-    gpu_steps = [k for k in run.step_s if k.startswith(GPU_STEPS)]
+    gpu_steps = [k for k in run.step_s if is_gpu_step(k)]
     units = [k for k in gpu_steps if k.startswith(UNIT)]
     assert len(units) >= 6
     for step in gpu_steps:
@@ -150,7 +158,7 @@ def test_multiprocess_gives_each_gpu_step_its_own_gpu_and_the_same_bytes(tmp_pat
     assert run.status == "SUCCESS"
     for asset in ("loss_trajectories", "selected_subset", "target_model", "target_evaluation"):
         assert run.data_versions[asset] == baseline.data_versions[asset], asset
-    gpu_steps = [k for k in run.step_s if k.startswith(GPU_STEPS)]
+    gpu_steps = [k for k in run.step_s if is_gpu_step(k)]
     devices = {run.workers[k][-1]["CUDA_VISIBLE_DEVICES"] for k in gpu_steps}
     assert devices == {"0", "1"}, devices  # both GPUs used, each step holding one
     pids = {run.workers[k][-1]["pid"] for k in gpu_steps}
