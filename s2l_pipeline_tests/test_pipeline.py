@@ -75,6 +75,8 @@ def test_every_asset_materializes_and_checks_pass(tiny_run) -> None:
     assert 0 <= evaluation["in_domain_floor_accuracy"] <= 1
     assert evaluation["metric_by_set"]["gcd"] == "accuracy (reasoning_gym)"
     proxy = meta(result, "proxy_checkpoints")
+    resolved = proxy["train_config"]["max_length"]  # 'auto', resolved on the data
+    assert isinstance(resolved, int) and resolved % 8 == 0 and resolved < 128
     assert proxy["training_order"] == "shuffle"
     assert proxy["longest_single_source_run"] == proxy["longest_single_source_run_shuffle"]
 

@@ -10,7 +10,8 @@ import polars as pl
 from .data.eval_sets import EvalFile, load_eval_file
 from .data.readers import FileReadError
 from .lm.encoding import encode
-from .lm.fit import ModelSpec, build_tokenizer
+from .lm.fit import ModelSpec, build_tokenizer, resolve_max_length
+from .lm.trainer import TrainConfig
 from .selection.budget import parse_budget, resolve_budget
 from .trajectories import TooManyUnscorable, check_unscorable
 
@@ -38,14 +39,16 @@ def eval_file_problems(
 
 
 def unscorable_rows(
-    train: pl.DataFrame, spec: ModelSpec, max_length: int, max_share: float
-) -> tuple[int, str | None]:
-    """Rows whose prompt fills ``max_length`` under the proxy's tokenizer (they would get no
-    loss and could never be selected), and the problem when they pass ``max_share``."""
+    train: pl.DataFrame, spec: ModelSpec, cfg: TrainConfig, max_share: float
+) -> tuple[int, int, str | None]:
+    """(rows whose prompt fills max_length under the proxy's tokenizer, that max_length (an
+    'auto' one resolved as training will), the problem when those rows pass ``max_share``)."""
     tokenizer = build_tokenizer(spec, train)
+    max_length, _ = resolve_max_length(train, tokenizer, cfg)
     enc = encode(train, tokenizer, max_length)
     base = pl.DataFrame({"n_response_tokens": enc.n_response_tokens})
     try:
-        return check_unscorable(base, max_share, max_length), None
+        return check_unscorable(base, max_share, max_length), max_length, None
     except TooManyUnscorable as exc:
-        return int((base["n_response_tokens"] == 0).sum()), f"proxy_checkpoints: {exc}"
+        n = int((base["n_response_tokens"] == 0).sum())
+        return n, max_length, f"proxy_checkpoints: {exc}"

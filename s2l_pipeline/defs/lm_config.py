@@ -1,6 +1,7 @@
 """Hyperparameters shared by the proxy and the target, as Dagster config."""
 
 from dataclasses import fields
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -23,8 +24,16 @@ class LMTrainingConfig(dg.Config):
     warmup_ratio: float = TrainConfig.warmup_ratio
     scheduler: str = TrainConfig.scheduler
     weight_decay: float = TrainConfig.weight_decay
-    max_length: int = Field(
-        TrainConfig.max_length, description="Tokens per example; longer ones are truncated."
+    # Any: Dagster config has no 'int or "auto"' type; train_config() checks the value.
+    max_length: Any = Field(
+        TrainConfig.max_length,
+        description="Tokens per example (longer ones are truncated), or 'auto': the smallest "
+        "multiple of 8 covering the 99th percentile of prompt + response tokens of the "
+        "training rows, at most max_length_cap; the step log and the manifest say what it "
+        "chose.",
+    )
+    max_length_cap: int = Field(
+        TrainConfig.max_length_cap, description="The most tokens 'auto' may choose."
     )
     seed: int = TrainConfig.seed
     group_by_length: bool = Field(
@@ -43,4 +52,10 @@ class LMTrainingConfig(dg.Config):
 
     def train_config(self) -> TrainConfig:
         """Every TrainConfig field, from this config; a missing one is an error, not a skip."""
-        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
+        cfg = TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
+        auto = cfg.max_length == "auto"
+        if not auto and not (isinstance(cfg.max_length, int) and cfg.max_length >= 8):
+            raise ValueError(
+                f"max_length: 'auto' or a count of at least 8 tokens, not {cfg.max_length!r}"
+            )
+        return cfg

@@ -1,5 +1,7 @@
 """The check that runs before the proxy trains: what this run's settings ask of its data."""
 
+from dataclasses import replace
+
 import dagster as dg
 
 from ..core.data.eval_sets import EvalFile
@@ -60,9 +62,10 @@ def inputs_fit_the_run(
     held = read_table(raw_dataset.heldout, store).height
     if not files and not held and not (with_ood and evals.ood_per_family > 0):
         problems.append(f"eval_sets: {NO_EVAL_SETS}")
-    max_length = scoring.max_length or proxy.max_length
-    n_unscorable, fit = unscorable_rows(
-        train, proxy.to_run().model, max_length, scoring.max_unscorable_share
+    run = proxy.to_run()
+    train_cfg = replace(run.train, max_length=scoring.max_length or run.train.max_length)
+    n_unscorable, max_length, fit = unscorable_rows(
+        train, run.model, train_cfg, scoring.max_unscorable_share
     )
     problems += [fit] if fit else []
     if n_unscorable:

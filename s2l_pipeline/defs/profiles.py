@@ -32,12 +32,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "epochs": 2.0,
             "num_checkpoints": 4,
             "batch_size": 32,
-            "max_length": 96,
         },
         "loss_trajectories.plan_scoring": {"shard_rows": 150},
         "trajectory_clusters": {"clusters": 8},
         "selected_subset": {"method": "s2l", "budget": "0.3", "embedding_clusters": 20},
-        "target_model": {"size": "proxy", "epochs": 2.0, "batch_size": 32, "max_length": 96},
+        "target_model": {"size": "proxy", "epochs": 2.0, "batch_size": 32},
         "target_evaluation": {"max_new_tokens": 8},
     },
 }

@@ -7,9 +7,10 @@ import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from ..support.hashing import file_hash
@@ -75,6 +76,31 @@ def build_model(spec: ModelSpec, train_df: pl.DataFrame, tokenizer_dir: Path | N
     else:
         tokenizer = build_tokenizer(spec, train_df)
     return build_gpt_neox(SIZES[spec.size], tokenizer, spec.seed), tokenizer
+
+
+AUTO = "auto"
+
+
+def resolve_max_length(train_df: pl.DataFrame, tokenizer, cfg: TrainConfig) -> tuple[int, str]:
+    """(max_length, what was decided): a number as it is; 'auto' the smallest multiple of 8
+    covering the 99th percentile of prompt + response tokens, at most ``max_length_cap``."""
+    if cfg.max_length != AUTO:
+        if not isinstance(cfg.max_length, int) or cfg.max_length < 8:
+            raise ValueError(
+                f"max_length must be 'auto' or a count of at least 8 tokens, not {cfg.max_length!r}"
+            )
+        return cfg.max_length, ""
+    lengths = np.sort(encode(train_df, tokenizer, 1_000_000).lengths)
+    if not len(lengths):
+        return min(128, cfg.max_length_cap), ""
+    p99 = int(lengths[min(len(lengths) - 1, int(np.ceil(0.99 * len(lengths))) - 1)])
+    chosen = min(cfg.max_length_cap, -(-p99 // 8) * 8)
+    longer = float((lengths > chosen).mean())
+    return chosen, (
+        f"max_length auto: {chosen} tokens (99th percentile of prompt + response {p99}, "
+        f"longest {int(lengths[-1])}, cap {cfg.max_length_cap}); {longer:.1%} of rows longer "
+        "are truncated"
+    )
 
 
 def build_tokenizer(spec: ModelSpec, train_df: pl.DataFrame):
@@ -149,7 +175,11 @@ def train_model(
     model, tokenizer = build_model(run.model, train_df, tokenizer_dir)
     if run.lora_r > 0:
         model = with_lora(model, run.lora_r, run.lora_alpha)
-    enc = encode(train_df, tokenizer, run.train.max_length)
+    max_length, fit = resolve_max_length(train_df, tokenizer, run.train)
+    if fit:
+        (hooks or TrainHooks()).say(fit)
+    run = replace(run, train=replace(run.train, max_length=max_length))
+    enc = encode(train_df, tokenizer, max_length)
     work_dir = work_root / fp
     exporter = StoreExporter(store, f"{kind}/{fp}")
     history: list = []

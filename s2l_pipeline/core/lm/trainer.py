@@ -43,7 +43,10 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     scheduler: str = "cosine"
     weight_decay: float = 0.0
-    max_length: int = 128
+    # Tokens per example, or 'auto': the smallest multiple of 8 covering the 99th percentile of
+    # prompt + response tokens, at most max_length_cap (fit.resolve_max_length).
+    max_length: int | str = "auto"
+    max_length_cap: int = 1024
     seed: int = 0
     # False: a seeded uniform shuffle per epoch (as the official S2L proxy training). True:
     # sort by length inside windows of ``length_window`` batches (less padding, but a window's
