@@ -48,6 +48,32 @@ MC_FIELDS = {
         ("\\boxed{A}", "A"),
         ("The answer is a number near 10, namely 12", None),
         ("12 + 3 = 15", None),
+        # found by an adversarial review: a first line that starts with a capital is no answer
+        ("A 45-year-old man presents with chest pain.", None),
+        ("I don't know", None),
+        ("A train travels 45 km. The answer is 45 km.", None),
+        # an explicit answer wins over a later mention of an option
+        ("Answer: C. Explanation: option A is incorrect because ...", "C"),
+        ("The answer is (C). Option (A) overestimates the dose.", "C"),
+        ("Answer: A\n\nNote: option B would hold if ...", "A"),
+        ("Answer: D. This means A is wrong.", "D"),
+        # keywords are whole words
+        ("... which means A = 12.", None),
+        ("The two humans B and C meet", None),
+        # letters a person reads at once
+        ("Therefore, B is the answer", "B"),
+        ("(B) is correct", "B"),
+        ("Hence (D).", "D"),
+        ("Answers: A", "A"),
+        ("the answer is b", "B"),
+        ("Answer is option c", "C"),
+        ("c) 45", "C"),
+        ("**Answer:** C", "C"),
+        ("The answer is **C**.", "C"),
+        ("$\\boxed{\\text{(C)}}$", "C"),
+        ("\\boxed{B) 45}", "B"),
+        ("Answer: I think it is C", None),
+        ("Answer: I", "I"),
     ],
 )
 def test_choice_letters_are_read_as_letters(text: str, letter: str | None) -> None:
@@ -95,7 +121,27 @@ def test_gsm8k_and_math500_references_score_as_correct(name: str) -> None:
     assert min(shares.values()) >= 0.99, failing
 
 
+def test_lower_case_references_and_labelled_options() -> None:
+    from s2l_pipeline.core.evaluation.answer_types import answer_correct
+
+    assert answer_correct("choice", "b", "b") and answer_correct("choice", "Answer: b", "(b)")
+    assert answer_correct("choice", "The answer is (A).", "A) 12")
+    assert not answer_correct("choice", "Answer: C", "b")
+
+
+def test_numbers_after_a_marker_and_in_latex() -> None:
+    from s2l_pipeline.core.evaluation.answer_types import answer_correct
+
+    assert answer_correct("number", "#### 72\n\nQuestion: John has 5 apples and buys 3", "72")
+    assert answer_correct("number", "so \\boxed{\\frac{3}{4}}", "0.75")
+    assert answer_correct("number", "\\boxed{1{,}200}", "1200")
+    assert answer_correct("number", "The answer is $1,200.", "1200")
+    assert not answer_correct("number", "The answer is 71", "72")
+
+
 def test_answer_types_are_detected_from_answers() -> None:
+    assert detect_answer_type(["A) 12", "B) 45", "C) 7"]) == "choice"
+    assert detect_answer_type(["Option A", "Option B"]) == "choice"
     assert detect_answer_type(["A", "(b)", "C", "D)"]) == "choice"
     assert detect_answer_type(["72", "1,200", "-3.5", "3/4"]) == "number"
     assert detect_answer_type(["\\frac{1}{2}", "3", "(2, \\pi)"]) == "math"
@@ -168,6 +214,15 @@ def test_floor_is_the_most_common_training_answer() -> None:
     floor = answer_floor(evals, modes).sort("eval_set")
     assert floor["floor_answer"].to_list() == ["1", "1"]
     assert floor["floor_accuracy"].to_list() == [0.5, 0.5]
+    # a set the model never trained on: its own majority answer (always 'A' on a choice set)
+    assert floor["floor_basis"].to_list() == ["training", "set"]
+    mc = evals.with_columns(
+        eval_set=pl.lit("mc"),
+        source=pl.lit("mc"),
+        answer=pl.Series(["A", "A", "A", "B", "C", "D"]),
+        answer_type=pl.lit("choice"),
+    )
+    assert answer_floor(mc, modes)["floor_accuracy"].to_list() == [0.5]
 
 
 def test_prediction_modes_find_a_collapsed_set() -> None:
@@ -185,3 +240,14 @@ def test_prediction_modes_find_a_collapsed_set() -> None:
         "modal_share": 0.75,
     }
     assert modes.row(1, named=True)["modal_share"] == 0.5
+    # answer-scored sets compare the answers read from the generations
+    reasoned = pl.DataFrame(
+        {
+            "eval_set": ["mc"] * 4,
+            "task": ["math"] * 4,
+            "answer_type": ["choice"] * 4,
+            "prediction": [f"step {i} ... so the answer is (A)" for i in range(4)],
+        }
+    )
+    row = prediction_modes(reasoned).row(0, named=True)
+    assert row["modal_prediction"] == "A" and row["modal_share"] == 1.0

@@ -26,6 +26,13 @@ def test_one_problem_in_other_words_has_one_key() -> None:
     assert problem_key("chain_sum", _entry("", expression="4 - 1")) != problem_key(
         "chain_sum", _entry("", expression="1 - 4")
     )
+    # a sum's signed terms in any order are one problem (found by review: '4 - 7 + 3')
+    assert problem_key("chain_sum", _entry("", expression="4 - 7 + 3")) == problem_key(
+        "chain_sum", _entry("", expression="3 + 4 - 7")
+    )
+    assert problem_key("chain_sum", _entry("", expression="6 - 2 + 0")) == problem_key(
+        "chain_sum", _entry("", expression="0 + 6 - 2")
+    )
 
 
 def test_no_held_out_problem_is_trained_on_in_any_form() -> None:

@@ -51,7 +51,8 @@ def test_default_order_stays_at_the_shuffles_level() -> None:
 def test_length_windows_bound_runs_and_cut_padding() -> None:
     lengths, sources = three_sources()
     report = order_report(lengths, sources, BATCH, 0, group_by_length=True, length_window=4)
-    assert report["longest_single_source_run"] <= 4  # never longer than a window
+    # three balanced sources: windows keep runs short (the HF megabatches ran 5 or more)
+    assert report["longest_single_source_run"] <= 2
     assert report["padding_share"] < report["padding_share_shuffle"]
     shuffled = order_report(lengths, sources, BATCH, 0, group_by_length=False)
     assert shuffled["longest_single_source_run"] == shuffled["longest_single_source_run_shuffle"]

@@ -9,10 +9,11 @@ _ANSWER_IS = re.compile(r"[Tt]he (?:final )?answer is:?\s*(.+?)\s*\.?\s*$")
 
 
 def gsm8k_answer(solution: str) -> str | None:
-    """The text after the last '####', thousands separators removed ('1,200' -> '1200')."""
+    """The line after the last '####', thousands separators removed ('1,200' -> '1200')."""
     if "####" not in solution:
         return None
     tail = solution.rsplit("####", 1)[1].strip()
+    tail = tail.splitlines()[0].strip() if tail else ""  # a generation may run on after it
     return tail.replace(",", "") if tail else None
 
 

@@ -14,7 +14,6 @@ import re
 # Families whose problems are arithmetic expressions: one namespace, so a sum held out of one
 # family is kept out of the others too.
 _EXPRESSION_FAMILIES = {"basic_arithmetic", "chain_sum", "products", "decimal_chain_sum"}
-_COMMUTATIVE = {"+", "*"}
 
 
 def normalized_text(text: str) -> str:
@@ -23,11 +22,17 @@ def normalized_text(text: str) -> str:
 
 
 def _expression(expr: str) -> str:
-    """An expression's canonical form: operands sorted when every operator is + (or every *)."""
+    """An expression's canonical form: a product's factors sorted; a sum's signed terms sorted
+    ('4 - 7 + 3' and '3 + 4 - 7' are one problem); anything else as written."""
     tokens = expr.split()
     operators = set(tokens[1::2])
-    if len(operators) == 1 and operators <= _COMMUTATIVE:
-        return f" {operators.pop()} ".join(sorted(tokens[0::2]))
+    if operators == {"*"}:
+        return " * ".join(sorted(tokens[0::2]))
+    if operators and operators <= {"+", "-"}:
+        signed = [f"+{tokens[0]}"] + [
+            f"{op}{t}" for op, t in zip(tokens[1::2], tokens[2::2], strict=True)
+        ]
+        return "sum:" + " ".join(sorted(signed))
     return " ".join(tokens)
 
 

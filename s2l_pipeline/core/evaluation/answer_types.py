@@ -17,18 +17,31 @@ from ..data.schema import REASONING_GYM as REASONING_GYM  # the family's own sco
 
 ANSWER_TYPES = ("number", "choice", "math", "text")
 
-_KEY = r"(?:answer|ans\.?|option|choice)"
-_FILLER = r"(?:\s+(?i:is|would\s+be|will\s+be|should\s+be|choice|option|:))*"
-# "Answer: D", "Answer D", "Correct answer - A", "ANSWER:C", "The answer is (B)", "option C",
-# "answer is [E]"; a lower-case letter only in brackets ("(c)"), so "the answer is a ..." is no
-# choice.
-_CHOICE = re.compile(
-    rf"(?i:{_KEY}){_FILLER}\s*[:\-=–—]*\s*"
-    r"(?:\(\s*([A-Ja-j])\s*\)|\[\s*([A-Ja-j])\s*\]|([A-J])(?![A-Za-z0-9]))"
+# A letter after a keyword: "Answer: D", "Answer D", "Correct answer - A", "ANSWER:C", "The answer
+# is (B)", "option C", "Ans: B", "Answers: A". Keywords are whole words ("means A" is no
+# answer). A lower-case letter counts only where nothing word-like follows it ("the answer is
+# b", "answer: c)"), so "the answer is a number" is no choice; nor is the pronoun in "Answer: I
+# think it is C".
+_LETTER = (
+    r"(?:\(\s*([A-Ja-j])\s*\)|\[\s*([A-Ja-j])\s*\]|([A-J])(?![A-Za-z0-9'])(?!(?<=I)\s+[a-z])"
+    r"|([a-j])(?=\s*(?:$|[\).,;:!\n])))"
 )
-# A bare letter as the whole line: "C", "(C)", "C)", "C.", "(C) 42" at a line's start.
-_BARE = re.compile(r"^\s*\(?([A-J])(?:\)|\.|:)?(?:\s|$)")
+_FILLER = r"(?:\s+(?i:is|was|would\s+be|will\s+be|should\s+be|choice|option|:))*"
+_ANSWER_KEY = re.compile(rf"\b(?i:answers?|ans\b\.?){_FILLER}\s*[:\-=–—]*\s*{_LETTER}")
+_OPTION_KEY = re.compile(rf"\b(?i:option|choice){_FILLER}\s*[:\-=–—]*\s*{_LETTER}")
+# "B is the answer", "(B) is correct", "Hence (D).", "i.e. (B)"
+_IS_CORRECT = re.compile(
+    r"(?:\(([A-J])\)|\b([A-J]))\)?\s+(?i:is|would\s+be)\s+(?i:the\s+)?(?i:correct|right|answer)"
+)
+_CONCLUDES = re.compile(r"\b(?i:hence|thus|therefore|so|i\.e\.)\s*,?\s*\(([A-Ja-j])\)\s*\.?\s*$")
+# A bare letter as the whole text or line: "C", "(c)", "C)", "C.", or "(C) 42", "C) 42".
+_BARE = re.compile(r"^\s*(?:\(?([A-Ja-j])\)?[\.:]?\s*$|\(?([A-Ja-j])\)\s+\S)")
 _REFERENCE = re.compile(r"^\s*[\(\[]?\s*([A-Ja-j])\s*[\)\]]?\s*[\.:]?\s*$")
+# Answers written as a labelled option: "A) 12", "(B) 45 km", "Option C".
+_LABELLED = re.compile(
+    r"^\s*(?:(?i:option)\s+)?[\(\[]?([A-Ja-j])[\)\]](?:\s.*)?$|^\s*(?i:option)\s+([A-J])\s*$"
+)
+_MARKUP = re.compile(r"\*\*|__|\\text(?:bf)?\{|\\mathrm\{")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _NUMERIC = re.compile(r"^\s*-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?%?\s*$")
 _LATEX = re.compile(r"[\\^{}_]|sqrt|frac|\bpi\b")
@@ -50,30 +63,45 @@ def compile_pattern(pattern: str | None, where: str = "answer_pattern") -> re.Pa
     return rx
 
 
+def _letter(m: re.Match) -> str:
+    return next(g for g in m.groups() if g).upper()
+
+
 def extract_choice(text: str) -> str | None:
-    """The option letter a rationale or generation settles on, upper case; None if none."""
-    text = text.strip()
+    """The option letter a rationale or generation settles on, upper case; None if none.
+
+    An explicit answer ("Answer: C", "The answer is (C)") wins over a later mention of an option
+    ("option A is incorrect because ..."); among several answers the last one counts (a
+    rationale ends on its answer). A model that runs on into a new question ("Answer: D
+    Question: ... Answer: B") is read at its last answer: bound max_new_tokens, or give the set
+    an answer_pattern.
+    """
+    text = _MARKUP.sub("", text).strip()
     if not text:
         return None
-    found = list(_CHOICE.finditer(text))
-    if found:
-        m = found[-1]
-        return next(g for g in m.groups() if g).upper()
+    for rx in (_ANSWER_KEY, _IS_CORRECT, _CONCLUDES, _OPTION_KEY):
+        found = list(rx.finditer(text))
+        if found:
+            return _letter(found[-1])
     boxed = last_boxed(text)
-    if boxed and _REFERENCE.match(boxed):
-        return _REFERENCE.match(boxed).group(1).upper()
+    if boxed:
+        inner = boxed.replace("{", "").replace("}", "")
+        m = _REFERENCE.match(inner) or _LABELLED.match(inner)
+        if m:
+            return _letter(m)
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    for line in (lines[-1], lines[0]):
+    for line in dict.fromkeys((lines[-1], lines[0])):
         m = _BARE.match(line)
         if m:
-            return m.group(1)
+            return _letter(m)
     return None
 
 
 def reference_choice(answer: str) -> str | None:
-    """A reference answer as a letter: 'D', '(d)', 'D)' -> 'D'; else as a generation."""
-    m = _REFERENCE.match(answer or "")
-    return m.group(1).upper() if m else extract_choice(answer or "")
+    """A reference answer as a letter: 'D', '(d)', 'D)', 'A) 12', 'Option C' -> the letter;
+    else read as a generation."""
+    m = _REFERENCE.match(answer or "") or _LABELLED.match(answer or "")
+    return _letter(m) if m else extract_choice(answer or "")
 
 
 def detect_answer_type(answers: Sequence[str | None]) -> str:
@@ -86,7 +114,8 @@ def detect_answer_type(answers: Sequence[str | None]) -> str:
     def share(rx: re.Pattern) -> float:
         return sum(bool(rx.match(a)) for a in given) / len(given)
 
-    if share(_REFERENCE) >= 0.95:
+    letters = sum(bool(_REFERENCE.match(a) or _LABELLED.match(a)) for a in given) / len(given)
+    if letters >= 0.95:
         return "choice"
     if share(_NUMERIC) >= 0.95:
         return "number"
@@ -132,8 +161,8 @@ def predicted_answer(answer_type: str, generated: str, pattern: re.Pattern | Non
             return generated
         lines = generated.strip().splitlines()
         return final_answer(generated) or (lines[-1] if lines else "")
-    found = extract_answer(generated)
-    if answer_type == "number":
+    found = extract_answer(generated).replace("{,}", "")
+    if answer_type == "number" and not _LATEX.search(found):  # LaTeX: math-verify reads it
         numbers = _NUMBER.findall(found)
         return numbers[-1].replace(",", "") if numbers else ""
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from .answer_types import REASONING_GYM, predicted_answer
 from .scorers import is_correct
 
 ANY_SOURCE = "*"  # key of the modal answer over all training rows
@@ -27,24 +28,54 @@ def modal_answers(train: pl.DataFrame) -> dict[str, str]:
 
 
 def answer_floor(table: pl.DataFrame, modes: dict[str, str]) -> pl.DataFrame:
-    """Per answer-scored set: the accuracy of always giving the most common training answer
-    (the set's own source's when it trained on it, else the most common overall)."""
+    """Per answer-scored set: the accuracy of always giving one answer. For a set whose source
+    was trained on, the most common training answer of that source; for any other set (a test
+    file, an out-of-domain family), the set's own most common reference answer: the majority
+    baseline, which is what a constant guess can reach there (always 'A' on a four-option set)."""
     out = []
     math = table.filter(pl.col("task") == "math")
     for (name,), part in math.group_by("eval_set", maintain_order=True):
         source = part["source"][0]
-        answer = modes.get(source) or modes.get(ANY_SOURCE)
+        answer, basis = modes.get(source), "training"
+        if answer is None:
+            answer, basis = _mode(part), "set"
         if answer is None:
             continue
         hits = sum(is_correct(r, answer) for r in part.iter_rows(named=True))
-        out.append({"eval_set": name, "floor_answer": answer, "floor_accuracy": hits / part.height})
-    schema = {"eval_set": pl.String, "floor_answer": pl.String, "floor_accuracy": pl.Float64}
+        out.append(
+            {
+                "eval_set": name,
+                "floor_answer": answer,
+                "floor_basis": basis,
+                "floor_accuracy": hits / part.height,
+            }
+        )
+    schema = {
+        "eval_set": pl.String,
+        "floor_answer": pl.String,
+        "floor_basis": pl.String,
+        "floor_accuracy": pl.Float64,
+    }
     return pl.DataFrame(out, schema=schema)
 
 
+def _mode(rows: pl.DataFrame) -> str | None:
+    given = rows.filter(pl.col("answer").is_not_null() & (pl.col("answer").str.len_chars() > 0))
+    if given.is_empty():
+        return None
+    counts = given.group_by("answer").len().sort(["len", "answer"], descending=[True, False])
+    return counts["answer"][0]
+
+
 def prediction_modes(preds: pl.DataFrame) -> pl.DataFrame:
-    """Per set: its most common prediction (stripped) and the share of rows that gave it."""
-    stripped = preds.with_columns(_p=pl.col("prediction").str.strip_chars())
+    """Per set: its most common prediction and the share of rows that gave it. Answer-scored
+    sets compare the answers read from the generations (a model that ends every rationale with
+    'Answer: A' has collapsed too); summaries compare the whole text."""
+    answers = [
+        _read_answer(r) if r.get("task") == "math" and r.get("answer_type") else r["prediction"]
+        for r in preds.iter_rows(named=True)
+    ]
+    stripped = preds.with_columns(_p=pl.Series(answers, dtype=pl.String).str.strip_chars())
     counts = stripped.group_by("eval_set", "_p").len("n")
     totals = stripped.group_by("eval_set").len("rows")
     top = (
@@ -62,6 +93,15 @@ def prediction_modes(preds: pl.DataFrame) -> pl.DataFrame:
         )
         .sort("eval_set")
     )
+
+
+def _read_answer(row: dict) -> str:
+    """The answer a generation gives, as its set's answer type reads it."""
+    kind = row["answer_type"]
+    if kind == REASONING_GYM:  # the family's scorer reads the first line
+        lines = (row["prediction"] or "").strip().splitlines()
+        return lines[0] if lines else ""
+    return predicted_answer(kind, row["prediction"] or "")
 
 
 def reference_accuracy(table: pl.DataFrame) -> tuple[dict[str, float], dict[str, list[dict]]]:

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 # Length grouping sorts by length only inside windows of this many batches: padding drops
-# within a window, and a run of one source can never be longer than the window.
+# within a window. A run of one source is short where sources are mixed, but it is not bounded
+# by the window: a source that fills most of the pool can run on across windows, as it does in a
+# shuffle (longest_single_source_run reports it, beside a shuffle's figure).
 DEFAULT_LENGTH_WINDOW = 4
 
 
