@@ -123,6 +123,13 @@ def cpu_step_tags() -> dict[str, Any]:
     }
 
 
+def lost_worker_retry_policy() -> dg.RetryPolicy | None:
+    """Every step of a job on a remote engine retries a lost worker: under load Ray's job
+    supervisor can die before a step starts (seen in CI on a CPU step, selected_subset), and a
+    pod can be evicted. In one process there is none (see gpu_retry_policy)."""
+    return gpu_retry_policy()
+
+
 def gpu_retry_policy() -> dg.RetryPolicy | None:
     """A lost worker (node gone, OOM-killed pod, killed Ray job) is retried on a remote engine.
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from .data import data_shard
-from .executors import deployment_executor
+from .executors import deployment_executor, lost_worker_retry_policy
 from .profiles import active_profile
 from .proxy import proxy_checkpoints
 from .selection import selected_subset, training_pool, trajectory_clusters
@@ -20,6 +20,7 @@ s2l_job = dg.define_asset_job(
     "s2l_job",
     selection=MAIN_GRAPH,
     executor_def=EXECUTOR,
+    op_retry_policy=lost_worker_retry_policy(),
     # The target assets are partitioned by training set; the main job trains on the selected
     # subset. Launch with the tag dagster/partition=random or =full for the comparisons.
     tags={"dagster/partition": "selected"},
@@ -30,6 +31,7 @@ reselect_job = dg.define_asset_job(
     "reselect_job",
     selection=dg.AssetSelection.assets(training_pool, trajectory_clusters, selected_subset),
     executor_def=EXECUTOR,
+    op_retry_policy=lost_worker_retry_policy(),
     description="Pool, clusters and subset again, from the trajectories already scored.",
 )
 
@@ -37,6 +39,7 @@ proxy_retrain_job = dg.define_asset_job(
     "proxy_retrain_job",
     selection=dg.AssetSelection.assets(proxy_checkpoints),
     executor_def=EXECUTOR,
+    op_retry_policy=lost_worker_retry_policy(),
     description="Retrain the proxy on the pool as it is now (the retrain policy's schedule).",
 )
 
