@@ -236,6 +236,12 @@ class EvalSetsConfig(dg.Config):
         description="Fail when more than this share of an evaluation file is rejected.",
     )
 
+    def eval_files(self) -> tuple[EvalFile, ...]:
+        return tuple(
+            EvalFile(f.path, f.name, f.format, f.fields, f.task, f.answer_type, f.answer_pattern)
+            for f in self.files
+        )
+
 
 EvalSetsConfig = profiled(EvalSetsConfig, "eval_sets")  # the deployment's scale
 
@@ -262,10 +268,7 @@ def eval_sets(
 ) -> dg.Output[EvalSetsManifest]:
     store = artifact_store.store()
     heldout = read_table(raw_dataset.heldout, store)
-    files = tuple(
-        EvalFile(f.path, f.name, f.format, f.fields, f.task, f.answer_type, f.answer_pattern)
-        for f in config.files
-    )
+    files = config.eval_files()
     with_ood = raw_dataset.embedded if config.out_of_domain is None else config.out_of_domain
     if not with_ood:
         context.log.info("out-of-domain families: off (set out_of_domain: true to add them)")

@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import dagster as dg
 
-from ..core.data.eval_sets import EvalFile
 from ..core.manifests import RawDatasetManifest, ShardManifest
 from ..core.preflight import budget_problem, eval_file_problems, unscorable_rows
 from ..core.support.tables import read_table
@@ -53,10 +52,7 @@ def inputs_fit_the_run(
         shard_rows += m.train.rows if m is not None else 0
     pool_rows = train.height + shard_rows
     problems = [p for p in [budget_problem(selection.budget, pool_rows)] if p]
-    files = tuple(
-        EvalFile(f.path, f.name, f.format, f.fields, f.task, f.answer_type, f.answer_pattern)
-        for f in evals.files
-    )
+    files = evals.eval_files()
     problems += eval_file_problems(files, store.endpoint_url, evals.max_rejected_share)
     with_ood = raw_dataset.embedded if evals.out_of_domain is None else evals.out_of_domain
     held = read_table(raw_dataset.heldout, store).height

@@ -13,17 +13,13 @@ ANY_SOURCE = "*"  # key of the modal answer over all training rows
 
 def modal_answers(train: pl.DataFrame) -> dict[str, str]:
     """The most common answer of each training source, and over all rows (ties: the smallest)."""
-    rows = train.filter(pl.col("answer").is_not_null() & (pl.col("answer").str.len_chars() > 0))
-    if rows.is_empty():
+    overall = _mode(train)
+    if overall is None:
         return {}
-
-    def mode(df: pl.DataFrame) -> str:
-        counts = df.group_by("answer").len().sort(["len", "answer"], descending=[True, False])
-        return counts["answer"][0]
-
-    out = {ANY_SOURCE: mode(rows)}
-    for (source,), part in rows.group_by("source", maintain_order=True):
-        out[source] = mode(part)
+    out = {ANY_SOURCE: overall}
+    for (source,), part in train.group_by("source", maintain_order=True):
+        if (mode := _mode(part)) is not None:
+            out[source] = mode
     return dict(sorted(out.items()))
 
 
@@ -60,6 +56,7 @@ def answer_floor(table: pl.DataFrame, modes: dict[str, str]) -> pl.DataFrame:
 
 
 def _mode(rows: pl.DataFrame) -> str | None:
+    """The most common non-empty answer of ``rows`` (ties: the smallest); None if none."""
     given = rows.filter(pl.col("answer").is_not_null() & (pl.col("answer").str.len_chars() > 0))
     if given.is_empty():
         return None
