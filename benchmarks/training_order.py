@@ -23,7 +23,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s2l_pipeline.core.data.generator import generate_mixture  # noqa: E402
-from s2l_pipeline.core.lm.encoding import encode, render_prompts  # noqa: E402
+from s2l_pipeline.core.lm.encoding import encode, tokenizer_texts  # noqa: E402
 from s2l_pipeline.core.lm.order import (  # noqa: E402
     _padding_share,
     epoch_order,
@@ -49,8 +49,7 @@ def main() -> None:
     if args.tokenizer:
         tok = AutoTokenizer.from_pretrained(args.tokenizer)
     else:
-        texts = render_prompts(df["prompt"].to_list(), df["task"].to_list())
-        tok = train_bpe_tokenizer(texts + df["response"].to_list(), 512)
+        tok = train_bpe_tokenizer(tokenizer_texts(df), 512)
     lengths = encode(df, tok, args.max_length).lengths
     sources = df["source"].to_list()
     b = args.batch_size

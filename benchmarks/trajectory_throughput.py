@@ -20,7 +20,7 @@ import torch
 
 from s2l_pipeline.core.data.generator import generate_mixture
 from s2l_pipeline.core.data.ingest import DatasetSpec, FileSource, load_dataset
-from s2l_pipeline.core.lm.encoding import encode, render_prompts
+from s2l_pipeline.core.lm.encoding import encode, tokenizer_texts
 from s2l_pipeline.core.lm.losses import reference_losses, score_losses
 from s2l_pipeline.core.lm.models import SIZES, NeoXSize, build_gpt_neox, count_parameters
 from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
@@ -71,8 +71,7 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     df, max_length = load_rows(args.data, args.rows)
-    texts = render_prompts(df["prompt"].to_list(), df["task"].to_list())
-    tok = train_bpe_tokenizer(texts + df["response"].to_list(), 512)
+    tok = train_bpe_tokenizer(tokenizer_texts(df), 512)
     enc = encode(df, tok, max_length)
     ref_idx = np.arange(min(args.reference_rows, len(enc)))
     ref_enc = enc.subset(ref_idx)

@@ -13,7 +13,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from s2l_pipeline.core.data.generator import generate_mixture
-from s2l_pipeline.core.lm.encoding import encode, render_prompts
+from s2l_pipeline.core.lm.encoding import encode, tokenizer_texts
 from s2l_pipeline.core.lm.models import SIZES, build_gpt_neox, save_model
 from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
 from s2l_pipeline.core.lm.trainer import (
@@ -36,8 +36,7 @@ class KillAt(TrainerCallback):
 
 def main(root: Path, kill_at: int) -> None:
     train, _ = generate_mixture(256, seed=5, heldout_per_family=1)
-    texts = render_prompts(train["prompt"].to_list(), train["task"].to_list())
-    tok = train_bpe_tokenizer(texts + train["response"].to_list(), 300)
+    tok = train_bpe_tokenizer(tokenizer_texts(train), 300)
     enc = encode(train, tok, 64)
 
     def export(model, tokenizer, step):

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from s2l_pipeline.core.data.ingest import DatasetSpec, FileSource, load_dataset
-from s2l_pipeline.core.lm.encoding import encode, render_prompts
+from s2l_pipeline.core.lm.encoding import encode, tokenizer_texts
 from s2l_pipeline.core.lm.losses import length_batches, reference_losses, score_losses
 from s2l_pipeline.core.lm.models import NeoXSize, build_gpt_neox
 from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
@@ -24,8 +24,7 @@ def gsm8k() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def model_and_tokenizer(gsm8k):
-    texts = render_prompts(gsm8k["prompt"].to_list(), gsm8k["task"].to_list())
-    tok = train_bpe_tokenizer(texts + gsm8k["response"].to_list(), 400)
+    tok = train_bpe_tokenizer(tokenizer_texts(gsm8k), 400)
     return build_gpt_neox(NeoXSize(64, 2, 4, 256, max_positions=1024), tok, seed=1), tok
 
 

@@ -7,7 +7,7 @@ import pytest
 from transformers import TrainerCallback
 
 from s2l_pipeline.core.data.generator import generate_mixture
-from s2l_pipeline.core.lm.encoding import encode, render_prompts
+from s2l_pipeline.core.lm.encoding import encode, tokenizer_texts
 from s2l_pipeline.core.lm.models import SIZES, build_gpt_neox, save_model
 from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
 from s2l_pipeline.core.lm.trainer import (
@@ -55,8 +55,7 @@ class CountSteps(TrainerCallback):
 @pytest.fixture(scope="module")
 def data():
     train, _ = generate_mixture(256, seed=5, heldout_per_family=1)
-    texts = render_prompts(train["prompt"].to_list(), train["task"].to_list())
-    tok = train_bpe_tokenizer(texts + train["response"].to_list(), 300)
+    tok = train_bpe_tokenizer(tokenizer_texts(train), 300)
     return tok, encode(train, tok, 64)
 
 

@@ -57,7 +57,9 @@ FIELDS_HELP = (
 class FileInput(dg.Config):
     path: str = Field(description="Local path or s3:// uri of a file, or a folder/prefix of them.")
     format: str | None = Field(
-        None, description="alpaca | gsm8k | math | radiology; empty: detect from the fields."
+        None,
+        description="messages | sharegpt | alpaca | gsm8k | math | radiology; empty: detect "
+        "from the fields.",
     )
     source: str | None = Field(None, description="Source label; default: the record's own.")
     task: str | None = Field(
@@ -68,6 +70,11 @@ class FileInput(dg.Config):
     fields: dict[str, str] | None = Field(
         None,
         description=FIELDS_HELP,
+    )
+    assistant_turns: str | None = Field(
+        None,
+        description="Chat files (messages, conversations): the assistant turns the loss counts, "
+        "'all' (default) or 'last'. Evaluation generates the last one either way.",
     )
 
 
@@ -103,7 +110,8 @@ class RawDatasetConfig(dg.Config):
         return DatasetSpec(
             embedded=EmbeddedSource(e.size, e.seed, e.heldout_per_family) if e.enabled else None,
             files=tuple(
-                FileSource(f.path, f.format, f.source, f.task, f.fields) for f in self.files
+                FileSource(f.path, f.format, f.source, f.task, f.fields, f.assistant_turns)
+                for f in self.files
             ),
             hf=tuple(
                 HFSource(h.name, h.config, h.split, h.format, h.source, h.task) for h in self.hf
@@ -206,6 +214,11 @@ class EvalFileInput(dg.Config):
     fields: dict[str, str] | None = Field(
         None,
         description=FIELDS_HELP,
+    )
+    assistant_turns: str | None = Field(
+        None,
+        description="Chat files (messages, conversations): the assistant turns the loss counts, "
+        "'all' (default) or 'last'. Evaluation generates the last one either way.",
     )
     answer_type: str | None = Field(
         None,

@@ -8,28 +8,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .answers import final_answer, gsm8k_answer, last_boxed
+from .chat import CHAT_FORMATS, ChatFormat
+from .records import FieldError, Normalized, UnknownSchemaError
 from .schema import TASKS
-
-
-class UnknownSchemaError(ValueError):
-    """A file whose fields match none of the supported schemas."""
-
-
-class FieldError(ValueError):
-    """One record violates its schema; ``field`` names the culprit."""
-
-    def __init__(self, field: str | None, reason: str):
-        super().__init__(reason)
-        self.field = field
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Normalized:
-    prompt: str
-    response: str
-    answer: str | None
-    source: str | None
 
 
 @dataclass(frozen=True)
@@ -202,15 +183,17 @@ def _readable(value: object) -> str:
 
 
 def supported_schemas() -> str:
-    return "; ".join(f"{f.name} ({', '.join(f.required + f.optional)})" for f in FORMATS.values())
+    every = [*CHAT_FORMATS.values(), *FORMATS.values()]
+    return "; ".join(f"{f.name} ({', '.join(f.required + f.optional)})" for f in every)
 
 
-def detect_format(records: Iterable[dict], file: str) -> Format:
-    """The first schema (most specific first) whose required fields the sampled records carry."""
+def detect_format(records: Iterable[dict], file: str) -> Format | ChatFormat:
+    """The first schema (chat first, then most specific first) whose required fields the
+    sampled records carry."""
     keys: set[str] = set()
     for rec in records:
         keys.update(rec)
-    for fmt in FORMATS.values():
+    for fmt in (*CHAT_FORMATS.values(), *FORMATS.values()):
         if set(fmt.required) <= keys:
             return fmt
     raise UnknownSchemaError(
@@ -219,10 +202,10 @@ def detect_format(records: Iterable[dict], file: str) -> Format:
     )
 
 
-def get_format(name: str, file: str) -> Format:
-    try:
-        return FORMATS[name]
-    except KeyError:
+def get_format(name: str, file: str) -> Format | ChatFormat:
+    found = FORMATS.get(name) or CHAT_FORMATS.get(name)
+    if found is None:
         raise UnknownSchemaError(
             f"{file}: unknown format {name!r}; supported schemas: {supported_schemas()}"
-        ) from None
+        )
+    return found

@@ -17,7 +17,7 @@ import polars as pl
 
 from ..support.hashing import example_ids
 from .problem_identity import problem_key
-from .schema import EVAL_SCHEMA, RAW_SCHEMA, REASONING_GYM, as_eval_table
+from .schema import EVAL_SCHEMA, REASONING_GYM, as_eval_table, as_raw_table
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def generate_mixture(
         log.info("family %s: %d train, %d held out", family.name, len(train), len(held))
         train_parts.append(pl.DataFrame(_rows(train, family.name)))
         held_parts.append(_eval_frame(held, family.name, "in_domain"))
-    train_df = pl.concat(train_parts).select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
+    train_df = as_raw_table(pl.concat(train_parts))
     return train_df, pl.concat(held_parts)
 
 

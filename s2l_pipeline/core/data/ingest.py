@@ -18,6 +18,7 @@ import polars as pl
 
 from ..support import storage
 from ..support.hashing import example_ids
+from .chat import ChatFormat
 from .formats import (
     FieldError,
     FieldMapping,
@@ -55,6 +56,7 @@ class FileSource:
     task: str | None = None  # None: the format's task
     # Any schema: templates over the record's fields, e.g. {"prompt": "{question}", ...}
     fields: dict[str, str] | None = None
+    assistant_turns: str | None = None  # chat files: 'all' (default) or 'last' in the loss
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,17 @@ class RecordCollector:
     def __init__(self) -> None:
         self.ok: dict[str, list] = {
             k: []
-            for k in ("source", "prompt", "response", "answer", "task", "_file", "_line", "_record")
+            for k in (
+                "source",
+                "prompt",
+                "response",
+                "answer",
+                "task",
+                "messages",
+                "_file",
+                "_line",
+                "_record",
+            )
         }
         self.bad: dict[str, list] = {k: [] for k in REJECTED_SCHEMA}
         self.empty_files: list[str] = []
@@ -126,6 +138,7 @@ class RecordCollector:
         source: str | None,
         task: str | None,
         fields: Mapping[str, str] | None = None,
+        assistant_turns: str | None = None,
     ) -> None:
         records = list(records)
         if not records:  # an empty file says nothing about the schema: skip it, and say so
@@ -134,7 +147,9 @@ class RecordCollector:
             return
         if fields:  # named after its file unless a source is given: 'radiology_train'
             try:
-                fmt: Format | FieldMapping = FieldMapping(dict(fields), task, file_label(file))
+                fmt: Format | ChatFormat | FieldMapping = FieldMapping(
+                    dict(fields), task, file_label(file)
+                )
             except UnknownSchemaError as exc:
                 raise UnknownSchemaError(f"{file}: {exc}") from None
         elif fmt_name:
@@ -142,6 +157,13 @@ class RecordCollector:
         else:
             decoded = (r for _, r in records if isinstance(r, dict))
             fmt = detect_format(itertools.islice(decoded, _DETECT_SAMPLE), file)
+        if assistant_turns is not None:
+            if not isinstance(fmt, ChatFormat):
+                raise UnknownSchemaError(
+                    f"{file}: assistant_turns applies to chat files (messages or "
+                    f"conversations), and this file reads as {fmt.name}"
+                )
+            fmt = fmt.with_turns(assistant_turns)
         log.info("%s: %d records, schema %s", file, len(records), fmt.name)
         for line, rec in records:
             if isinstance(rec, RecordError):
@@ -157,6 +179,7 @@ class RecordCollector:
             self.ok["response"].append(norm.response)
             self.ok["answer"].append(norm.answer)
             self.ok["task"].append(task or fmt.task)
+            self.ok["messages"].append(norm.messages)
             self.ok["_file"].append(file)
             self.ok["_line"].append(line)
             self.ok["_record"].append(_raw(rec))
@@ -205,7 +228,13 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
     for fs in spec.files:
         for uri in expand_path(fs.path, endpoint_url):
             collector.add_records(
-                _file_records(uri, endpoint_url), uri, fs.format, fs.source, fs.task, fs.fields
+                _file_records(uri, endpoint_url),
+                uri,
+                fs.format,
+                fs.source,
+                fs.task,
+                fs.fields,
+                fs.assistant_turns,
             )
     for hs in spec.hf:
         collector.add_records(

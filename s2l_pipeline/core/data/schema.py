@@ -14,6 +14,7 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "response": pl.String(),
     "answer": pl.String(),
     "task": pl.String(),
+    "messages": pl.String(),  # a chat row's turns as JSON (core/data/chat.py), else null
 }
 
 EVAL_SCHEMA: dict[str, pl.DataType] = {
@@ -27,7 +28,14 @@ EVAL_SCHEMA: dict[str, pl.DataType] = {
     "answer_pattern": pl.String(),
 }
 
-_EVAL_OPTIONAL = ("metadata", "answer_type", "answer_pattern")
+_RAW_OPTIONAL = ("messages",)
+_EVAL_OPTIONAL = (*_RAW_OPTIONAL, "metadata", "answer_type", "answer_pattern")
+
+
+def as_raw_table(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` in RAW_SCHEMA's column order and types; optional columns it lacks are null."""
+    missing = [pl.lit(None, pl.String).alias(c) for c in _RAW_OPTIONAL if c not in df.columns]
+    return df.with_columns(missing).select(list(RAW_SCHEMA)).cast(RAW_SCHEMA)
 
 
 def as_eval_table(df: pl.DataFrame) -> pl.DataFrame:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from ..lm.encoding import encode, render_prompts
+from ..data.chat import last_turn_only
+from ..lm.encoding import encode
 from ..lm.generation import greedy_generate
 from ..lm.losses import score_losses
 from ..lm.models import load_causal_lm
@@ -32,9 +33,10 @@ def evaluate(
     Every row gets a greedy generation and the mean NLL of its reference response; math rows
     get ``correct``, summarization sets ROUGE-L / BLEU / embedding similarity.
     """
-    prompts = render_prompts(table["prompt"].to_list(), table["task"].to_list())
+    whole = encode(table, tokenizer, 1 << 30)  # uncut: generation cuts prompts from the left
+    prompts = [whole.context(i) for i in range(len(whole))]
     generated = greedy_generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
-    nll = score_losses(model, encode(table, tokenizer, max_length))
+    nll = score_losses(model, encode(_last_reply_in_loss(table), tokenizer, max_length))
     rows = table.to_dicts()
     correct = [
         is_correct(r, g) if r["task"] == "math" else None
@@ -55,6 +57,15 @@ def evaluate(
         nll=pl.Series(nll, dtype=pl.Float32),
     )
     return preds, set_metrics(preds)
+
+
+def _last_reply_in_loss(table: pl.DataFrame) -> pl.DataFrame:
+    """A chat row's NLL is its last reply's, the one generation is judged on."""
+    if "messages" not in table.columns:
+        return table
+    return table.with_columns(
+        pl.col("messages").map_elements(last_turn_only, return_dtype=pl.String)
+    )
 
 
 def set_metrics(preds: pl.DataFrame) -> pl.DataFrame:

@@ -15,7 +15,7 @@ import polars as pl
 
 from ..support.hashing import file_hash
 from ..support.storage import ArtifactStore
-from .encoding import encode, render_prompts
+from .encoding import encode, tokenizer_texts
 from .models import SIZES, build_gpt_neox, count_parameters, load_causal_lm, save_model
 from .order import order_report
 from .tokenizer import train_bpe_tokenizer
@@ -110,8 +110,7 @@ def build_tokenizer(spec: ModelSpec, train_df: pl.DataFrame):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(spec.name)
-    texts = render_prompts(train_df["prompt"].to_list(), train_df["task"].to_list())
-    return train_bpe_tokenizer(texts + train_df["response"].to_list(), spec.vocab_size)
+    return train_bpe_tokenizer(tokenizer_texts(train_df), spec.vocab_size)
 
 
 def with_lora(model, r: int, alpha: int):

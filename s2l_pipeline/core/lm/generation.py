@@ -19,18 +19,19 @@ log = logging.getLogger(__name__)
 def greedy_generate(
     model,
     tokenizer,
-    prompts: list[str],
+    prompts: list[list[int]],
     max_new_tokens: int = 16,
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """The decoded continuation of each prompt, stopped at eos or ``max_new_tokens``."""
+    """The decoded continuation of each prompt (token ids), stopped at eos or
+    ``max_new_tokens``."""
     import torch
 
     device = next(model.parameters()).device
     limit = getattr(model.config, "max_position_embeddings", 2048)
     keep = max(1, limit - max_new_tokens)  # leave room for the answer: cut prompts from the left
-    ids = [x[-keep:] for x in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    ids = [x[-keep:] for x in prompts]
     lengths = np.array([len(x) for x in ids])
     out: list[str] = [""] * len(prompts)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id

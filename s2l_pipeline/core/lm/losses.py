@@ -78,14 +78,15 @@ def score_losses(
             width = int(lengths[rows].max())
             ids = torch.full((len(rows), width), pad, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
-            # Position t predicts token t+1: response tokens start at prompt_len, so the
-            # predicting positions are prompt_len-1 .. len-2.
+            # Position t predicts token t+1: a loss span [a, b) is predicted from positions
+            # a-1 .. b-2 (for a plain row, prompt_len-1 .. len-2).
             pred = torch.zeros((len(rows), width), dtype=torch.bool)
             for j, r in enumerate(rows):
                 seq = enc.input_ids[r]
                 ids[j, : len(seq)] = torch.tensor(seq)
                 mask[j, : len(seq)] = 1
-                pred[j, max(int(enc.prompt_lens[r]) - 1, 0) : len(seq) - 1] = True
+                for a, b in enc.loss_spans(int(r)):
+                    pred[j, max(a - 1, 0) : b - 1] = True
             ids, mask, pred = ids.to(device), mask.to(device), pred.to(device)
             hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
             targets = ids[:, 1:][pred[:, :-1]]
