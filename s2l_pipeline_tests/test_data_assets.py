@@ -57,7 +57,15 @@ def test_tiny_profile_materializes_both_assets(tmp_path: Path) -> None:
     raw = meta(result, "raw_dataset")
     assert raw["dagster/row_count"] == 400 and raw["rejected_rows"] == 0
     train = pl.read_parquet(raw["train_path"])
-    assert train.columns == ["example_id", "source", "prompt", "response", "answer", "task", "messages"]
+    assert train.columns == [
+        "example_id",
+        "source",
+        "prompt",
+        "response",
+        "answer",
+        "task",
+        "messages",
+    ]
     assert raw["content_hash"] == table_hash(train) == raw["train_content_hash"]
     assert "basic_arithmetic" in raw["rows_per_source"] and "p99" in raw["token_lengths"]
     manifest = json.loads(Path(raw["manifest"]).read_text())

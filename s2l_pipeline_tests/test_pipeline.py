@@ -226,7 +226,9 @@ def test_selected_subset_holds_raw_rows_and_clusters(tiny_run) -> None:
     raw = pl.read_parquet(meta(result, "raw_dataset")["train_path"])
     clusters = pl.read_parquet(meta(result, "trajectory_clusters")["clusters_path"])
     assert subset.columns == [*raw.columns, "cluster"] and subset.height == 120  # 30% of 400
-    assert subset.drop("cluster").join(raw, on=raw.columns, how="anti", nulls_equal=True).height == 0
+    assert (
+        subset.drop("cluster").join(raw, on=raw.columns, how="anti", nulls_equal=True).height == 0
+    )
     assert clusters["cluster"].n_unique() == 8 and clusters.height == 400
     for key in ("per_source", "per_cluster", "per_source_chart", "content_hash"):
         assert key in sub_meta

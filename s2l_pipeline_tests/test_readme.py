@@ -66,7 +66,26 @@ def _local_files(tmp: Path) -> dict[str, str]:
         "/data/math500/test.jsonl": str(FIXTURES / "math500_sample.jsonl"),
         "/data/AQuA/test.json": _write(tmp / "aqua/test.json", mc[24:]),
         "/data/radiology/test.jsonl": _write(tmp / "radiology/test.jsonl", rad[6:]),
+        "/data/chats/sharegpt.json": _sharegpt(tmp / "chats/sharegpt.json"),
     }
+
+
+def _sharegpt(path: Path) -> str:
+    """GSM8K train rows the other fixtures do not use, as one ShareGPT JSON array."""
+    rows = [json.loads(line) for line in _lines(FIXTURES / "gsm8k_train_sample.jsonl")[12:]]
+    convs = [
+        {
+            "id": f"sg-{i}",
+            "conversations": [
+                {"from": "human", "value": r["question"]},
+                {"from": "gpt", "value": r["answer"]},
+            ],
+        }
+        for i, r in enumerate(rows)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(convs))
+    return str(path)
 
 
 @pytest.mark.slow
@@ -99,7 +118,7 @@ def test_own_data_example_materializes(tmp_path: Path) -> None:
     raw = meta(result, "raw_dataset")
     assert raw["rejected_rows"] == 0
     rows = raw["rows_per_source"]
-    for source in ("aqua", "gsm8k", "radiology_train"):
+    for source in ("aqua", "gsm8k", "radiology_train", "sharegpt"):
         assert f"| {source} |" in rows, rows
     table = pl.read_parquet(meta(result, "eval_sets")["eval_path"])
     scoring = dict(
@@ -127,32 +146,21 @@ def readme_commands(prefix: str) -> list[str]:
     return [line for b in blocks for line in b.splitlines() if prefix in line]
 
 
-@pytest.mark.slow
-def test_one_command_example_runs(tmp_path: Path) -> None:
-    """The own-data section's command, run as written on files of the schema it names (at the
-    tiny scale, so it takes seconds)."""
-    import os
+def _run_readme_line(line: str, tmp_path: Path, local: dict[str, str], env: dict) -> dict:
+    """One README command as written (its files mapped to local ones of the same schema), at
+    the tiny scale so it takes seconds; returns its JSON summary."""
     import shlex
-    import shutil
     import subprocess
 
     from .test_cli import s2l_cmd
 
-    [line] = readme_commands("s2l run --data")
     argv = shlex.split(line)
     env_assign = [a for a in argv if "=" in a and a.split("=")[0].isupper()]
     argv = argv[argv.index(next(a for a in argv if a.endswith("/s2l"))) + 1 :]
     assert env_assign == ["DAGSTER_HOME=$PWD"]
-    local = _local_files(tmp_path / "files")
-    argv = [local.get(a, a) for a in argv]
-    assert str(tmp_path) in " ".join(argv), "the README's files were all mapped"
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
-        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
-        "S2L_DATA_DIR": str(tmp_path / "data"),
-    }
+    in_project = {a: str(PROJECT_ROOT / a) for a in argv if (PROJECT_ROOT / a).is_file()}
+    argv = [local.get(a) or in_project.get(a, a) for a in argv]
+    assert str(tmp_path) in " ".join(argv) or in_project, "the README's files were all mapped"
     res = subprocess.run(
         [*s2l_cmd(), *argv, "--profile", "tiny"],
         capture_output=True,
@@ -161,7 +169,33 @@ def test_one_command_example_runs(tmp_path: Path) -> None:
         env=env,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_one_command_examples_run(tmp_path: Path) -> None:
+    """Every `s2l run --data` command of the README, run as written."""
+    import os
+    import shlex
+    import shutil
+    import subprocess
+
+    from .test_cli import s2l_cmd
+
+    local = _local_files(tmp_path / "files")
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
+        "S2L_DATA_DIR": str(tmp_path / "data"),
+    }
+    aqua, chat = readme_commands("s2l run --data")
+    summary = _run_readme_line(chat, tmp_path, local, env)
+    assert summary["examples"] == 12
+    assert summary["metric_by_set"] == {"fixtures_sharegpt_sample": "ROUGE-L"}
+
+    summary = _run_readme_line(aqua, tmp_path, local, env)
     assert summary["examples"] == 24
     assert summary["metric_by_set"] == {"aqua_test": "accuracy (choice)"}
     assert "external_floor_accuracy" in summary and "out_of_domain_accuracy" not in summary

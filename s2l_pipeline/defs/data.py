@@ -85,6 +85,7 @@ class HFInput(dg.Config):
     format: str | None = None
     source: str | None = None
     task: str | None = None
+    assistant_turns: str | None = Field(None, description="Chat datasets: 'all' or 'last'.")
 
 
 class RawDatasetConfig(dg.Config):
@@ -114,7 +115,8 @@ class RawDatasetConfig(dg.Config):
                 for f in self.files
             ),
             hf=tuple(
-                HFSource(h.name, h.config, h.split, h.format, h.source, h.task) for h in self.hf
+                HFSource(h.name, h.config, h.split, h.format, h.source, h.task, h.assistant_turns)
+                for h in self.hf
             ),
             heldout_per_source=self.heldout_per_source,
             max_rejected_share=self.max_rejected_share,

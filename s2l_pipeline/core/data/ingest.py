@@ -67,6 +67,7 @@ class HFSource:
     format: str | None = None
     source: str | None = None
     task: str | None = None
+    assistant_turns: str | None = None  # chat datasets, as FileSource.assistant_turns
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,8 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
             hs.format,
             hs.source,
             hs.task,
+            None,
+            hs.assistant_turns,
         )
     accepted, rejected = collector.frames()
     external_train, external_held = split_heldout(_with_ids(accepted), spec.heldout_per_source)
