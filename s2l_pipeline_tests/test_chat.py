@@ -199,8 +199,13 @@ def test_a_tokenizers_chat_template_is_used(chat_rows, tok) -> None:
         assert _span_texts(enc, tok, 0) == [r + "<|im_end|>\n" for r in replies]
         assert tok.decode(enc.input_ids[0]).startswith("<|im_start|>system\n")
         assert tok.decode(enc.context(0)).endswith("<|im_start|>assistant\n")
-        tok.chat_template = "{{ messages[-1]['content'] }}"  # renders no growing prefix
-        with pytest.raises(ChatTemplateError, match="growing prefixes"):
+        tok.chat_template = "{{ messages[-1]['content'] }}"  # drops every turn but the last
+        with pytest.raises(ChatTemplateError, match="not in the chat template's rendering"):
+            encode(chat_rows, tok, 4096)
+        tok.chat_template = (
+            "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no') }}{% endif %}"
+        )
+        with pytest.raises(ChatTemplateError, match="fails on a conversation with roles"):
             encode(chat_rows, tok, 4096)
     finally:
         tok.chat_template = None
@@ -318,3 +323,106 @@ def test_a_hub_chat_dataset_saved_to_disk_loads_as_chat(tmp_path, chat_rows) -> 
     )
     assert loaded.train["example_id"].to_list() == chat_rows["example_id"].to_list()
     assert all('"train": false' in m for m in loaded.train["messages"] if m.count("assistant") > 1)
+
+
+PHI3_LIKE = (  # the eos only after the last turn: earlier renderings are no prefix of later ones
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+def test_a_template_that_rewrites_earlier_turns_is_read_by_locating_each_turn(
+    chat_rows, tok
+) -> None:
+    tok.chat_template = PHI3_LIKE
+    try:
+        enc = encode(chat_rows, tok, 4096)
+        for i, row in enumerate(chat_rows.iter_rows(named=True)):
+            turns = json.loads(row["messages"])
+            replies = [t["content"] for t in turns if t["role"] == "assistant"]
+            ends = ["<|end|>"] * (len(replies) - 1) + ["<|end|>\n" + tok.eos_token]
+            assert _span_texts(enc, tok, i) == [r + e for r, e in zip(replies, ends, strict=True)]
+            assert tok.decode(enc.context(i)).endswith(
+                turns[-2]["content"] + "<|end|>\n<|assistant|>\n"
+            )
+    finally:
+        tok.chat_template = None
+
+
+def test_generation_stops_at_the_templates_end_of_turn(chat_rows) -> None:
+    from s2l_pipeline.core.lm.chat_template import stop_token_ids
+
+    tok = train_bpe_tokenizer(tokenizer_texts(chat_rows), 300)
+    assert stop_token_ids(tok) == [tok.eos_token_id]
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert stop_token_ids(tok) == sorted({tok.eos_token_id, end})
+
+
+def test_eval_nll_of_a_long_chat_keeps_its_last_reply(chat_rows, tok) -> None:
+    whole = encode(chat_rows, tok, 1 << 30)
+    i = next(i for i in range(len(whole)) if len(whole.loss_spans(i)) == 2)
+    n = len(whole.input_ids[i])
+    last_a, last_b = whole.loss_spans(i)[-1]
+    limit = n - last_a + 3  # the last reply and three tokens before it
+    right_cut = encode(chat_rows, tok, limit).loss_spans(i)
+    assert all(b < last_b for _, b in right_cut)  # a right cut loses the reply it ends with
+    kept = whole.cut(limit)
+    assert kept.input_ids[i] == whole.input_ids[i][n - limit :]
+    assert tok.decode(kept.input_ids[i][3:]) == chat_rows["response"][i] + tok.eos_token
+    assert kept.loss_spans(i)[-1] == (3, limit) and kept.truncated[i]
+    plain = encode(chat_rows.with_columns(messages=None), tok, 1 << 30).cut(40)
+    right = encode(chat_rows.with_columns(messages=None), tok, 40)
+    assert [plain.input_ids[k] for k in range(len(plain))] == [
+        right.input_ids[k] for k in range(len(right))
+    ]
+    assert (plain.n_response_tokens == right.n_response_tokens).all()
+
+
+def test_record_system_prompt_turn_weights_and_tool_calls(tmp_path) -> None:
+    path = tmp_path / "chat.jsonl"
+    recs = [
+        {
+            "system": "Be terse.",
+            "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}],
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "draft", "weight": 0},
+                {"role": "user", "content": "again"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{"id": "c1", "type": "function"}],
+                },
+            ]
+        },
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "GPT", "value": ""}]},
+    ]
+    path.write_text(json.dumps(recs[1]))
+    (tmp_path / "sg.jsonl").write_text("\n".join(json.dumps(r) for r in (recs[0], recs[2])))
+    sg = load(tmp_path / "sg.jsonl")
+    assert sg.train["prompt"].to_list() == ["System: Be terse.\nUser: hi"]
+    assert sg.rejected["reason"].to_list() == ["an assistant turn is empty"]
+    msgs = load(path).train
+    turns = json.loads(msgs["messages"][0])
+    assert turns[1]["train"] is False and '"c1"' in turns[3]["content"]
+
+
+def test_two_conversations_that_flatten_alike_stay_two_rows(tmp_path) -> None:
+    path = tmp_path / "chat.jsonl"
+    one = [
+        {"role": "user", "content": "a\nAssistant: b\nUser: c"},
+        {"role": "assistant", "content": "d"},
+    ]
+    two = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
+    path.write_text(json.dumps({"messages": one}) + "\n" + json.dumps({"messages": two}))
+    loaded = load(path)
+    assert loaded.train["prompt"].n_unique() == 1 and loaded.train.height == 2

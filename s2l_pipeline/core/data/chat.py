@@ -103,11 +103,18 @@ class ChatFormat:
                 got = "an empty list"
             raise FieldError(self.list_field, f"field '{self.list_field}' is {got}, not turns")
         out = []
+        system = rec.get("system")  # LLaMA-Factory's ShareGPT: the system prompt beside the turns
+        if isinstance(system, str) and system.strip():
+            out.append({"role": "system", "content": system})
         for i, turn in enumerate(turns):
             where = f"{self.list_field}[{i}]"
             if not isinstance(turn, dict):
                 raise FieldError(where, f"turn {i} is a {type(turn).__name__}, not an object")
-            out.append({"role": self._role(turn, where), "content": _content(turn, where, self)})
+            role = self._role(turn, where)
+            entry = {"role": role, "content": _content(turn, role, where, self)}
+            if role == "assistant" and turn.get("weight") == 0:  # OpenAI: not trained on
+                entry["train"] = False
+            out.append(entry)
         if not any(t["role"] == "assistant" for t in out):
             raise FieldError(self.list_field, "no assistant turn: nothing to learn")
         return out
@@ -127,7 +134,7 @@ class ChatFormat:
         return role
 
 
-def _content(turn: dict, where: str, fmt: ChatFormat) -> str:
+def _content(turn: dict, role: str, where: str, fmt: ChatFormat) -> str:
     """A turn's text: a string, or OpenAI's list of text parts joined (other parts refused)."""
     value = turn.get(fmt.content_key)
     field = f"{where}.{fmt.content_key}"
@@ -139,11 +146,11 @@ def _content(turn: dict, where: str, fmt: ChatFormat) -> str:
                 raise FieldError(field, f"a content part of type {kind!r}: only text is read")
             parts.append(str(part.get("text", "")))
         value = "".join(parts)
-    if value is None and turn.get("tool_calls"):  # an assistant turn that only calls a tool
-        value = json.dumps(turn["tool_calls"], ensure_ascii=False)
+    if not (isinstance(value, str) and value.strip()) and turn.get("tool_calls"):
+        value = json.dumps(turn["tool_calls"], ensure_ascii=False)  # a turn that calls a tool
     if not isinstance(value, str):
         raise FieldError(field, f"turn has no text '{fmt.content_key}'")
-    if not value.strip() and turn.get(fmt.role_key) in ("assistant", "gpt"):
+    if not value.strip() and role == "assistant":
         raise FieldError(field, "an assistant turn is empty")
     return value
 

@@ -16,6 +16,7 @@ from .ingest import (
     check_rejected_share,
     expand_path,
     file_label,
+    identity_text,
 )
 from .schema import as_eval_table
 
@@ -62,7 +63,7 @@ def load_eval_file(
     compile_pattern(spec.answer_pattern, f"{spec.path}: answer_pattern")
     rows = accepted.with_columns(
         example_id=pl.Series(
-            example_ids(accepted["prompt"].to_list(), accepted["response"].to_list()),
+            example_ids(identity_text(accepted), accepted["response"].to_list()),
             dtype=pl.String,
         ),
         eval_set=pl.lit(name),

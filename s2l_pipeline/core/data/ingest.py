@@ -288,10 +288,21 @@ def origins_of(train: pl.DataFrame) -> pl.DataFrame:
 
 
 def _with_ids(df: pl.DataFrame) -> pl.DataFrame:
-    ids = example_ids(df["prompt"].to_list(), df["response"].to_list())
+    ids = example_ids(identity_text(df), df["response"].to_list())
     return df.with_columns(example_id=pl.Series(ids, dtype=pl.String)).select(
         [*RAW_SCHEMA, "_file", "_line", "_record"]
     )
+
+
+def identity_text(df: pl.DataFrame) -> list[str]:
+    """What makes a row itself besides its response: the prompt, or a chat row's whole turns
+    (two conversations can flatten to the same plain text)."""
+    if "messages" not in df.columns:
+        return df["prompt"].to_list()
+    return [
+        p if m is None else json.dumps([[t["role"], t["content"]] for t in json.loads(m)])
+        for p, m in zip(df["prompt"], df["messages"], strict=True)
+    ]
 
 
 def _drop_duplicates(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from ..data.chat import last_turn_only
+from ..lm.chat_template import stop_token_ids
 from ..lm.encoding import encode
 from ..lm.generation import greedy_generate
 from ..lm.losses import score_losses
@@ -33,10 +34,13 @@ def evaluate(
     Every row gets a greedy generation and the mean NLL of its reference response; math rows
     get ``correct``, summarization sets ROUGE-L / BLEU / embedding similarity.
     """
-    whole = encode(table, tokenizer, 1 << 30)  # uncut: generation cuts prompts from the left
+    whole = encode(_last_reply_in_loss(table), tokenizer, 1 << 30)  # generation cuts from the left
     prompts = [whole.context(i) for i in range(len(whole))]
-    generated = greedy_generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
-    nll = score_losses(model, encode(_last_reply_in_loss(table), tokenizer, max_length))
+    stops = stop_token_ids(tokenizer, model)
+    generated = greedy_generate(
+        model, tokenizer, prompts, max_new_tokens, batch_size, progress, stops
+    )
+    nll = score_losses(model, whole.cut(max_length))
     rows = table.to_dicts()
     correct = [
         is_correct(r, g) if r["task"] == "math" else None

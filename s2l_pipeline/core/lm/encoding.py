@@ -88,6 +88,9 @@ class TokenRows(Sequence):
         return len(self.offsets) - 1
 
     def __getitem__(self, i):  # type: ignore[override]
+        i = i + len(self) if i < 0 else i
+        if not 0 <= i < len(self):
+            raise IndexError(i)
         return self.flat[self.offsets[i] : self.offsets[i + 1]].tolist()
 
     @property
@@ -140,6 +143,38 @@ class Encoded:
         """The tokens before row ``i``'s last response: the prompt a generation continues."""
         lens = self.context_lens if self.context_lens is not None else self.prompt_lens
         return self.input_ids[i][: int(lens[i])]
+
+    def cut(self, max_length: int) -> Encoded:
+        """At most ``max_length`` tokens a row: a plain row loses its end (as encode cuts), a
+        chat row its oldest turns, so the reply it ends with is still scored."""
+        ids, plens, n_resp, cut, spans = [], [], [], [], {}
+        for i in range(len(self)):
+            row = self.input_ids[i]
+            if self.spans is None or i not in self.spans:
+                p = min(int(self.prompt_lens[i]), max_length)
+                ids.append(row[:max_length])
+                plens.append(p)
+                n_resp.append(len(ids[-1]) - p)
+                cut.append(len(row) > max_length)
+                continue
+            drop = max(0, len(row) - max_length)
+            kept = tuple(
+                (max(a - drop, 1 if drop else a), b - drop)
+                for a, b in self.spans[i]
+                if b - drop > (1 if drop else 0)
+            )
+            ids.append(row[drop:])
+            spans[i] = kept
+            plens.append(kept[0][0] if kept else len(ids[-1]))
+            n_resp.append(sum(b - a for a, b in kept))
+            cut.append(drop > 0)
+        return Encoded(
+            TokenRows.from_lists(ids),
+            np.asarray(plens, dtype=np.int32),
+            np.asarray(n_resp, dtype=np.int32),
+            np.asarray(cut, dtype=bool),
+            spans or None,
+        )
 
     def subset(self, idx: np.ndarray) -> Encoded:
         spans = None

@@ -23,6 +23,7 @@ def greedy_generate(
     max_new_tokens: int = 16,
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
+    stop_ids: list[int] | None = None,
 ) -> list[str]:
     """The decoded continuation of each prompt (token ids), stopped at eos or
     ``max_new_tokens``."""
@@ -35,6 +36,7 @@ def greedy_generate(
     lengths = np.array([len(x) for x in ids])
     out: list[str] = [""] * len(prompts)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    stops = stop_ids or [eos]
     batches = [
         idx[i : i + batch_size]
         for length in np.unique(lengths)
@@ -52,12 +54,13 @@ def greedy_generate(
                 attention_mask=torch.ones_like(batch),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                eos_token_id=eos,
+                eos_token_id=stops,
                 pad_token_id=pad if pad is not None else eos,
             )[:, batch.shape[1] :]
             for r, seq in zip(rows, gen.tolist(), strict=True):
-                if eos in seq:
-                    seq = seq[: seq.index(eos)]
+                ends = [k for k, t in enumerate(seq) if t in stops]
+                if ends:
+                    seq = seq[: ends[0]]
                 out[r] = tokenizer.decode(seq, skip_special_tokens=True)
             done += len(rows)
             if bar is not None:

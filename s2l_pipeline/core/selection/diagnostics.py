@@ -156,7 +156,7 @@ def premise_on_pool(
     rows = clusters.select("example_id", "cluster").join(
         traj, on="example_id", how="inner", maintain_order="left"
     )
-    cols = [c for c in ("prompt", "response", "task", "source") if c in data.columns]
+    cols = [c for c in ("prompt", "response", "task", "source", "messages") if c in data.columns]
     rows = rows.join(data.select("example_id", *cols), on="example_id", how="inner")
     model, tokenizer = load_causal_lm(model_dir)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
