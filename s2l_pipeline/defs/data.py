@@ -131,9 +131,10 @@ RawDatasetConfig = profiled(RawDatasetConfig, "raw_dataset")  # the deployment's
     op_tags=cpu_step_tags(),
     group_name="data",
     kinds={"polars", "parquet"},
-    code_version="1",
+    code_version="2",  # 2: the messages column (chat rows)
     description="Every configured input as one clean table: example_id, source, prompt, "
-    "response, answer, task. Rejected rows are kept, with file, line and reason.",
+    "response, answer, task, and a chat row's turns (messages). Rejected rows are kept, with "
+    "file, line and reason.",
 )
 def raw_dataset(
     context: dg.AssetExecutionContext,
