@@ -12,10 +12,10 @@ from .generator import generate_ood
 from .ingest import (
     RecordCollector,
     TooManyRejected,
-    _file_records,
     check_rejected_share,
     expand_path,
     file_label,
+    file_records,
     identity_text,
 )
 from .schema import as_eval_table
@@ -45,7 +45,7 @@ def load_eval_file(
     collector = RecordCollector()
     for uri in expand_path(spec.path, endpoint_url):
         collector.add_records(
-            _file_records(uri, endpoint_url), uri, spec.format, None, spec.task, spec.fields
+            file_records(uri, endpoint_url), uri, spec.format, None, spec.task, spec.fields
         )
     accepted, rejected = collector.frames()
     seen = accepted.height + rejected.height

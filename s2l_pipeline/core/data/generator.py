@@ -36,8 +36,8 @@ class Family:
     kwargs: dict = field(default_factory=dict)
 
 
-# Shares decay like MathInstruct's sources (largest ~8x the smallest). Difficulty settings follow
-# ../shared/DESIGN.md; ranges are wide enough to give >= 3x more unique questions than needed.
+# Shares decay like MathInstruct's sources (largest ~8x the smallest). Difficulty: what a tiny
+# model can learn; ranges wide enough to give >= 3x more unique questions than needed.
 TRAIN_FAMILIES: tuple[Family, ...] = (
     Family(
         "basic_arithmetic",

@@ -215,7 +215,7 @@ def expand_path(path: str, endpoint_url: str | None = None) -> list[str]:
     return [path]
 
 
-def _file_records(uri: str, endpoint_url: str | None) -> Iterator[tuple[int, dict | RecordError]]:
+def file_records(uri: str, endpoint_url: str | None) -> Iterator[tuple[int, dict | RecordError]]:
     try:
         local = storage.fetch(uri, endpoint_url)
     except FileNotFoundError as exc:
@@ -229,7 +229,7 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
     for fs in spec.files:
         for uri in expand_path(fs.path, endpoint_url):
             collector.add_records(
-                _file_records(uri, endpoint_url),
+                file_records(uri, endpoint_url),
                 uri,
                 fs.format,
                 fs.source,

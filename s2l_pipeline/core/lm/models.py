@@ -20,7 +20,7 @@ class NeoXSize:
     max_positions: int = 256
 
 
-# Measured on 2 CPU cores (../shared/DESIGN.md): proxy ~50K tokens/s, target ~15K tokens/s.
+# Measured on 2 CPU cores (docs/benchmarks.md): proxy ~50K tokens/s, target ~15K tokens/s.
 SIZES: dict[str, NeoXSize] = {
     "proxy-micro": NeoXSize(hidden=16, layers=1, heads=2, ffn=64),
     "proxy-tiny": NeoXSize(hidden=32, layers=1, heads=2, ffn=128),
