@@ -16,7 +16,8 @@ The protocol of the S2L paper at our scale, on the embedded reasoning-gym mixtur
   6. a second mixture adding GSM8K train (../shared/data), judged on held-out response NLL.
 Every target is evaluated on the in-domain held-out problems and the out-of-domain families.
 
-The selectors, training and evaluation are the library functions the Dagster assets call.
+Selection, training, scoring and evaluation are the stage functions of core/stages that the
+Dagster assets and `s2l select` call; this file only plans cells and records results.
 Cells run in ``--workers`` processes of one thread each (small models scale poorly over
 threads). Results go to ``<out>/results.jsonl`` as each cell finishes, so a crash resumes
 where it stopped; every cell is an MLflow run in the experiment ``s2l-data-efficiency``.
@@ -50,19 +51,28 @@ from s2l_pipeline.core.data.ingest import (
     split_heldout,
 )
 from s2l_pipeline.core.data.schema import EVAL_SCHEMA
-from s2l_pipeline.core.evaluation.model_eval import evaluate_checkpoint, headline
+from s2l_pipeline.core.evaluation.model_eval import headline
 from s2l_pipeline.core.evaluation.stats import pack_correct
-from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_model, train_proxy
-from s2l_pipeline.core.lm.trainer import CheckpointSchedule, TrainConfig, TrainHooks
-from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table, usable_rows
+from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun
+from s2l_pipeline.core.lm.train_config import CheckpointSchedule, TrainConfig, TrainHooks
+from s2l_pipeline.core.selection import SelectionOptions, cluster_table, usable_rows
 from s2l_pipeline.core.selection.common import PAPER_S2L
 from s2l_pipeline.core.selection.diagnostics import premise_on_pool
 from s2l_pipeline.core.selection.learning_percentage import embed_rows, epoch1_from_schedule
+from s2l_pipeline.core.stages.models import (
+    EvalOptions,
+    TrainingRows,
+    evaluate_model,
+    fit_target,
+    train_proxy,
+)
+from s2l_pipeline.core.stages.selection import choose_subset
+from s2l_pipeline.core.stages.trajectories import score_table
 from s2l_pipeline.core.support.hashing import table_hash
 from s2l_pipeline.core.support.processes import die_with_parent
 from s2l_pipeline.core.support.storage import ArtifactStore
 from s2l_pipeline.core.support.tracking import local_tracking_uri, mlflow_run
-from s2l_pipeline.core.trajectories import score_rows, steps_of
+from s2l_pipeline.core.trajectories import steps_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # One direction only: this benchmark imports its report (and the method order it reports in).
@@ -268,15 +278,30 @@ def prepare_data(scale: Scale, mixture: str, out: Path) -> dict[str, Path]:
     return paths
 
 
-def proxy_trajectories(scale: Scale, mixture: str, size: str, out: Path) -> dict:
+@dataclass(frozen=True)
+class ProxyRecord:
+    """A trained and scored proxy, cached as JSON beside its trajectories."""
+
+    mixture: str
+    size: str
+    trajectories: str
+    tokenizer_dir: str
+    epoch1_step: int
+    n_parameters: int
+    train_seconds: float
+    score_seconds: float
+    cpu_seconds: float
+    max_length: int
+
+
+def proxy_trajectories(scale: Scale, mixture: str, size: str, out: Path) -> ProxyRecord:
     """Train the proxy on the pool and score every example at every checkpoint (cached)."""
     tag = f"{mixture.replace('+', '_')}_{size}"
     manifest_path = out / "proxy" / f"{tag}.json"
     if manifest_path.exists():
-        return json.loads(manifest_path.read_text())
+        return ProxyRecord(**json.loads(manifest_path.read_text()))
     store = ArtifactStore(str(out / "artifacts"))
     train = pl.read_parquet(prepare_data(scale, mixture, out)["train"])
-    data_hash = table_hash(train)
     max_length = scale.gsm8k_max_length if "gsm8k" in mixture else scale.max_length
     run = TrainRun(
         model=ModelSpec("embedded", size, 512, 0),
@@ -286,49 +311,47 @@ def proxy_trajectories(scale: Scale, mixture: str, size: str, out: Path) -> dict
         schedule=CheckpointSchedule(count=scale.checkpoints),
     )
     t0, cpu0 = time.perf_counter(), time.process_time()
-    manifest = train_proxy(train, data_hash, run, store, out / "work" / "proxy")
+    rows = TrainingRows(train, table_hash(train))
+    proxy = train_proxy(rows, run, store, out / "work" / "proxy")
     t_train = time.perf_counter() - t0
-    traj = score_rows(train, manifest["checkpoints"], store, max_length)
+    traj = score_table(train, proxy, store, max_length)
     t_score = time.perf_counter() - t0 - t_train
-    ckpt0 = store.fetch_dir(manifest["checkpoints"][0]["uri"])
     traj_path = out / "proxy" / f"{tag}_trajectories.parquet"
     traj_path.parent.mkdir(parents=True, exist_ok=True)
     traj.write_parquet(traj_path)
-    result = {
-        "mixture": mixture,
-        "size": size,
-        "trajectories": str(traj_path),
-        "tokenizer_dir": str(ckpt0),
-        "epoch1_step": epoch1_from_schedule(
-            manifest["checkpoints"][-1]["step"], scale.proxy_epochs, steps_of(traj)
-        ),
-        "n_parameters": manifest["n_parameters"],
-        "train_seconds": round(t_train, 1),
-        "score_seconds": round(t_score, 1),
-        "cpu_seconds": round(time.process_time() - cpu0, 1),
-        "max_length": max_length,
-    }
-    manifest_path.write_text(json.dumps(result, indent=1))
-    return result
+    record = ProxyRecord(
+        mixture=mixture,
+        size=size,
+        trajectories=str(traj_path),
+        tokenizer_dir=str(store.fetch_dir(proxy.checkpoints[0].uri)),
+        epoch1_step=epoch1_from_schedule(proxy.final.step, scale.proxy_epochs, steps_of(traj)),
+        n_parameters=proxy.n_parameters,
+        train_seconds=round(t_train, 1),
+        score_seconds=round(t_score, 1),
+        cpu_seconds=round(time.process_time() - cpu0, 1),
+        max_length=max_length,
+    )
+    manifest_path.write_text(json.dumps(asdict(record), indent=1))
+    return record
 
 
-def premise_diagnostics(scale: Scale, out: Path, proxy: dict) -> dict:
+def premise_diagnostics(scale: Scale, out: Path, proxy: ProxyRecord) -> dict:
     """Does S2L's premise hold on this pool? Gradient similarity within trajectory clusters
     against random pairs, and silhouette, for our clustering and the paper's (cached)."""
-    path = Path(proxy["trajectories"]).with_suffix(".premise.json")
+    path = Path(proxy.trajectories).with_suffix(".premise.json")
     if path.exists():
         return json.loads(path.read_text())
-    traj = _read(proxy["trajectories"])
-    data = _read(str(prepare_data(scale, proxy["mixture"], out)["train"]))
-    last = Path(proxy["tokenizer_dir"]).parent / f"step_{max(steps_of(traj))}"
+    traj = _read(proxy.trajectories)
+    data = _read(str(prepare_data(scale, proxy.mixture, out)["train"]))
+    last = Path(proxy.tokenizer_dir).parent / f"step_{max(steps_of(traj))}"
     found = {}
     for name, opts in (
         ("s2l", SelectionOptions(clusters=scale.clusters)),
         ("s2l_paper", SelectionOptions(**PAPER_S2L)),
     ):
         clusters, summary = cluster_table(traj, data, 0, opts)
-        report = premise_on_pool(traj, data, clusters, last, proxy["max_length"])
-        found[name] = {**report.to_dict(), "clusters": summary.get("clusters")}
+        report = premise_on_pool(traj, data, clusters, last, proxy.max_length)
+        found[name] = {**report.to_dict(), "clusters": summary.clusters}
     path.write_text(json.dumps(found, indent=1))
     return found
 
@@ -348,16 +371,17 @@ def refresh_diagnostics(scale: Scale, out: Path, meta: dict, meta_path: Path) ->
     them (or their fields)."""
     manifest = out / "proxy" / f"embedded_{scale.proxy}.json"
     if meta and manifest.exists():
-        meta["premise"] = premise_diagnostics(scale, out, json.loads(manifest.read_text()))
+        record = ProxyRecord(**json.loads(manifest.read_text()))
+        meta["premise"] = premise_diagnostics(scale, out, record)
         meta["floor"] = answer_floor(prepare_data(scale, "embedded", out))
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def embeddings_for(proxy: dict, train_path: Path, out: Path) -> Path:
+def embeddings_for(proxy: ProxyRecord, train_path: Path, out: Path) -> Path:
     """MiniLM embeddings of the usable rows, computed once per pool (learning_percentage)."""
-    path = Path(proxy["trajectories"]).with_suffix(".minilm.npy")
+    path = Path(proxy.trajectories).with_suffix(".minilm.npy")
     if not path.exists():
-        traj = usable_rows(pl.read_parquet(proxy["trajectories"]))
+        traj = usable_rows(pl.read_parquet(proxy.trajectories))
         np.save(path, embed_rows(traj, pl.read_parquet(train_path)))
     return path
 
@@ -376,12 +400,31 @@ def _first_rows(path: str, per_set: int | None) -> pl.DataFrame:
     return first_rows_per_set(_read(path), per_set)
 
 
-def training_rows(cell: Cell, ctx: dict) -> tuple[pl.DataFrame, dict]:
+@dataclass(frozen=True)
+class CellContext:
+    """What every cell of one (mixture, proxy) shares: its tables, proxy and settings."""
+
+    train: str
+    validation: str
+    test: str
+    trajectories: str
+    tokenizer_dir: str
+    epoch1_step: int
+    embeddings: str | None
+    embedding_clusters: int
+    test_rows_per_set: int | None
+    max_length: int
+    eval: EvalOptions
+    artifacts: str
+    work: str
+
+
+def training_rows(cell: Cell, ctx: CellContext) -> tuple[pl.DataFrame, dict]:
     """The rows the target trains on, and what the selector reported."""
-    data = _read(ctx["train"])
+    data = _read(ctx.train)
     if cell.method in ("full", "full_same_steps"):
         return data, {"budget": data.height}
-    traj = _read(ctx["trajectories"])
+    traj = _read(ctx.trajectories)
     steps = [s for s in steps_of(traj) if s > 0]
     if cell.length:  # T evenly spaced trained checkpoints, always ending with the last
         steps = sorted(
@@ -390,21 +433,19 @@ def training_rows(cell: Cell, ctx: dict) -> tuple[pl.DataFrame, dict]:
     opts = SelectionOptions(
         clusters=cell.clusters,
         steps=tuple(steps) if cell.length else None,
-        epoch1_step=ctx["epoch1_step"],
-        embedding_clusters=ctx["embedding_clusters"],
+        epoch1_step=ctx.epoch1_step,
+        embedding_clusters=ctx.embedding_clusters,
     )
-    method, clusters = cell.method, None
+    method = cell.method
     if method == "s2l_paper":
         method, opts = "s2l", replace(opts, **PAPER_S2L)
-    if method == "s2l":
-        clusters, _ = cluster_table(traj, data, cell.seed, opts)
-    emb = np.load(ctx["embeddings"]) if method == "learning_percentage" else None
-    chosen, info = choose(method, traj, data, cell.budget, cell.seed, opts, clusters, emb)
-    rows = data.join(chosen.select("example_id"), on="example_id", how="semi")
-    return rows, {k: v for k, v in info.items() if isinstance(v, int | float | str)}
+    emb = np.load(ctx.embeddings) if method == "learning_percentage" else None
+    chosen = choose_subset(method, traj, data, cell.budget, cell.seed, opts, embeddings=emb)
+    rows = chosen.rows.drop("cluster", strict=False)  # as the target asset trains on it
+    return rows, {k: v for k, v in chosen.info.items() if isinstance(v, int | float | str)}
 
 
-def run_cell(cell: Cell, ctx: dict) -> dict:
+def run_cell(cell: Cell, ctx: CellContext) -> dict:
     """Select, train the target, evaluate; returns everything the report and MLflow need."""
     t0, cpu0 = time.perf_counter(), time.process_time()
     rows, info = training_rows(cell, ctx)
@@ -416,38 +457,29 @@ def run_cell(cell: Cell, ctx: dict) -> dict:
             epochs=epochs,
             learning_rate=cell.lr,
             batch_size=cell.batch,
-            max_length=ctx["max_length"],
+            max_length=ctx.max_length,
             seed=cell.seed,
         ),
         schedule=CheckpointSchedule(count=1),
     )
-    store = ArtifactStore(ctx["artifacts"])
+    store = ArtifactStore(ctx.artifacts)
     losses: list[tuple[int, float]] = []
-    manifest = train_model(
-        "target_model",
-        rows,
-        table_hash(rows),
+    trained = fit_target(
+        TrainingRows(rows, table_hash(rows)),
         run,
         store,
-        Path(ctx["work"]),
+        Path(ctx.work),
         hooks=TrainHooks(
             on_log=lambda logs, step: "loss" in logs and losses.append((step, float(logs["loss"])))
         ),
-        tokenizer_dir=Path(ctx["tokenizer_dir"]),
+        tokenizer_dir=Path(ctx.tokenizer_dir),
     )
     t_train = time.perf_counter() - t0 - t_select
     if cell.judge == "validation":
-        table = _read(ctx["validation"])
+        table = _read(ctx.validation)
     else:
-        table = _first_rows(ctx["test"], ctx["test_rows_per_set"])
-    preds, metrics = evaluate_checkpoint(
-        manifest["checkpoints"][-1]["uri"],
-        store,
-        table,
-        ctx["max_new_tokens"],
-        ctx["max_length"],
-        ctx["eval_batch_size"],
-    )
+        table = _first_rows(ctx.test, ctx.test_rows_per_set)
+    preds, metrics = evaluate_model(trained.final.uri, table, ctx.eval, store)
     t_eval = time.perf_counter() - t0 - t_select - t_train
     per_set = {
         f"{r['eval_set']}.{k}": float(r[k])
@@ -459,9 +491,9 @@ def run_cell(cell: Cell, ctx: dict) -> dict:
         "key": cell.key,
         "cell": asdict(cell),
         "n_train": rows.height,
-        "train_steps": manifest["checkpoints"][-1]["step"],
-        "train_tokens": manifest["train_tokens"],
-        "n_parameters": manifest["n_parameters"],
+        "train_steps": trained.final.step,
+        "train_tokens": trained.train_tokens,
+        "n_parameters": trained.n_parameters,
         "selection": info,
         "metrics": headline(metrics),
         "per_set": per_set,
@@ -479,7 +511,7 @@ def run_cell(cell: Cell, ctx: dict) -> dict:
         "cpu_seconds": round(time.process_time() - cpu0, 1),
         # Rows per source: what the selector over- and under-samples against the pool.
         "composition": dict(sorted(rows.group_by("source").len().iter_rows())),
-        "checkpoint_sha256": manifest["checkpoints"][-1]["sha256"],
+        "checkpoint_sha256": trained.final.sha256,
     }
 
 
@@ -590,28 +622,27 @@ def result_paths(scale: Scale, out: Path, results: Path | None) -> tuple[Path, P
 
 
 def context(
-    scale: Scale, mixture: str, proxy: dict, paths: dict, out: Path, emb: Path | None
-) -> dict:
-    import torch
-
-    return {
-        "train": str(paths["train"]),
-        "validation": str(paths["validation"]),
-        "test": str(paths["test"]),
-        "trajectories": proxy["trajectories"],
-        "tokenizer_dir": proxy["tokenizer_dir"],
-        "epoch1_step": proxy["epoch1_step"],
-        "embeddings": str(emb) if emb else None,
-        "embedding_clusters": scale.embedding_clusters,
-        "target": scale.target,  # every Cell of a run carries the same target
-        "eval_batch_size": scale.eval_batch_size,
-        "test_rows_per_set": scale.test_rows_per_set,
-        "max_length": proxy["max_length"],
-        "max_new_tokens": scale.max_new_tokens,
-        "artifacts": str(out / "artifacts"),
-        "work": str(out / "work" / "target"),
-        "cuda": torch.cuda.is_available(),
-    }
+    scale: Scale, proxy: ProxyRecord, paths: dict, out: Path, emb: Path | None
+) -> CellContext:
+    return CellContext(
+        train=str(paths["train"]),
+        validation=str(paths["validation"]),
+        test=str(paths["test"]),
+        trajectories=proxy.trajectories,
+        tokenizer_dir=proxy.tokenizer_dir,
+        epoch1_step=proxy.epoch1_step,
+        embeddings=str(emb) if emb else None,
+        embedding_clusters=scale.embedding_clusters,
+        test_rows_per_set=scale.test_rows_per_set,
+        max_length=proxy.max_length,
+        eval=EvalOptions(
+            max_new_tokens=scale.max_new_tokens,
+            batch_size=scale.eval_batch_size,
+            max_length=proxy.max_length,
+        ),
+        artifacts=str(out / "artifacts"),
+        work=str(out / "work" / "target"),
+    )
 
 
 def tuned_lr(scale: Scale, results: dict) -> float:
@@ -738,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
                     and "learning_percentage" in scale.methods
                 ):
                     emb = embeddings_for(proxy, paths["train"], out)
-                ctxs[(mixture, size)] = context(scale, mixture, proxy, paths, out, emb)
+                ctxs[(mixture, size)] = context(scale, proxy, paths, out, emb)
                 print(f"proxy {mixture}/{size}: {proxy}", flush=True)
         premise = premise_diagnostics(scale, out, proxies[("embedded", scale.proxy)])
         floor = answer_floor(prepare_data(scale, "embedded", out))
@@ -757,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
             new = {
                 "scale": asdict(scale),
                 "lr": lr,
-                "proxies": {f"{k[0]}/{k[1]}": v for k, v in proxies.items()},
+                "proxies": {f"{k[0]}/{k[1]}": asdict(v) for k, v in proxies.items()},
                 "premise": premise,
                 "floor": floor,
                 "command": " ".join([Path(sys.executable).name, *sys.argv]),

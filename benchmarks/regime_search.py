@@ -23,7 +23,7 @@ import polars as pl
 from s2l_pipeline.core.data.generator import FAMILIES_BY_NAME, Family, generate_mixture
 from s2l_pipeline.core.evaluation.model_eval import evaluate_checkpoint
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_model
-from s2l_pipeline.core.lm.trainer import CheckpointSchedule, TrainConfig
+from s2l_pipeline.core.lm.train_config import CheckpointSchedule, TrainConfig
 from s2l_pipeline.core.support.hashing import table_hash
 from s2l_pipeline.core.support.storage import ArtifactStore
 
@@ -54,7 +54,7 @@ def train_and_score(
     manifest = train_model(
         "target_model", rows, table_hash(rows), run, store, work / "work", None, tokenizer_dir
     )
-    uri = manifest["checkpoints"][-1]["uri"]
+    uri = manifest.final.uri
     _, metrics = evaluate_checkpoint(uri, store, test, 12, 96, 256)
     return metrics, time.perf_counter() - t0, store.fetch_dir(uri)
 

@@ -84,7 +84,7 @@ def run_mode(mode: str, rows: int, steps: int, k: int, budget: float) -> dict:
         clusters, summary = cluster_table(traj, None, 0, opts)
         chosen, _ = choose("s2l", traj, None, n_budget, 0, opts, clusters)
         secs = time.perf_counter() - t
-        inertia, picked = summary["inertia"], chosen.height
+        inertia, picked = summary.inertia, chosen.height
     else:
         from s2l_pipeline.core.selection.budget import sample_balanced
         from s2l_pipeline.core.selection.clustering import kmeans

@@ -14,10 +14,10 @@ from .core.selection import (
     METHODS,
     SelectionInputError,
     SelectionOptions,
-    choose,
     cluster_table,
     parse_budget,
 )
+from .core.stages.selection import choose_subset
 from .defs.profiles import PROFILES
 
 
@@ -105,17 +105,13 @@ def cmd_select(args: argparse.Namespace) -> int:
     )
     budget = parse_budget(args.budget)
     clusters = None
-    if args.method == "s2l" or args.clusters_out:
-        clusters, summary = cluster_table(traj, data, args.seed, opts)
-        if args.clusters_out:
-            clusters.write_parquet(args.clusters_out)
-    chosen, info = choose(args.method, traj, data, budget, args.seed, opts, clusters)
-    wrote = _write_selected(chosen, origins, args.out)
-    print(
-        json.dumps(
-            {"out": args.out, "selected": chosen.height, "wrote": wrote, **info}, default=str
-        )
-    )
+    if args.clusters_out:  # wanted whatever the method: made here, not inside the selection
+        clusters, _ = cluster_table(traj, data, args.seed, opts)
+        clusters.write_parquet(args.clusters_out)
+    chosen = choose_subset(args.method, traj, data, budget, args.seed, opts, clusters)
+    wrote = _write_selected(chosen.ids, origins, args.out)
+    info = {"out": args.out, "selected": chosen.ids.height, "wrote": wrote, **chosen.info}
+    print(json.dumps(info, default=str))
     return 0
 
 
@@ -124,7 +120,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     import os
 
     from .core.export import subset_records, write_export
-    from .core.manifests import PoolManifest, RawDatasetManifest, ShardManifest, SubsetManifest
+    from .core.stages.manifests import (
+        PoolManifest,
+        RawDatasetManifest,
+        ShardManifest,
+        SubsetManifest,
+    )
     from .core.support.storage import ArtifactStore
     from .core.support.tables import read_table
     from .defs.resources import default_artifact_root, read_manifest

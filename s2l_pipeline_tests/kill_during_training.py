@@ -16,12 +16,8 @@ from s2l_pipeline.core.data.generator import generate_mixture
 from s2l_pipeline.core.lm.encoding import encode, tokenizer_texts
 from s2l_pipeline.core.lm.models import SIZES, build_gpt_neox, save_model
 from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
-from s2l_pipeline.core.lm.trainer import (
-    CheckpointSchedule,
-    TrainConfig,
-    TrainHooks,
-    train_with_checkpoints,
-)
+from s2l_pipeline.core.lm.train_config import CheckpointSchedule, TrainConfig, TrainHooks
+from s2l_pipeline.core.lm.trainer import train_with_checkpoints
 from s2l_pipeline.core.support.hashing import file_hash
 
 
@@ -53,7 +49,7 @@ def main(root: Path, kill_at: int) -> None:
         export,
         TrainHooks(on_message=lambda m: print(m, flush=True)),
         extra_callbacks=[KillAt(kill_at)] if kill_at else None,
-    )
+    ).records
     print(json.dumps([r["sha256"] for r in records]))
 
 

@@ -75,7 +75,7 @@ def test_one_home_for_each_default() -> None:
     from dataclasses import fields
 
     from s2l_pipeline.cli import parser
-    from s2l_pipeline.core.lm.trainer import TrainConfig
+    from s2l_pipeline.core.lm.train_config import TrainConfig
     from s2l_pipeline.core.selection import SelectionOptions
     from s2l_pipeline.defs.lm_config import LMTrainingConfig
     from s2l_pipeline.defs.profiles import PROFILES

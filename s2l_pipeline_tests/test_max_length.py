@@ -6,7 +6,7 @@ import pytest
 from s2l_pipeline.core.lm.encoding import encode
 from s2l_pipeline.core.lm.fit import resolve_max_length
 from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
-from s2l_pipeline.core.lm.trainer import TrainConfig
+from s2l_pipeline.core.lm.train_config import TrainConfig
 from s2l_pipeline.defs.lm_config import LMTrainingConfig
 
 

@@ -210,7 +210,7 @@ def test_pretrained_model_path_from_a_local_folder(tmp_path: Path) -> None:
     cfg["ops"] = {k: v for k, v in cfg["ops"].items() if not k.startswith("target_")}
     result = dg.materialize(upto, resources=make_resources(str(tmp_path / "art")), run_config=cfg)
     proxy = result.output_for_node("proxy_checkpoints")
-    assert proxy.model["name"] == str(pretrained)
+    assert proxy.model.name == str(pretrained)
     assert [c.step for c in proxy.checkpoints] == [0, 5, 10, 13]  # 400 rows / 32 = 13
     assert proxy.n_parameters < 30_000  # the saved model, not an embedded-size one
     traj = pl.read_parquet(meta(result, "loss_trajectories")["trajectories_path"])
@@ -336,7 +336,7 @@ def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path)
         MAIN_ASSETS, selection=picked, resources=resources, run_config=cfg, partition_key="selected"
     )
     target = result.output_for_node("target_model")
-    assert target.model["name"] == str(local) and target.lora_r == 4
+    assert target.model.name == str(local) and target.lora_r == 4
     final = Path(target.final.uri)
     assert (final / "model.safetensors").exists() and not (final / "adapter_config.json").exists()
     per_set = pl.read_parquet(result.output_for_node("target_evaluation").metrics.uri).filter(
@@ -392,7 +392,7 @@ def test_premise_diagnostic_tells_real_clusters_from_shuffled_ones(tiny_run) -> 
     clusters = read_table(result.output_for_node("trajectory_clusters").clusters, store)
     traj, data = read_table(pool.trajectories, store), read_table(pool.train, store)
     model_dir = store.fetch_dir(proxy.final.uri)
-    max_length = proxy.train["max_length"]
+    max_length = proxy.train.max_length
 
     real = premise_on_pool(traj, data, clusters, model_dir, max_length)
     shuffled = clusters.with_columns(pl.col("cluster").shuffle(seed=1))

@@ -83,7 +83,7 @@ def test_rows_that_cannot_be_scored_are_reported_before_scoring() -> None:
     import polars as pl
     import pytest
 
-    from s2l_pipeline.core.selection.random_sample import training_set_rows
+    from s2l_pipeline.core.stages.models import training_set_rows
     from s2l_pipeline.core.trajectories import TooManyUnscorable, check_unscorable
 
     base = pl.DataFrame(

@@ -226,7 +226,7 @@ def test_s2l_balances_clusters(blobs) -> None:
     traj, data = blobs
     opts = SelectionOptions(clusters=4)
     clusters, summary = cluster_table(traj, data, 0, opts)
-    assert summary["clusters"] == 4 and clusters.height == 435
+    assert summary.clusters == 4 and clusters.height == 435
     chosen, info = choose("s2l", traj, data, 40, 0, opts, clusters)
     assert chosen.height == 40 and info["budget"] == 40
     per_cluster = sorted(chosen.group_by("cluster").len()["len"].to_list())
@@ -363,7 +363,7 @@ def test_epoch1_checkpoint_from_the_schedule() -> None:
 
 
 def test_training_sets_for_the_target() -> None:
-    from s2l_pipeline.core.selection.random_sample import training_set_rows
+    from s2l_pipeline.core.stages.models import training_set_rows
 
     data = pl.DataFrame({"example_id": [f"e{i}" for i in range(10)], "x": list(range(10))})
     subset = data.head(3).with_columns(cluster=pl.lit(1))

@@ -21,7 +21,7 @@ from s2l_pipeline.core.data.shards import (
     union_tables,
 )
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_proxy
-from s2l_pipeline.core.lm.trainer import CheckpointSchedule, TrainConfig
+from s2l_pipeline.core.lm.train_config import CheckpointSchedule, TrainConfig
 from s2l_pipeline.core.support.storage import ArtifactStore
 from s2l_pipeline.core.trajectories import incremental_trajectories, loss_columns, score_rows
 from s2l_pipeline.defs.profiles import run_config
@@ -94,7 +94,7 @@ def tiny_proxy(tmp_path_factory: pytest.TempPathFactory):
 def test_incremental_scores_equal_scoring_from_scratch(tiny_proxy) -> None:
     store, data, manifest = tiny_proxy
     base, extra = data.head(160), data.slice(120, 120)  # 40 rows overlap the base
-    ckpts = manifest["checkpoints"]
+    ckpts = manifest.checkpoint_records()
     scored: list[int] = []
 
     def score(rows: pl.DataFrame) -> pl.DataFrame:

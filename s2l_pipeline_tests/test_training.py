@@ -10,15 +10,14 @@ from s2l_pipeline.core.data.generator import generate_mixture
 from s2l_pipeline.core.lm.encoding import encode, tokenizer_texts
 from s2l_pipeline.core.lm.models import SIZES, build_gpt_neox, save_model
 from s2l_pipeline.core.lm.tokenizer import train_bpe_tokenizer
-from s2l_pipeline.core.lm.trainer import (
+from s2l_pipeline.core.lm.train_config import (
     CheckpointSchedule,
     RunCanceled,
     TrainConfig,
     TrainHooks,
-    last_complete_checkpoint,
     total_steps,
-    train_with_checkpoints,
 )
+from s2l_pipeline.core.lm.trainer import last_complete_checkpoint, train_with_checkpoints
 from s2l_pipeline.core.support.hashing import file_hash
 
 
@@ -80,7 +79,7 @@ def _train(tmp: Path, data, callbacks=None) -> list[dict]:
         tmp / "work",
         _exporter(tmp / "out"),
         extra_callbacks=callbacks,
-    )
+    ).records
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, data) -> None:
@@ -150,7 +149,7 @@ def test_records_of_a_lost_store_are_redone(tmp_path: Path, data) -> None:
         hooks = TrainHooks(on_message=messages.append)
         return train_with_checkpoints(
             model, tok, enc, cfg, CheckpointSchedule(count=2), tmp_path / "work", export, hooks
-        )
+        ).records
 
     first = train(tmp_path / "store")
     shutil.rmtree(tmp_path / "store")

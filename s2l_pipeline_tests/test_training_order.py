@@ -9,7 +9,8 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_model
 from s2l_pipeline.core.lm.order import epoch_order, longest_single_source_run, order_report
-from s2l_pipeline.core.lm.trainer import CheckpointSchedule, EpochSeededSampler, TrainConfig
+from s2l_pipeline.core.lm.train_config import CheckpointSchedule, TrainConfig
+from s2l_pipeline.core.lm.trainer import EpochSeededSampler
 from s2l_pipeline.core.support.storage import ArtifactStore
 
 BATCH = 16
@@ -52,10 +53,10 @@ def test_length_windows_bound_runs_and_cut_padding() -> None:
     lengths, sources = three_sources()
     report = order_report(lengths, sources, BATCH, 0, group_by_length=True, length_window=4)
     # three balanced sources: windows keep runs short (the HF megabatches ran 5 or more)
-    assert report["longest_single_source_run"] <= 2
-    assert report["padding_share"] < report["padding_share_shuffle"]
+    assert report.longest_single_source_run <= 2
+    assert report.padding_share < report.padding_share_shuffle
     shuffled = order_report(lengths, sources, BATCH, 0, group_by_length=False)
-    assert shuffled["longest_single_source_run"] == shuffled["longest_single_source_run_shuffle"]
+    assert shuffled.longest_single_source_run == shuffled.longest_single_source_run_shuffle
 
 
 def test_order_is_a_function_of_seed_and_epoch() -> None:
@@ -89,6 +90,6 @@ def test_trained_model_records_its_order(tmp_path: Path) -> None:
         schedule=CheckpointSchedule(count=1),
     )
     out = train_model("proxy_checkpoints", df, "h", run, ArtifactStore(str(tmp_path)), tmp_path)
-    order = out["order"]
-    assert order["order"] == "shuffle"
-    assert order["longest_single_source_run"] == order["longest_single_source_run_shuffle"] <= 1
+    order = out.order
+    assert order.order == "shuffle"
+    assert order.longest_single_source_run == order.longest_single_source_run_shuffle <= 1

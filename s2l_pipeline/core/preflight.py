@@ -11,7 +11,7 @@ from .data.eval_sets import EvalFile, load_eval_file
 from .data.readers import FileReadError
 from .lm.encoding import encode
 from .lm.fit import ModelSpec, build_tokenizer, resolve_max_length
-from .lm.trainer import TrainConfig
+from .lm.train_config import TrainConfig
 from .selection.budget import parse_budget, resolve_budget
 from .trajectories import TooManyUnscorable, check_unscorable
 

@@ -5,31 +5,28 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.checks import Finding, check_contamination, check_training_table
-from ..core.data.eval_sets import EvalFile, build_eval_sets, eval_summary
-from ..core.data.ingest import (
-    DatasetSpec,
-    EmbeddedSource,
-    FileSource,
-    HFSource,
-    TooManyRejected,
-    check_rejections,
-    load_dataset,
-    reason_totals,
-)
+from ..core.data.eval_sets import EvalFile, eval_summary
+from ..core.data.ingest import DatasetSpec, EmbeddedSource, FileSource, HFSource, reason_totals
 from ..core.data.readers import FileReadError
 from ..core.data.shards import (
     ShardCursor,
     ShardRejected,
     inventory_version,
     list_shards,
-    load_shard,
     shard_version,
 )
 from ..core.data.stats import length_summary, rejection_counts, source_counts
 from ..core.evaluation.sanity import reference_accuracy
-from ..core.manifests import EvalSetsManifest, RawDatasetManifest, ShardManifest
-from ..core.support.hashing import table_hash
-from ..core.support.tables import read_table, write_rejected, write_table
+from ..core.stages.data import (
+    EvalSetsOptions,
+    RawDataset,
+    RejectedTooMany,
+    make_eval_sets,
+    make_raw_dataset,
+    make_shard,
+)
+from ..core.stages.manifests import EvalSetsManifest, RawDatasetManifest, ShardManifest
+from ..core.support.tables import read_table
 from .executors import cpu_step_tags
 from .metadata import md, preview, table_ref_metadata
 from .profiles import profiled
@@ -141,68 +138,62 @@ def raw_dataset(
     config: RawDatasetConfig,
     artifact_store: ArtifactStoreResource,
 ) -> dg.Output[RawDatasetManifest]:
-    store = artifact_store.store()
-    spec = config.to_spec()
     try:
-        loaded = load_dataset(spec, store.endpoint_url)
+        built = make_raw_dataset(config.to_spec(), artifact_store.store())
+    except RejectedTooMany as exc:
+        raise dg.Failure(
+            description=str(exc), metadata=rejected_metadata(exc), allow_retries=False
+        ) from exc
     except (FileReadError, ValueError) as exc:  # unreadable file, unknown schema, bad setting
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    version = table_hash(loaded.train)
-    prefix = f"raw_dataset/{version[:16]}"
-    rejected = write_rejected(loaded.rejected, store, "raw_dataset")
-    reasons = rejection_counts(loaded.rejected)
-    try:
-        check_rejections(loaded, spec.max_rejected_share, rejected.uri)
-    except TooManyRejected as exc:
-        raise dg.Failure(
-            description=str(exc),
-            metadata={
-                "rejected_rows": loaded.rejected.height,
-                "rejected_share": loaded.rejected_share,
-                "rejected_by_reason": md(reasons),
-                "rejected_path": dg.MetadataValue.path(rejected.uri),
-            },
-            allow_retries=False,
-        ) from exc
-    train = write_table(loaded.train, store, f"{prefix}/train.parquet", version)
-    heldout = write_table(loaded.heldout, store, f"{prefix}/heldout.parquet")
-    origins = write_table(loaded.origins, store, f"{prefix}/origins.parquet")
+    context.log.info(raw_dataset_line(built))
+    m = built.manifest
+    return dg.Output(m, data_version=dg.DataVersion(m.train.content_hash), metadata=raw_meta(built))
+
+
+def rejected_metadata(exc: RejectedTooMany) -> dict:
+    return {
+        "rejected_rows": exc.loaded.rejected.height,
+        "rejected_share": exc.loaded.rejected_share,
+        "rejected_by_reason": md(rejection_counts(exc.loaded.rejected)),
+        "rejected_path": dg.MetadataValue.path(exc.rejected.uri),
+    }
+
+
+def raw_dataset_line(built: RawDataset) -> str:
+    m, loaded = built.manifest, built.loaded
     dropped = loaded.duplicates.height if loaded.duplicates is not None else 0
-    context.log.info(
-        f"{train.rows} examples from {loaded.train['source'].n_unique()} sources; "
-        f"{rejected.rows} rejected ({loaded.rejected_share:.2%}); "
+    return (
+        f"{m.train.rows} examples from {loaded.train['source'].n_unique()} sources; "
+        f"{m.rejected.rows} rejected ({loaded.rejected_share:.2%}); "
         + (f"{dropped} duplicates dropped; " if dropped else "")
-        + f"{heldout.rows} held out; {len(loaded.empty_files)} empty files skipped"
+        + f"{m.heldout.rows} held out; {len(loaded.empty_files)} empty files skipped"
     )
-    manifest = RawDatasetManifest(
-        train=train,
-        heldout=heldout,
-        rejected=rejected,
-        embedded=spec.embedded is not None,
-        origins=origins,
-    )
+
+
+def raw_meta(built: RawDataset) -> dict:
+    m, loaded = built.manifest, built.loaded
     metadata = {
-        "dagster/row_count": train.rows,
-        "content_hash": version,
+        "dagster/row_count": m.train.rows,
+        "content_hash": m.train.content_hash,
         "rows_per_source": md(source_counts(loaded.train)),
         "token_lengths": md(length_summary(loaded.train)),
-        "rejected_rows": rejected.rows,
+        "rejected_rows": m.rejected.rows,
         "rejected_share": round(loaded.rejected_share, 6),
-        "rejected_by_reason": md(reasons),
+        "rejected_by_reason": md(rejection_counts(loaded.rejected)),
         "rejected_preview": preview(loaded.rejected),
         "rejected_totals": dg.MetadataValue.json(reason_totals(loaded.rejected)),
         "empty_files_skipped": len(loaded.empty_files),
         "empty_files": dg.MetadataValue.json(loaded.empty_files),
         "preview": preview(loaded.train),
-        **table_ref_metadata("train", train),
-        **table_ref_metadata("heldout", heldout),
-        **table_ref_metadata("rejected", rejected),
+        **table_ref_metadata("train", m.train),
+        **table_ref_metadata("heldout", m.heldout),
+        **table_ref_metadata("rejected", m.rejected),
     }
-    if loaded.duplicates is not None:  # duplicates: drop - dropped, counted, kept apart
-        dups = write_rejected(loaded.duplicates, store, "raw_dataset/duplicates")
-        metadata["duplicates_dropped"] = dups.rows
-        metadata["duplicates_path"] = dg.MetadataValue.path(dups.uri)
-    return dg.Output(manifest, data_version=dg.DataVersion(version), metadata=metadata)
+    if built.duplicates is not None:  # duplicates: drop - dropped, counted, kept apart
+        metadata["duplicates_dropped"] = built.duplicates.rows
+        metadata["duplicates_path"] = dg.MetadataValue.path(built.duplicates.uri)
+    return metadata
 
 
 class EvalFileInput(dg.Config):
@@ -237,7 +228,8 @@ class EvalFileInput(dg.Config):
 
 class EvalSetsConfig(dg.Config):
     ood_per_family: int = Field(
-        300, description="Problems per out-of-domain reasoning-gym family (0: none)."
+        EvalSetsOptions.ood_per_family,
+        description="Problems per out-of-domain reasoning-gym family (0: none).",
     )
     out_of_domain: bool | None = Field(
         None,
@@ -252,20 +244,22 @@ class EvalSetsConfig(dg.Config):
         description="Fail when more than this share of an evaluation file is rejected.",
     )
 
-    def eval_files(self) -> tuple[EvalFile, ...]:
-        return tuple(
-            EvalFile(f.path, f.name, f.format, f.fields, f.task, f.answer_type, f.answer_pattern)
-            for f in self.files
+    def options(self) -> EvalSetsOptions:
+        return EvalSetsOptions(
+            ood_per_family=self.ood_per_family,
+            out_of_domain=self.out_of_domain,
+            seed=self.seed,
+            files=tuple(
+                EvalFile(
+                    f.path, f.name, f.format, f.fields, f.task, f.answer_type, f.answer_pattern
+                )
+                for f in self.files
+            ),
+            max_rejected_share=self.max_rejected_share,
         )
 
 
 EvalSetsConfig = profiled(EvalSetsConfig, "eval_sets")  # the deployment's scale
-
-NO_EVAL_SETS = (
-    "no evaluation set: give an evaluation file (s2l run --eval FILE, or eval_sets files:), "
-    "carve held-out rows from your data (raw_dataset heldout_per_source: 200), or add the "
-    "embedded out-of-domain families (eval_sets out_of_domain: true)"
-)
 
 
 @dg.asset(
@@ -282,43 +276,25 @@ def eval_sets(
     raw_dataset: RawDatasetManifest,
     artifact_store: ArtifactStoreResource,
 ) -> dg.Output[EvalSetsManifest]:
-    store = artifact_store.store()
-    heldout = read_table(raw_dataset.heldout, store)
-    files = config.eval_files()
-    with_ood = raw_dataset.embedded if config.out_of_domain is None else config.out_of_domain
-    if not with_ood:
-        context.log.info("out-of-domain families: off (set out_of_domain: true to add them)")
     try:
-        table, rejected = build_eval_sets(
-            heldout,
-            config.ood_per_family if with_ood else 0,
-            config.seed,
-            files,
-            store.endpoint_url,
-            config.max_rejected_share,
-        )
-    except (FileReadError, ValueError) as exc:  # unreadable, unknown schema, bad answer_type
+        built = make_eval_sets(raw_dataset, config.options(), artifact_store.store())
+    except (FileReadError, ValueError) as exc:  # unreadable, unknown schema, no set at all
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    if table.is_empty():
-        raise dg.Failure(description=NO_EVAL_SETS, allow_retries=False)
-    version = table_hash(table)
-    prefix = f"eval_sets/{version[:16]}"
-    ref = write_table(table, store, f"{prefix}/eval.parquet", version)
-    rejected_ref = write_rejected(rejected, store, "eval_sets")
-    summary = eval_summary(table)
-    context.log.info(f"{ref.rows} evaluation rows in {summary.height} sets")
+    if not built.out_of_domain:
+        context.log.info("out-of-domain families: off (set out_of_domain: true to add them)")
+    m, summary = built.manifest, eval_summary(built.table)
+    context.log.info(f"{m.eval.rows} evaluation rows in {summary.height} sets")
     metadata = {
-        "dagster/row_count": ref.rows,
-        "content_hash": version,
+        "dagster/row_count": m.eval.rows,
+        "content_hash": m.eval.content_hash,
         "sets": md(summary),
-        "rejected_rows": rejected_ref.rows,
-        "rejected_by_reason": md(rejection_counts(rejected)),
-        "preview": preview(table),
-        **table_ref_metadata("eval", ref),
-        **table_ref_metadata("rejected", rejected_ref),
+        "rejected_rows": m.rejected.rows,
+        "rejected_by_reason": md(rejection_counts(built.rejected)),
+        "preview": preview(built.table),
+        **table_ref_metadata("eval", m.eval),
+        **table_ref_metadata("rejected", m.rejected),
     }
-    manifest = EvalSetsManifest(eval=ref, rejected=rejected_ref)
-    return dg.Output(manifest, data_version=dg.DataVersion(version), metadata=metadata)
+    return dg.Output(m, data_version=dg.DataVersion(m.eval.content_hash), metadata=metadata)
 
 
 def check_result(finding: Finding, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
@@ -404,36 +380,30 @@ def data_shard(
     shard_source: ShardSourceResource,
     artifact_store: ArtifactStoreResource,
 ) -> dg.Output[ShardManifest]:
-    store = artifact_store.store()
-    uri = shard_source.uri_of(context.partition_key)
+    key = context.partition_key
     try:
-        loaded = load_shard(uri, shard_source.endpoint_url, shard_source.max_rejected_share)
+        built = make_shard(
+            key,
+            shard_source.uri_of(key),
+            shard_source.endpoint_url,
+            shard_source.max_rejected_share,
+            artifact_store.store(),
+        )
     except ShardRejected as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    version = table_hash(loaded.train)
-    train = write_table(loaded.train, store, f"data_shard/{version[:16]}/train.parquet", version)
-    rejected = write_rejected(loaded.rejected, store, "data_shard")
-    origins = write_table(loaded.origins, store, f"data_shard/{version[:16]}/origins.parquet")
-    manifest = ShardManifest(
-        train=train,
-        rejected=rejected,
-        origins=origins,
-        uri=uri,
-        file_sha256=shard_version(uri, shard_source.endpoint_url),
-        shard=context.partition_key,
-    )
+    m = built.manifest
     return dg.Output(
-        manifest,
-        data_version=dg.DataVersion(version),
+        m,
+        data_version=dg.DataVersion(m.train.content_hash),
         metadata={
-            "dagster/row_count": train.rows,
-            "content_hash": version,
-            "source_uri": dg.MetadataValue.path(uri),
-            "file_sha256": manifest.file_sha256,
-            "rows_per_source": md(source_counts(loaded.train)),
-            "rejected_rows": rejected.rows,
-            "rejected_by_reason": md(rejection_counts(loaded.rejected)),
-            **table_ref_metadata("train", train),
+            "dagster/row_count": m.train.rows,
+            "content_hash": m.train.content_hash,
+            "source_uri": dg.MetadataValue.path(m.uri),
+            "file_sha256": m.file_sha256,
+            "rows_per_source": md(source_counts(built.loaded.train)),
+            "rejected_rows": m.rejected.rows,
+            "rejected_by_reason": md(rejection_counts(built.loaded.rejected)),
+            **table_ref_metadata("train", m.train),
         },
     )
 

@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from ..core.lm.trainer import TrainConfig
+from ..core.lm.train_config import TrainConfig
 
 
 class LMTrainingConfig(dg.Config):

@@ -6,6 +6,8 @@ import dagster as dg
 import polars as pl
 
 from ..core.data.stats import markdown_table
+from ..core.lm.fit import TrainedModel, TrainRun
+from ..core.lm.order import OrderReport
 from ..core.support.plots import markdown_image, training_loss_png
 from ..core.support.tables import TableRef
 
@@ -41,15 +43,45 @@ def table_ref_metadata(name: str, ref: TableRef) -> dict[str, dg.MetadataValue]:
     }
 
 
-def training_order_metadata(order: dict) -> dict[str, dg.MetadataValue]:
+def training_order_metadata(order: OrderReport | None) -> dict[str, dg.MetadataValue]:
     """How the model's first epoch was ordered, beside a uniform shuffle of the same rows."""
-    if not order:
+    if order is None:
         return {}
     return {
-        "training_order": dg.MetadataValue.text(order["order"]),
-        "longest_single_source_run": dg.MetadataValue.int(order["longest_single_source_run"]),
+        "training_order": dg.MetadataValue.text(order.order),
+        "longest_single_source_run": dg.MetadataValue.int(order.longest_single_source_run),
         "longest_single_source_run_shuffle": dg.MetadataValue.int(
-            order["longest_single_source_run_shuffle"]
+            order.longest_single_source_run_shuffle
         ),
-        "padding_share": dg.MetadataValue.float(order["padding_share"]),
+        "padding_share": dg.MetadataValue.float(order.padding_share),
+    }
+
+
+def run_params(run: TrainRun, n_examples: int) -> dict:
+    """A training run's settings as MLflow params."""
+    return {
+        **run.train.to_dict(),
+        "model": run.model.name,
+        "size": run.model.size,
+        "lora_r": run.lora_r,
+        "n_examples": n_examples,
+    }
+
+
+def model_metadata(m: TrainedModel) -> dict[str, dg.MetadataValue]:
+    """What every trained model shows: its checkpoints, size, data and order."""
+    table = "| step | uri | sha256 |\n|---|---|---|\n" + "".join(
+        f"| {c.step} | {c.uri} | {c.sha256[:16]} |\n" for c in m.checkpoints
+    )
+    return {
+        "checkpoints": dg.MetadataValue.md(table),
+        "num_checkpoints": len(m.checkpoints),
+        "n_parameters": m.n_parameters,
+        "n_examples": m.n_examples,
+        "n_truncated": m.n_truncated,
+        "train_tokens": m.train_tokens,
+        "final_checkpoint": dg.MetadataValue.path(m.final.uri),
+        "checkpoint_sha256": m.final.sha256,
+        "train_config": dg.MetadataValue.json(m.train.to_dict()),
+        **training_order_metadata(m.order),
     }

@@ -1,13 +1,10 @@
 """The check that runs before the proxy trains: what this run's settings ask of its data."""
 
-from dataclasses import replace
-
 import dagster as dg
 
-from ..core.manifests import RawDatasetManifest, ShardManifest
-from ..core.preflight import budget_problem, eval_file_problems, unscorable_rows
-from ..core.support.tables import read_table
-from .data import NO_EVAL_SETS, EvalSetsConfig, materialized_shards
+from ..core.stages.manifests import RawDatasetManifest, ShardManifest
+from ..core.stages.preflight import check_inputs
+from .data import EvalSetsConfig, materialized_shards
 from .executors import cpu_step_tags
 from .proxy import ProxyConfig
 from .resources import ArtifactStoreResource, read_manifest
@@ -42,46 +39,32 @@ def inputs_fit_the_run(
     run_config = context.run.run_config or {}
     proxy = _config(run_config, "proxy_checkpoints", ProxyConfig)
     selection = _config(run_config, "selected_subset", SelectionConfig)
-    evals = _config(run_config, "eval_sets", EvalSetsConfig)
-    scoring = _config(run_config, "loss_trajectories.plan_scoring", ScoringConfig)
-
-    train = read_table(raw_dataset.train, store)
-    shard_rows = 0
-    for key in materialized_shards(context.instance) if proxy.include_shards else []:
-        m = read_manifest(store, ShardManifest, "data_shard", key)
-        shard_rows += m.train.rows if m is not None else 0
-    pool_rows = train.height + shard_rows
-    problems = [p for p in [budget_problem(selection.budget, pool_rows)] if p]
-    files = evals.eval_files()
-    problems += eval_file_problems(files, store.endpoint_url, evals.max_rejected_share)
-    with_ood = raw_dataset.embedded if evals.out_of_domain is None else evals.out_of_domain
-    held = read_table(raw_dataset.heldout, store).height
-    if not files and not held and not (with_ood and evals.ood_per_family > 0):
-        problems.append(f"eval_sets: {NO_EVAL_SETS}")
-    run = proxy.to_run()
-    train_cfg = replace(run.train, max_length=scoring.max_length or run.train.max_length)
-    n_unscorable, max_length, fit = unscorable_rows(
-        train, run.model, train_cfg, scoring.max_unscorable_share
+    evals = _config(run_config, "eval_sets", EvalSetsConfig).options()
+    scoring = _config(run_config, "loss_trajectories.plan_scoring", ScoringConfig).options()
+    keys = materialized_shards(context.instance) if proxy.include_shards else []
+    shards = {k: read_manifest(store, ShardManifest, "data_shard", k) for k in keys}
+    found = check_inputs(
+        raw_dataset, shards, selection.budget, evals, proxy.to_run(), scoring, store
     )
-    problems += [fit] if fit else []
-    if n_unscorable:
+    if found.unscorable:
         context.log.warning(
-            f"{n_unscorable} of {train.height} rows have no response token within max_length "
-            f"{max_length}"
+            f"{found.unscorable} of {raw_dataset.train.rows} rows have no response token within "
+            f"max_length {found.max_length}"
         )
     return dg.AssetCheckResult(
-        passed=not problems,
+        passed=not found.problems,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=" | ".join(problems)
-        if problems
-        else f"budget {selection.budget} of {pool_rows} rows, {len(files)} evaluation files "
-        f"readable, {n_unscorable} rows without a response token within max_length {max_length}",
+        description=" | ".join(found.problems)
+        if found.problems
+        else f"budget {selection.budget} of {found.pool_rows} rows, {len(evals.files)} "
+        f"evaluation files readable, {found.unscorable} rows without a response token within "
+        f"max_length {found.max_length}",
         metadata={
-            "pool_rows": pool_rows,
+            "pool_rows": found.pool_rows,
             "budget": selection.budget,
-            "eval_files": len(files),
-            "rows_without_response_tokens": n_unscorable,
-            "max_length": max_length,
-            "problems": len(problems),
+            "eval_files": len(evals.files),
+            "rows_without_response_tokens": found.unscorable,
+            "max_length": found.max_length,
+            "problems": len(found.problems),
         },
     )

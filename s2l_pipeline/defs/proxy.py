@@ -1,18 +1,19 @@
 """The proxy model: trained on the whole dataset, with checkpoints kept along the way."""
 
+import dataclasses
+
 import dagster as dg
 from pydantic import Field
 
-from ..core.data.shards import training_rows
-from ..core.lm.fit import ModelSpec, TrainRun, train_proxy
-from ..core.lm.trainer import CheckpointSchedule
-from ..core.manifests import ModelManifest, RawDatasetManifest, ShardManifest
-from ..core.support.tables import read_table
+from ..core.lm.fit import ModelSpec, TrainRun
+from ..core.lm.train_config import CheckpointSchedule
+from ..core.stages.manifests import ModelManifest, RawDatasetManifest, ShardManifest
+from ..core.stages.models import proxy_training_rows, train_proxy
 from .automation import RetrainPolicy
 from .data import data_shard, materialized_shards
 from .executors import gpu_retry_policy, gpu_step_tags, on_gpu
 from .lm_config import LMTrainingConfig
-from .metadata import training_loss_plot, training_order_metadata
+from .metadata import model_metadata, run_params, training_loss_plot
 from .profiles import profiled
 from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata, read_manifest
 from .runtime import training_hooks
@@ -65,61 +66,32 @@ def proxy_checkpoints(
     retrain_policy: RetrainPolicy,
 ) -> dg.Output[ModelManifest]:
     store = artifact_store.store()
-    train_ref = raw_dataset.train
-    shards = {}
-    for key in materialized_shards(context.instance) if config.include_shards else []:
-        m = read_manifest(store, ShardManifest, "data_shard", key)
-        if m is not None:
-            ref = m.train
-            shards[key] = (read_table(ref, store), ref.content_hash)
-    train, data_hash, trained_on = training_rows(
-        read_table(train_ref, store), train_ref.content_hash, shards
-    )
+    keys = materialized_shards(context.instance) if config.include_shards else []
+    shards = {k: m for k in keys if (m := read_manifest(store, ShardManifest, "data_shard", k))}
+    rows = proxy_training_rows(raw_dataset, shards, store)
     run = config.to_run()
-    with mlflow.run(context, "proxy_checkpoints", {"raw_dataset": train_ref.content_hash}) as mt:
-        mt.log_params(
-            {
-                **run.train.to_dict(),
-                "model": run.model.name,
-                "size": run.model.size,
-                "vocab_size": run.model.vocab_size,
-                "n_examples": train.height,
-            }
-        )
+    with mlflow.run(
+        context, "proxy_checkpoints", {"raw_dataset": raw_dataset.train.content_hash}
+    ) as mt:
+        mt.log_params({**run_params(run, rows.rows.height), "vocab_size": run.model.vocab_size})
         trained = train_proxy(
-            train,
-            data_hash,
-            run,
-            store,
-            artifact_store.work_path("proxy"),
-            training_hooks(context, mt),
+            rows, run, store, artifact_store.work_path("proxy"), training_hooks(context, mt)
         )
-        mt.log_dict(trained, "proxy_manifest.json")
-        manifest = ModelManifest.from_dict(
-            {**trained, "mlflow_run_id": mt.run_id, "trained_on": trained_on}
-        )
-        mlflow_meta = mlflow_metadata(mt)
-    steps = [c.step for c in manifest.checkpoints]
-    context.log.info(f"{len(steps)} checkpoints at steps {steps}")
-    table = "| step | uri | sha256 |\n|---|---|---|\n" + "".join(
-        f"| {c.step} | {c.uri} | {c.sha256[:16]} |\n" for c in manifest.checkpoints
+        manifest = dataclasses.replace(trained, mlflow_run_id=mt.run_id)
+        mt.log_dict(manifest.to_dict(), "proxy_manifest.json")
+        meta_ml = mlflow_metadata(mt)
+    context.log.info(
+        f"{len(manifest.checkpoints)} checkpoints at steps {[c.step for c in manifest.checkpoints]}"
     )
     version = manifest.fingerprint + ":" + manifest.final.sha256[:16]
     return dg.Output(
         manifest,
         data_version=dg.DataVersion(version),
         metadata={
-            "checkpoints": dg.MetadataValue.md(table),
-            "num_checkpoints": len(steps),
-            "n_parameters": manifest.n_parameters,
-            "n_examples": manifest.n_examples,
-            "n_truncated": manifest.n_truncated,
-            "train_tokens": manifest.train_tokens,
-            "train_config": dg.MetadataValue.json(manifest.train),
-            "trained_on": dg.MetadataValue.json(trained_on),
+            **model_metadata(manifest),
+            "trained_on": dg.MetadataValue.json(manifest.trained_on.to_dict()),
             "retrain_policy": dg.MetadataValue.json(retrain_policy.describe()),
             **training_loss_plot(manifest.loss_history, "Proxy training loss"),
-            **training_order_metadata(manifest.order),
-            **mlflow_meta,
+            **meta_ml,
         },
     )

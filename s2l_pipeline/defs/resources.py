@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from pydantic import Field
 from ..core.data.shards import (
     list_shards,
 )
-from ..core.manifests import Manifest
+from ..core.stages.manifests import Manifest
 from ..core.support.storage import ArtifactStore
 from ..core.support.tracking import (
     Tracker,
@@ -109,9 +110,10 @@ class ManifestIOManager(dg.ConfigurableIOManager):
             raise dg.Failure(f"no stored {what} at {store.uri(key)}: materialize it first")
         data = json.loads(store.read_text(key))
         kind = context.dagster_type.typing_type  # the input's annotation, e.g. ModelManifest
-        return (
-            kind.from_dict(data) if isinstance(kind, type) and issubclass(kind, Manifest) else data
-        )
+        if typing.get_origin(kind) is list:  # a fan-in (list[ScoredUnit]): loaded one by one
+            [kind] = typing.get_args(kind)
+        plain_class = typing.get_origin(kind) is None and isinstance(kind, type)
+        return kind.from_dict(data) if plain_class and issubclass(kind, Manifest) else data
 
 
 class MlflowTracking(dg.ConfigurableResource):

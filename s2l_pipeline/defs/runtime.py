@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from ..core.lm.trainer import TrainHooks
+from ..core.lm.train_config import TrainHooks
 
 STOPPING = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 

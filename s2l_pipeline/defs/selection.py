@@ -1,9 +1,15 @@
 """Selection: the training pool, the trajectory clusters and the chosen subset."""
 
+import dataclasses
+
 import dagster as dg
 from pydantic import Field
 
-from ..core.manifests import (
+from ..core.selection import METHODS, SelectionInputError, SelectionOptions, parse_budget
+from ..core.selection.diagnostics import premise_on_pool
+from ..core.stages import selection as stage
+from ..core.stages.lineage import lineage_tags
+from ..core.stages.manifests import (
     ClustersManifest,
     ModelManifest,
     PoolManifest,
@@ -12,29 +18,13 @@ from ..core.manifests import (
     SubsetManifest,
     TrajectoriesManifest,
 )
-from ..core.selection import (
-    METHODS,
-    SelectionInputError,
-    SelectionOptions,
-    choose,
-    cluster_table,
-    parse_budget,
-)
-from ..core.selection.common import pick_steps
-from ..core.selection.diagnostics import premise_on_pool
-from ..core.selection.learning_percentage import epoch1_from_schedule
-from ..core.selection.pool import assemble_pool
-from ..core.selection.report import compare_counts
-from ..core.support.hashing import table_hash
-from ..core.support.lineage import lineage_tags, pool_lineage, subset_lineage
 from ..core.support.plots import (
     cluster_trajectories_png,
     compare_bars_png,
     histogram_png,
     markdown_image,
 )
-from ..core.support.tables import read_table, write_table
-from ..core.trajectories import step_of, steps_of
+from ..core.support.tables import read_table
 from .automation import REFRESH
 from .data import scored_shards, shard_inventory
 from .executors import cpu_step_tags
@@ -62,43 +52,28 @@ def training_pool(
     artifact_store: ArtifactStoreResource,
 ) -> dg.Output[PoolManifest]:
     store = artifact_store.store()
-    proxy_fp = proxy_checkpoints.fingerprint
-    base = read_table(raw_dataset.train, store)
-    base_traj = read_table(loss_trajectories.trajectories, store)
-    parts, shards, waiting = [], {}, []
-    for key in scored_shards(context.instance):
-        m = read_manifest(store, ShardTrajectoriesManifest, "shard_trajectories", key)
-        if m is None or m.proxy_fingerprint != proxy_fp:
-            waiting.append(key)  # scored with another proxy: rescored by automation first
-            continue
-        parts.append((read_table(m.train, store), read_table(m.trajectories, store)))
-        shards[key] = m.train.content_hash
-    train, traj = assemble_pool(base, base_traj, parts)
-    version = table_hash(train)
-    train_ref = write_table(train, store, f"training_pool/{version[:16]}/train.parquet", version)
-    traj_ref = write_table(
-        traj, store, f"training_pool/{version[:16]}/trajectories.parquet", table_hash(traj)
-    )
-    if waiting:
-        context.log.warning(f"left out until rescored with the current proxy: {waiting}")
-    lineage = pool_lineage(
-        raw_dataset.train.content_hash, shards, version, traj_ref.content_hash, proxy_fp
-    )
-    n_base = base.height
-    context.log.info(f"pool: {train.height} rows ({n_base} base + {len(shards)} shards)")
+    shards = {
+        key: read_manifest(store, ShardTrajectoriesManifest, "shard_trajectories", key)
+        for key in scored_shards(context.instance)
+    }
+    pool = stage.make_pool(raw_dataset, loss_trajectories, proxy_checkpoints, shards, store)
+    if pool.waiting:  # scored with another proxy: rescored by automation first
+        context.log.warning(f"left out until rescored with the current proxy: {pool.waiting}")
+    m = pool.manifest
+    context.log.info(f"pool: {m.train.rows} rows ({pool.base_rows} base + {len(m.shards)} shards)")
     return dg.Output(
-        PoolManifest(train=train_ref, trajectories=traj_ref, shards=shards, lineage=lineage),
-        data_version=dg.DataVersion(version[:32] + traj_ref.content_hash[:32]),
+        m,
+        data_version=dg.DataVersion(m.train.content_hash[:32] + m.trajectories.content_hash[:32]),
         metadata={
-            "dagster/row_count": train.height,
-            "base_rows": n_base,
-            "shard_rows": train.height - n_base,
-            "n_shards": len(shards),
-            "shards": dg.MetadataValue.json(shards),
-            "shards_waiting_for_rescoring": dg.MetadataValue.json(waiting),
-            "lineage": dg.MetadataValue.json(lineage),
-            **table_ref_metadata("train", train_ref),
-            **table_ref_metadata("trajectories", traj_ref),
+            "dagster/row_count": m.train.rows,
+            "base_rows": pool.base_rows,
+            "shard_rows": m.train.rows - pool.base_rows,
+            "n_shards": len(m.shards),
+            "shards": dg.MetadataValue.json(m.shards),
+            "shards_waiting_for_rescoring": dg.MetadataValue.json(pool.waiting),
+            "lineage": dg.MetadataValue.json(m.lineage),
+            **table_ref_metadata("train", m.train),
+            **table_ref_metadata("trajectories", m.trajectories),
         },
     )
 
@@ -152,48 +127,40 @@ def trajectory_clusters(
     training_pool: PoolManifest,
     artifact_store: ArtifactStoreResource,
 ) -> dg.Output[ClustersManifest]:
-    store = artifact_store.store()
-    traj = read_table(training_pool.trajectories, store)
-    data = read_table(training_pool.train, store)
-    opts = config.options()
     try:
-        table, summary = cluster_table(traj, data, config.seed, opts)
+        done = stage.make_clusters(
+            training_pool, config.options(), config.seed, artifact_store.store()
+        )
     except SelectionInputError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    version = table_hash(table)
-    ref = write_table(table, store, f"trajectory_clusters/{version[:16]}/clusters.parquet", version)
-    sizes = table.group_by("cluster").len().sort("cluster")
-    steps = [step_of(c) for c in pick_steps(traj, opts.steps, "trained")]
-    curves = cluster_trajectories_png(steps, summary["centroids"], sizes["len"].to_list())
-    hist = histogram_png(sizes["len"].to_list(), "cluster size", "Cluster sizes")
+    m, summary = done.manifest, done.summary
     context.log.info(
-        f"{summary['clusters']} clusters over {table.height} examples, trained on "
-        f"{summary['trained_on_points']} points; inertia {summary['inertia']:.2f}"
-    )
-    manifest = ClustersManifest(
-        clusters=ref,
-        options={**opts.__dict__, "steps": steps, "seed": config.seed},
-        n_clusters=summary["clusters"],
-        pool=training_pool.lineage,
+        f"{summary.clusters} clusters over {m.clusters.rows} examples, trained on "
+        f"{summary.trained_on_points} points; inertia {summary.inertia:.2f}"
     )
     return dg.Output(
-        manifest,
-        data_version=dg.DataVersion(version),
-        metadata={
-            "dagster/row_count": table.height,
-            "content_hash": version,
-            "n_clusters": summary["clusters"],
-            "inertia": summary["inertia"],
-            "trained_on_points": summary["trained_on_points"],
-            "excluded_unscorable": summary["excluded_unscorable"],
-            "checkpoint_steps": dg.MetadataValue.json(steps),
-            "centroids": dg.MetadataValue.json(summary["centroids"]),
-            "cluster_trajectories": dg.MetadataValue.md(markdown_image(curves, "trajectories")),
-            "cluster_sizes": dg.MetadataValue.md(markdown_image(hist, "sizes")),
-            "clusters_path": dg.MetadataValue.path(ref.uri),
-            "training_pool": dg.MetadataValue.json(training_pool.lineage),
-        },
+        m, data_version=dg.DataVersion(m.clusters.content_hash), metadata=clusters_metadata(done)
     )
+
+
+def clusters_metadata(done: stage.Clusters) -> dict:
+    m, summary = done.manifest, done.summary
+    curves = cluster_trajectories_png(done.steps, summary.centroids, done.sizes)
+    hist = histogram_png(done.sizes, "cluster size", "Cluster sizes")
+    return {
+        "dagster/row_count": m.clusters.rows,
+        "content_hash": m.clusters.content_hash,
+        "n_clusters": summary.clusters,
+        "inertia": summary.inertia,
+        "trained_on_points": summary.trained_on_points,
+        "excluded_unscorable": summary.excluded_unscorable,
+        "checkpoint_steps": dg.MetadataValue.json(done.steps),
+        "centroids": dg.MetadataValue.json(summary.centroids),
+        "cluster_trajectories": dg.MetadataValue.md(markdown_image(curves, "trajectories")),
+        "cluster_sizes": dg.MetadataValue.md(markdown_image(hist, "sizes")),
+        "clusters_path": dg.MetadataValue.path(m.clusters.uri),
+        "training_pool": dg.MetadataValue.json(m.pool),
+    }
 
 
 @dg.asset_check(
@@ -211,15 +178,14 @@ def clusters_group_similar_gradients(
     artifact_store: ArtifactStoreResource,
 ) -> dg.AssetCheckResult:
     store = artifact_store.store()
-    steps = tuple(trajectory_clusters.options.get("steps") or ()) or None
     report = premise_on_pool(
         read_table(training_pool.trajectories, store),
         read_table(training_pool.train, store),
         read_table(trajectory_clusters.clusters, store),
         store.fetch_dir(proxy_checkpoints.final.uri),
-        proxy_checkpoints.train["max_length"],
-        steps=steps,
-        seed=int(trajectory_clusters.options.get("seed", 0)),
+        proxy_checkpoints.train.max_length,
+        steps=trajectory_clusters.options.steps or None,
+        seed=trajectory_clusters.seed,
     )
     values = report.to_dict()
     same = report.same_source_cosine
@@ -262,6 +228,17 @@ class SelectionConfig(dg.Config):
         "(official code: 3); 1 takes every cluster, tiny ones whole.",
     )
 
+    def changes(self) -> dict:
+        """What selection sets on top of the clustering's options."""
+        return {
+            "steps": tuple(self.steps) if self.steps else None,
+            "epoch1_step": self.epoch1_step,
+            "lp_variant": self.lp_variant,
+            "embedding_clusters": self.embedding_clusters,
+            "knn": self.knn,
+            "min_cluster_size": self.min_cluster_size,
+        }
+
 
 SelectionConfig = profiled(SelectionConfig, "selected_subset")  # the deployment's scale
 
@@ -283,41 +260,38 @@ def selected_subset(
     artifact_store: ArtifactStoreResource,
     mlflow: MlflowTracking,
 ) -> dg.Output[SubsetManifest]:
-    store = artifact_store.store()
-    data = read_table(training_pool.train, store)
-    traj = read_table(training_pool.trajectories, store)
-    clusters = read_table(trajectory_clusters.clusters, store)
-    copts = trajectory_clusters.options
-    opts = SelectionOptions(
-        clusters=copts["clusters"],
-        stratify_by=copts["stratify_by"],
-        steps=tuple(config.steps) if config.steps else None,
-        epoch1_step=config.epoch1_step
-        or epoch1_from_schedule(
-            proxy_checkpoints.final.step,
-            proxy_checkpoints.train["epochs"],
-            steps_of(traj),
-        ),
-        lp_variant=config.lp_variant,
-        embedding_clusters=config.embedding_clusters,
-        knn=config.knn,
-        min_cluster_size=config.min_cluster_size,
-    )
     try:
-        chosen, info = choose(
-            config.method, traj, data, parse_budget(config.budget), config.seed, opts, clusters
+        done = stage.make_subset(
+            training_pool,
+            trajectory_clusters,
+            proxy_checkpoints,
+            config.method,
+            parse_budget(config.budget),
+            config.seed,
+            artifact_store.store(),
+            **config.changes(),
         )
     except (SelectionInputError, ValueError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    subset = data.join(chosen.select("example_id"), on="example_id", how="semi")
-    subset = subset.join(
-        clusters.select("example_id", "cluster"), on="example_id", how="left", maintain_order="left"
+    m = done.manifest
+    context.log.info(f"{m.method}: {m.subset.rows} of {done.pool_rows} examples selected")
+    pool_hash = training_pool.train.content_hash
+    with mlflow.run(context, "selected_subset", {"training_pool": pool_hash}) as mt:
+        mt.set_tags({"selection_method": m.method, **lineage_tags(m.lineage)})
+        mt.log_params({"method": m.method, "budget": m.budget, "seed": m.seed})
+        mt.log_metrics({"selected_rows": m.subset.rows, "pool_rows": done.pool_rows})
+        mt.log_dict(m.lineage, "lineage.json")
+        m = dataclasses.replace(m, mlflow_run_id=mt.run_id)
+        meta_ml = mlflow_metadata(mt)
+    return dg.Output(
+        m,
+        data_version=dg.DataVersion(m.subset.content_hash),
+        metadata={**subset_metadata(done, m), **meta_ml},
     )
-    version = table_hash(subset)
-    ref = write_table(subset, store, f"selected_subset/{version[:16]}/subset.parquet", version)
-    full = data.join(clusters.select("example_id", "cluster"), on="example_id", how="left")
-    by_source = compare_counts(full, subset, "source")
-    by_cluster = compare_counts(full, subset, "cluster")
+
+
+def subset_metadata(done: stage.Subset, m: SubsetManifest) -> dict:
+    by_source, by_cluster = done.by_source, done.by_cluster
     bars = compare_bars_png(
         by_source["source"].to_list(),
         by_source["full_share"].to_list(),
@@ -330,43 +304,17 @@ def selected_subset(
         by_cluster["subset_share"].to_list(),
         "Rows per cluster",
     )
-    context.log.info(f"{config.method}: {subset.height} of {data.height} examples selected")
-    lineage = subset_lineage(
-        training_pool, proxy_checkpoints, trajectory_clusters, config.method, info, version
-    )
-    with mlflow.run(
-        context, "selected_subset", {"training_pool": training_pool.lineage["pool"]}
-    ) as mt:
-        mt.set_tags({"selection_method": config.method, **lineage_tags(lineage)})
-        mt.log_params({"method": config.method, "budget": info["budget"], "seed": config.seed})
-        mt.log_metrics({"selected_rows": subset.height, "pool_rows": data.height})
-        mt.log_dict(lineage, "lineage.json")
-        meta_ml = mlflow_metadata(mt)
-    manifest = SubsetManifest(
-        subset=ref,
-        method=config.method,
-        budget=info["budget"],
-        seed=config.seed,
-        info={k: v for k, v in info.items() if k != "centroids"},
-        lineage=lineage,
-        mlflow_run_id=meta_ml["mlflow_run_id"].value,
-    )
-    return dg.Output(
-        manifest,
-        data_version=dg.DataVersion(version),
-        metadata={
-            "dagster/row_count": subset.height,
-            "content_hash": version,
-            "method": config.method,
-            "budget": info["budget"],
-            "seed": config.seed,
-            "selection_info": dg.MetadataValue.json(manifest.info),
-            "per_source": md(by_source),
-            "per_source_chart": dg.MetadataValue.md(markdown_image(bars, "per source")),
-            "per_cluster": md(by_cluster, 200),
-            "per_cluster_chart": dg.MetadataValue.md(markdown_image(cbars, "per cluster")),
-            "subset_path": dg.MetadataValue.path(ref.uri),
-            "lineage": dg.MetadataValue.json(lineage),
-            **meta_ml,
-        },
-    )
+    return {
+        "dagster/row_count": m.subset.rows,
+        "content_hash": m.subset.content_hash,
+        "method": m.method,
+        "budget": m.budget,
+        "seed": m.seed,
+        "selection_info": dg.MetadataValue.json(m.info),
+        "per_source": md(by_source),
+        "per_source_chart": dg.MetadataValue.md(markdown_image(bars, "per source")),
+        "per_cluster": md(by_cluster, 200),
+        "per_cluster_chart": dg.MetadataValue.md(markdown_image(cbars, "per cluster")),
+        "subset_path": dg.MetadataValue.path(m.subset.uri),
+        "lineage": dg.MetadataValue.json(m.lineage),
+    }

@@ -13,7 +13,7 @@ from ..core.data.shards import (
     run_key,
     shard_version,
 )
-from ..core.manifests import ModelManifest, RawDatasetManifest, ShardManifest
+from ..core.stages.manifests import ModelManifest, RawDatasetManifest, ShardManifest
 from .automation import RetrainPolicy, reselect_cron
 from .data import SHARDS, data_shard, inventory_observation, materialized_shards
 from .jobs import proxy_retrain_job, reselect_job
@@ -109,7 +109,7 @@ def proxy_retrain_sensor(
     proxy = read_manifest(store, ModelManifest, "proxy_checkpoints")
     if proxy is None:
         return dg.SkipReason("no proxy yet: materialize proxy_checkpoints first")
-    trained = proxy.trained_on.get("rows", proxy.n_examples)
+    trained = proxy.trained_on.rows if proxy.trained_on else proxy.n_examples
     total = pool_rows(context.instance, store)
     due, reason = retrain_due(trained, total, retrain_policy.new_data_share)
     context.log.info(reason)

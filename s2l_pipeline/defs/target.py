@@ -6,32 +6,29 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ..core.data.eval_sets import first_rows_per_set
-from ..core.evaluation.model_eval import evaluate_checkpoint, headline, metric_by_set
-from ..core.evaluation.sanity import answer_floor, modal_answers, prediction_modes
-from ..core.lm.fit import ModelSpec, TrainRun, train_model
-from ..core.lm.trainer import CheckpointSchedule
-from ..core.manifests import (
+from ..core.evaluation.sanity import prediction_modes
+from ..core.lm.fit import ModelSpec, TrainRun
+from ..core.lm.train_config import CheckpointSchedule
+from ..core.stages import models as stage
+from ..core.stages.lineage import lineage_tags
+from ..core.stages.manifests import (
     EvalSetsManifest,
     EvaluationManifest,
     ModelManifest,
     PoolManifest,
     SubsetManifest,
+    TargetManifest,
 )
-from ..core.selection import usable_rows
-from ..core.selection.random_sample import training_set_rows
-from ..core.support.hashing import table_hash
-from ..core.support.lineage import evaluation_lineage, lineage_tags, target_lineage
-from ..core.support.tables import read_table, write_table
+from ..core.support.tables import read_table
 from .automation import REFRESH
 from .executors import cpu_step_tags, gpu_retry_policy, gpu_step_tags, on_gpu
 from .lm_config import LMTrainingConfig
-from .metadata import md, preview, training_loss_plot, training_order_metadata
+from .metadata import md, model_metadata, preview, run_params, training_loss_plot
 from .profiles import profiled
 from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
 from .runtime import training_hooks
 
-TRAINING_SETS = dg.StaticPartitionsDefinition(["selected", "random", "full"])
+TRAINING_SETS = dg.StaticPartitionsDefinition(list(stage.TRAINING_SETS))
 
 
 class TargetConfig(LMTrainingConfig):
@@ -77,81 +74,43 @@ def target_model(
     proxy_checkpoints: ModelManifest,
     artifact_store: ArtifactStoreResource,
     mlflow: MlflowTracking,
-) -> dg.Output[ModelManifest]:
-    store = artifact_store.store()
-    partition = context.partition_key
-    data = read_table(training_pool.train, store)
-    subset = read_table(selected_subset.subset, store)
-    usable = usable_rows(read_table(training_pool.trajectories, store))["example_id"]
-    rows = training_set_rows(
-        partition, data, subset, selected_subset.budget, selected_subset.seed, usable
-    )
-    rows_hash = table_hash(rows)
-    tokenizer_dir = store.fetch_dir(proxy_checkpoints.checkpoints[0].uri)
-    run = config.to_run()
+) -> dg.Output[TargetManifest]:
+    store, partition, run = artifact_store.store(), context.partition_key, config.to_run()
+    rows = stage.target_training_rows(partition, training_pool, selected_subset, store)
     upstream = {
         "training_pool": training_pool.train.content_hash,
         "selected_subset": selected_subset.subset.content_hash,
         "proxy_checkpoints": proxy_checkpoints.fingerprint,
-        "training_rows": rows_hash,
+        "training_rows": rows.data_hash,
     }
     with mlflow.run(context, "target_model", upstream) as mt:
         mt.set_tags({"training_set": partition, "selection_method": selected_subset.method})
-        mt.log_params(
-            {
-                **run.train.to_dict(),
-                "model": run.model.name,
-                "size": run.model.size,
-                "lora_r": run.lora_r,
-                "training_set": partition,
-                "n_examples": rows.height,
-                "selection_method": selected_subset.method,
-            }
-        )
-        ids_path = write_table(
-            rows.select("example_id"), store, f"target_model/training_ids/{rows_hash[:16]}.parquet"
-        ).uri
-        trained = train_model(
-            "target_model",
+        params = {"training_set": partition, "selection_method": selected_subset.method}
+        mt.log_params({**run_params(run, rows.rows.height), **params})
+        trained = stage.train_target(
             rows,
-            rows_hash,
+            partition,
+            selected_subset,
+            proxy_checkpoints,
             run,
             store,
             artifact_store.work_path("target"),
-            hooks=training_hooks(context, mt),
-            tokenizer_dir=tokenizer_dir if run.model.name == "embedded" else None,
+            training_hooks(context, mt),
         )
-        mt.log_dict(trained, "target_manifest.json")
-        model = ModelManifest.from_dict(trained)
-        name = run.model.name if run.model.name != "embedded" else run.model.size
-        lineage = target_lineage(selected_subset, partition, rows.height, rows_hash, name, model)
-        mt.set_tags(lineage_tags(lineage))
-        mt.log_dict(lineage, "lineage.json")
-        manifest = dataclasses.replace(
-            model,
-            lineage=lineage,
-            training_set=partition,
-            training_rows_hash=rows_hash,
-            training_ids=ids_path,
-            mlflow_run_id=mt.run_id,
-            selection_method=selected_subset.method,
-            modal_answers=modal_answers(rows),
-        )
+        manifest = dataclasses.replace(trained, mlflow_run_id=mt.run_id)
+        mt.log_dict(manifest.to_dict(), "target_manifest.json")
+        mt.set_tags(lineage_tags(manifest.lineage))
+        mt.log_dict(manifest.lineage, "lineage.json")
         meta_ml = mlflow_metadata(mt)
-    final = manifest.final
-    context.log.info(f"{partition}: trained on {rows.height} rows; final {final.uri}")
+    context.log.info(f"{partition}: trained on {rows.rows.height} rows; final {manifest.final.uri}")
     return dg.Output(
         manifest,
-        data_version=dg.DataVersion(final.sha256[:32]),
+        data_version=dg.DataVersion(manifest.final.sha256[:32]),
         metadata={
             "training_set": partition,
-            "training_rows": rows.height,
+            "training_rows": rows.rows.height,
             **training_loss_plot(manifest.loss_history, f"Target training loss ({partition})"),
-            **training_order_metadata(manifest.order),
-            "n_parameters": manifest.n_parameters,
-            "final_checkpoint": dg.MetadataValue.path(final.uri),
-            "checkpoint_sha256": final.sha256,
-            "train_config": dg.MetadataValue.json(manifest.train),
+            **model_metadata(manifest),
             "lineage": dg.MetadataValue.json(manifest.lineage),
             **meta_ml,
         },
@@ -159,12 +118,22 @@ def target_model(
 
 
 class EvaluationConfig(dg.Config):
-    max_new_tokens: int = Field(16, description="Generation bound (GSM8K/MATH want 256-512).")
-    batch_size: int = 64
-    max_length: int = Field(256, description="Tokens per row when scoring reference NLL.")
+    max_new_tokens: int = Field(
+        stage.EvalOptions.max_new_tokens,
+        description="Generation bound (GSM8K/MATH want 256-512).",
+    )
+    batch_size: int = stage.EvalOptions.batch_size
+    max_length: int = Field(
+        stage.EvalOptions.max_length, description="Tokens per row when scoring reference NLL."
+    )
     max_rows_per_set: int | None = Field(
         None, description="Evaluate at most this many rows of each set (first ones); empty: all."
     )
+
+    def options(self) -> stage.EvalOptions:
+        return stage.EvalOptions(
+            self.max_new_tokens, self.batch_size, self.max_length, self.max_rows_per_set
+        )
 
 
 EvaluationConfig = profiled(EvaluationConfig, "target_evaluation")  # the deployment's scale
@@ -186,35 +155,18 @@ EvaluationConfig = profiled(EvaluationConfig, "target_evaluation")  # the deploy
 def target_evaluation(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
-    target_model: ModelManifest,
+    target_model: TargetManifest,
     eval_sets: EvalSetsManifest,
     artifact_store: ArtifactStoreResource,
     mlflow: MlflowTracking,
 ) -> dg.Output[EvaluationManifest]:
     store = artifact_store.store()
-    table = read_table(eval_sets.eval, store)
-    table = first_rows_per_set(table, config.max_rows_per_set)
-    final = target_model.final
-    preds, metrics = evaluate_checkpoint(
-        final.uri,
-        store,
-        table,
-        config.max_new_tokens,
-        config.max_length,
-        config.batch_size,
-        progress=context.log.info,
+    done = stage.evaluate_target(
+        target_model, eval_sets, config.options(), store, progress=context.log.info
     )
-    metrics = metrics.join(
-        answer_floor(table, target_model.modal_answers), on="eval_set", how="left"
-    )
-    heads = headline(metrics)
-    metric_names = metric_by_set(metrics)
-    version = table_hash(preds)
-    prefix = f"target_evaluation/{version[:16]}"
-    preds_ref = write_table(preds, store, f"{prefix}/predictions.parquet", version)
-    metrics_ref = write_table(metrics, store, f"{prefix}/metrics.parquet")
+    m = done.manifest
     upstream = {
-        "target_model": final.sha256[:32],
+        "target_model": target_model.final.sha256[:32],
         "eval_sets": eval_sets.eval.content_hash,
     }
     with mlflow.run(context, "target_evaluation", upstream) as mt:
@@ -224,42 +176,30 @@ def target_evaluation(
                 "selection_method": target_model.selection_method or "",
             }
         )
-        mt.log_metrics(heads)
-        mt.log_metrics(
-            {
-                f"{r['eval_set']}.{k}": r[k]
-                for r in metrics.iter_rows(named=True)
-                for k in ("accuracy", "mean_nll", "rougeL", "bleu", "embedding_similarity")
-                if r.get(k) is not None
-            }
-        )
-        mt.log_artifact(store.fetch(metrics_ref.uri), "evaluation")
-        mt.log_artifact(store.fetch(preds_ref.uri), "evaluation")
-        lineage = evaluation_lineage(target_model, eval_sets.eval.content_hash, version)
-        mt.log_dict(lineage, "lineage.json")
+        mt.log_metrics({**m.headline, **done.per_set_metrics()})
+        mt.log_artifact(store.fetch(m.metrics.uri), "evaluation")
+        mt.log_artifact(store.fetch(m.predictions.uri), "evaluation")
+        mt.log_dict(m.lineage, "lineage.json")
         meta_ml = mlflow_metadata(mt)
-    context.log.info(", ".join(f"{k}={v:.4f}" for k, v in heads.items()))
+    context.log.info(", ".join(f"{k}={v:.4f}" for k, v in m.headline.items()))
     return dg.Output(
-        EvaluationManifest(
-            predictions=preds_ref,
-            metrics=metrics_ref,
-            lineage=lineage,
-            headline=heads,
-            metric_by_set=metric_names,
-        ),
-        data_version=dg.DataVersion(version),
-        metadata={
-            **{k: dg.MetadataValue.float(v) for k, v in heads.items()},
-            "metric_by_set": dg.MetadataValue.json(metric_names),
-            "per_set": md(metrics.with_columns(pl.selectors.float().round(4))),
-            "example_predictions": preview(
-                preds.select("eval_set", "prompt", "answer", "prediction", "correct", "nll"), 10
-            ),
-            "predictions_path": dg.MetadataValue.path(preds_ref.uri),
-            "lineage": dg.MetadataValue.json(lineage),
-            **meta_ml,
-        },
+        m,
+        data_version=dg.DataVersion(m.predictions.content_hash),
+        metadata={**evaluation_metadata(done), **meta_ml},
     )
+
+
+def evaluation_metadata(done: stage.Evaluation) -> dict:
+    m = done.manifest
+    shown = ("eval_set", "prompt", "answer", "prediction", "correct", "nll")
+    return {
+        **{k: dg.MetadataValue.float(v) for k, v in m.headline.items()},
+        "metric_by_set": dg.MetadataValue.json(m.metric_by_set),
+        "per_set": md(done.metrics.with_columns(pl.selectors.float().round(4))),
+        "example_predictions": preview(done.predictions.select(*shown), 10),
+        "predictions_path": dg.MetadataValue.path(m.predictions.uri),
+        "lineage": dg.MetadataValue.json(m.lineage),
+    }
 
 
 @dg.asset_check(

@@ -11,30 +11,27 @@ from ..core.checks import (
     check_trajectory_coverage,
     check_trajectory_finite,
 )
-from ..core.manifests import (
+from ..core.stages.manifests import (
     ModelManifest,
     RawDatasetManifest,
+    ScoredUnit,
+    ScoringPlan,
+    ScoringWork,
     ShardManifest,
     ShardTrajectoriesManifest,
     TrajectoriesManifest,
 )
-from ..core.support.hashing import table_hash
-from ..core.support.plots import loss_curve_png, markdown_image
-from ..core.support.tables import TableRef, read_table, write_table
-from ..core.trajectories import (
-    CheckpointIntegrityError,
-    ScoringUnit,
-    TooManyUnscorable,
-    assemble,
-    check_unscorable,
-    incremental_trajectories,
-    loss_columns,
-    loss_summary,
-    plan_units,
-    score_rows,
-    score_unit,
-    token_facts,
+from ..core.stages.trajectories import (
+    Assembled,
+    ScoringOptions,
+    assemble_scores,
+    plan_scoring,
+    score_shard,
+    score_work,
 )
+from ..core.support.plots import loss_curve_png, markdown_image
+from ..core.support.tables import read_table
+from ..core.trajectories import CheckpointIntegrityError, TooManyUnscorable, loss_columns
 from .automation import REFRESH
 from .data import SHARDS, check_result
 from .executors import cpu_step_tags, gpu_retry_policy, gpu_step_tags, on_gpu
@@ -46,7 +43,8 @@ from .runtime import retried_on_error
 
 class ScoringConfig(dg.Config):
     shard_rows: int = Field(
-        1_000_000, description="Rows per scoring step; smaller shards fan out to more workers."
+        ScoringOptions.shard_rows,
+        description="Rows per scoring step; smaller shards fan out to more workers.",
     )
     token_budget: int | None = Field(
         None, description="Padded tokens per batch; empty: 8K on CPU, 64K on CUDA."
@@ -55,69 +53,48 @@ class ScoringConfig(dg.Config):
         None, description="Tokens per example; empty: the proxy's training max_length."
     )
     max_unscorable_share: float = Field(
-        0.05,
+        ScoringOptions.max_unscorable_share,
         description="Fail before scoring when more rows than this share have no response "
         "token within max_length (they could never be selected).",
     )
+
+    def options(self) -> ScoringOptions:
+        return ScoringOptions(
+            self.shard_rows, self.token_budget, self.max_length, self.max_unscorable_share
+        )
 
 
 ScoringConfig = profiled(ScoringConfig, "loss_trajectories.plan_scoring")  # the deployment's scale
 
 
 @dg.op(
+    name="plan_scoring",
     tags=cpu_step_tags(),
-    out={"units": dg.DynamicOut(dict), "base": dg.Out(dict)},
+    out={"units": dg.DynamicOut(ScoringWork), "base": dg.Out(ScoringPlan)},
     description="Plan the (checkpoint, shard) scoring units and record per-example token facts.",
 )
-def plan_scoring(
+def plan_scoring_op(
     context: dg.OpExecutionContext,
     config: ScoringConfig,
     raw_dataset: RawDatasetManifest,
     proxy_checkpoints: ModelManifest,
     artifact_store: ArtifactStoreResource,
 ):
-    store = artifact_store.store()
-    train_ref = raw_dataset.train
-    train = read_table(train_ref, store)
-    max_length = config.max_length or proxy_checkpoints.train["max_length"]
-    first = proxy_checkpoints.checkpoints[0]
-    base = token_facts(train, store.fetch_dir(first.uri), max_length)
     try:
-        n_unscorable = check_unscorable(base, config.max_unscorable_share, max_length)
+        found = plan_scoring(
+            raw_dataset, proxy_checkpoints, config.options(), artifact_store.store()
+        )
     except TooManyUnscorable as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    if n_unscorable:
+    if found.unscorable:
         context.log.warning(
-            f"{n_unscorable} of {base.height} rows have no response token within max_length "
-            f"{max_length}: they get no loss and no selector (random included) will draw them"
+            f"{found.unscorable} of {found.rows} rows have no response token within max_length "
+            f"{found.max_length}: they get no loss and no selector (random included) will draw them"
         )
-    base_hash = table_hash(base)
-    base_ref = write_table(
-        base, store, f"loss_trajectories/base/{base_hash[:16]}.parquet", base_hash
-    )
-    units = plan_units(
-        proxy_checkpoints.checkpoint_records(),
-        train.height,
-        config.shard_rows,
-        train_ref.content_hash,
-        max_length,
-        config.token_budget,
-    )
-    context.log.info(f"{len(units)} scoring units over {train.height} examples")
-    yield dg.Output(
-        {
-            "base": base_ref.to_dict(),
-            "train": train_ref.to_dict(),
-            "proxy_fingerprint": proxy_checkpoints.fingerprint,
-        },
-        output_name="base",
-    )
-    for unit in units:
-        yield dg.DynamicOutput(
-            {"unit": unit.to_dict(), "train": train_ref.to_dict()},
-            mapping_key=unit.mapping_key,
-            output_name="units",
-        )
+    context.log.info(f"{len(found.work)} scoring units over {found.rows} examples")
+    yield dg.Output(found.plan, output_name="base")
+    for work in found.work:
+        yield dg.DynamicOutput(work, mapping_key=work.unit.mapping_key, output_name="units")
 
 
 @dg.op(
@@ -129,25 +106,16 @@ def plan_scoring(
 )
 @on_gpu
 def score_trajectory_unit(
-    context: dg.OpExecutionContext, work: dict, artifact_store: ArtifactStoreResource
-) -> dg.Output[dict]:
-    store = artifact_store.store()
-    unit = ScoringUnit.from_dict(work["unit"])
-    key = f"loss_trajectories/units/{unit.key}.parquet"
-    if store.exists(key):
-        context.log.info(f"{unit.mapping_key}: already scored at {store.uri(key)}")
-        return {"step": unit.step, "uri": store.uri(key), "reused": True}
+    context: dg.OpExecutionContext, work: ScoringWork, artifact_store: ArtifactStoreResource
+) -> dg.Output[ScoredUnit]:
     with retried_on_error():
-        rows = read_table(TableRef.from_dict(work["train"]), store).slice(
-            unit.start, unit.stop - unit.start
-        )
         try:
-            scores = score_unit(unit, rows, store, context.log.info)
+            scored = score_work(work, artifact_store.store(), context.log.info)
         except CheckpointIntegrityError as exc:  # not transient: retrying cannot help
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        ref = write_table(scores, store, key)
-    context.log.info(f"{unit.mapping_key}: scored {ref.rows} rows")
-    return {"step": unit.step, "uri": ref.uri, "reused": False}
+    done = "already scored at" if scored.reused else "scored into"
+    context.log.info(f"{work.unit.mapping_key}: {done} {scored.uri}")
+    return scored
 
 
 @dg.op(
@@ -156,61 +124,49 @@ def score_trajectory_unit(
 )
 def assemble_trajectories(
     context: dg.OpExecutionContext,
-    scored: list[dict],
-    base: dict,
+    scored: list[ScoredUnit],
+    base: ScoringPlan,
     artifact_store: ArtifactStoreResource,
     mlflow: MlflowTracking,
 ) -> dg.Output[TrajectoriesManifest]:
-    store = artifact_store.store()
-    base_df = read_table(TableRef.from_dict(base["base"]), store)
-    by_step: dict[int, list[pl.DataFrame]] = {}
-    for s in sorted(scored, key=lambda s: (s["step"], s["uri"])):
-        by_step.setdefault(s["step"], []).append(read_table(s["uri"], store))
-    table = assemble(base_df, by_step)
-    version = table_hash(table)
-    ref = write_table(
-        table, store, f"loss_trajectories/{version[:16]}/trajectories.parquet", version
-    )
-    summary = loss_summary(table)
-    png = loss_curve_png(summary)
-    n_trunc = int(table["truncated"].sum())
-    n_unscorable = int((table["n_response_tokens"] == 0).sum())
-    with mlflow.run(
-        context, "loss_trajectories", {"raw_dataset": base["train"]["content_hash"]}
-    ) as mt:
+    done = assemble_scores(base, scored, artifact_store.store())
+    png = loss_curve_png(done.summary)
+    with mlflow.run(context, "loss_trajectories", {"raw_dataset": base.train.content_hash}) as mt:
         mt.log_metrics(
             {
                 f"mean_loss_step_{r['step']}": r["mean"]
-                for r in summary.iter_rows(named=True)
+                for r in done.summary.iter_rows(named=True)
                 if np.isfinite(r["mean"])
             }
         )
-        mt.log_metrics({"n_truncated": n_trunc, "n_examples": table.height})
+        mt.log_metrics({"n_truncated": done.truncated, "n_examples": done.rows})
         mt.client.log_image(mt.run_id, _image(png), "loss_per_checkpoint.png")
         meta_ml = mlflow_metadata(mt)
-    reused = sum(1 for s in scored if s["reused"])
-    context.log.info(f"{len(scored)} units ({reused} reused); {n_trunc} truncated examples")
-    return dg.Output(
-        TrajectoriesManifest(
-            trajectories=ref,
-            steps=summary["step"].to_list(),
-            proxy_fingerprint=base["proxy_fingerprint"],
-        ),
-        data_version=dg.DataVersion(version),
-        metadata={
-            "dagster/row_count": table.height,
-            "content_hash": version,
-            "checkpoints": summary.height,
-            "n_truncated": n_trunc,
-            "n_no_response_tokens": n_unscorable,
-            "units_scored": len(scored) - reused,
-            "units_reused": reused,
-            "loss_per_checkpoint": dg.MetadataValue.md(markdown_image(png, "loss")),
-            "loss_summary": md(summary.with_columns(pl.exclude("step").round(4))),
-            "trajectories_path": dg.MetadataValue.path(ref.uri),
-            **meta_ml,
-        },
+    context.log.info(
+        f"{len(scored)} units ({done.reused} reused); {done.truncated} truncated examples"
     )
+    ref = done.manifest.trajectories
+    return dg.Output(
+        done.manifest,
+        data_version=dg.DataVersion(ref.content_hash),
+        metadata={**_assembled_metadata(done, len(scored), png), **meta_ml},
+    )
+
+
+def _assembled_metadata(done: Assembled, units: int, png: bytes) -> dict:
+    ref = done.manifest.trajectories
+    return {
+        "dagster/row_count": done.rows,
+        "content_hash": ref.content_hash,
+        "checkpoints": done.summary.height,
+        "n_truncated": done.truncated,
+        "n_no_response_tokens": done.unscorable,
+        "units_scored": units - done.reused,
+        "units_reused": done.reused,
+        "loss_per_checkpoint": dg.MetadataValue.md(markdown_image(png, "loss")),
+        "loss_summary": md(done.summary.with_columns(pl.exclude("step").round(4))),
+        "trajectories_path": dg.MetadataValue.path(ref.uri),
+    }
 
 
 def _image(png: bytes):
@@ -231,7 +187,7 @@ def _image(png: bytes):
 def loss_trajectories(
     raw_dataset: RawDatasetManifest, proxy_checkpoints: ModelManifest
 ) -> TrajectoriesManifest:
-    units, base = plan_scoring(raw_dataset, proxy_checkpoints)
+    units, base = plan_scoring_op(raw_dataset, proxy_checkpoints)
     scored = units.map(score_trajectory_unit)
     return assemble_trajectories(scored.collect(), base)
 
@@ -256,37 +212,17 @@ def shard_trajectories(
     loss_trajectories: TrajectoriesManifest,
     artifact_store: ArtifactStoreResource,
 ) -> dg.Output[ShardTrajectoriesManifest]:
-    store = artifact_store.store()
-    rows = read_table(data_shard.train, store)
-    proxy_fp = proxy_checkpoints.fingerprint
-    key = f"shard_trajectories/{proxy_fp}/{data_shard.train.content_hash[:16]}.parquet"
-    known = []
-    if store.exists(key):  # this shard's content was scored with this proxy before
-        known.append(read_table(store.uri(key), store))
-    if loss_trajectories.proxy_fingerprint == proxy_fp:
-        base = read_table(loss_trajectories.trajectories, store)
-        known.append(base.join(rows.select("example_id"), on="example_id", how="semi"))
-    max_length = proxy_checkpoints.train["max_length"]
-    table, n_scored, n_reused = incremental_trajectories(
-        rows,
-        pl.concat(known, how="vertical_relaxed").unique("example_id") if known else None,
-        lambda todo: score_rows(todo, proxy_checkpoints.checkpoint_records(), store, max_length),
-    )
-    ref = write_table(table, store, key, table_hash(table))
-    context.log.info(f"{context.partition_key}: scored {n_scored} rows, reused {n_reused}")
+    done = score_shard(data_shard, proxy_checkpoints, loss_trajectories, artifact_store.store())
+    context.log.info(f"{context.partition_key}: scored {done.scored} rows, reused {done.reused}")
+    ref = done.manifest.trajectories
     return dg.Output(
-        ShardTrajectoriesManifest(
-            trajectories=ref,
-            train=data_shard.train,
-            shard=context.partition_key,
-            proxy_fingerprint=proxy_fp,
-        ),
+        done.manifest,
         data_version=dg.DataVersion(ref.content_hash),
         metadata={
-            "dagster/row_count": table.height,
-            "rows_scored": n_scored,
-            "rows_reused": n_reused,
-            "proxy_fingerprint": proxy_fp,
+            "dagster/row_count": ref.rows,
+            "rows_scored": done.scored,
+            "rows_reused": done.reused,
+            "proxy_fingerprint": proxy_checkpoints.fingerprint,
             "trajectories_path": dg.MetadataValue.path(ref.uri),
         },
     )

@@ -17,15 +17,9 @@ from ..support.hashing import file_hash
 from ..support.storage import ArtifactStore
 from .encoding import encode, tokenizer_texts
 from .models import SIZES, build_gpt_neox, count_parameters, load_causal_lm, save_model
-from .order import order_report
+from .order import OrderReport, order_report
 from .tokenizer import train_bpe_tokenizer
-from .trainer import (
-    CheckpointSchedule,
-    TrainConfig,
-    TrainHooks,
-    clean_work_dir,
-    train_with_checkpoints,
-)
+from .train_config import CheckpointSchedule, TrainConfig, TrainHooks
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +51,41 @@ class TrainRun:
         """Same data and settings -> same folder, so an interrupted run finds its state."""
         ident = json.dumps([data_hash, asdict(self)], sort_keys=True, default=str)
         return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One exported checkpoint: a safetensors folder in the artifact store and its weights' hash."""
+
+    step: int
+    uri: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What a training run made: its checkpoints (step 0 first) and how it was trained."""
+
+    fingerprint: str
+    data_hash: str
+    checkpoints: list[Checkpoint]
+    n_parameters: int
+    model: ModelSpec
+    train: TrainConfig
+    lora_r: int = 0
+    n_examples: int = 0
+    n_truncated: int = 0
+    train_tokens: int = 0
+    loss_history: list = field(default_factory=list)  # [step, training loss] pairs
+    order: OrderReport | None = None  # how the first epoch was ordered
+
+    @property
+    def final(self) -> Checkpoint:
+        return self.checkpoints[-1]
+
+    def checkpoint_records(self) -> list[dict]:
+        """The checkpoints as plain records (step, uri, sha256), as core scoring takes them."""
+        return [asdict(c) for c in self.checkpoints]
 
 
 def build_model(spec: ModelSpec, train_df: pl.DataFrame, tokenizer_dir: Path | None = None):
@@ -166,9 +195,8 @@ def train_model(
     work_root: Path,
     hooks: TrainHooks | None = None,
     tokenizer_dir: Path | None = None,
-) -> dict:
-    """Train (or resume) a model of ``kind`` ('proxy_checkpoints', 'target_model'); returns
-    the manifest of its checkpoints."""
+) -> TrainedModel:
+    """Train (or resume) a model of ``kind`` ('proxy_checkpoints', 'target_model')."""
     tok_id = file_hash(tokenizer_dir / "tokenizer.json") if tokenizer_dir else ""
     fp = run.fingerprint(data_hash + tok_id)
     model, tokenizer = build_model(run.model, train_df, tokenizer_dir)
@@ -181,33 +209,26 @@ def train_model(
     enc = encode(train_df, tokenizer, max_length)
     work_dir = work_root / fp
     exporter = StoreExporter(store, f"{kind}/{fp}")
-    history: list = []
-    records = train_with_checkpoints(
-        model,
-        tokenizer,
-        enc,
-        run.train,
-        run.schedule,
-        work_dir,
-        exporter,
-        hooks,
-        history_out=history,
+    from .trainer import clean_work_dir, train_with_checkpoints  # torch: only when training
+
+    training = train_with_checkpoints(
+        model, tokenizer, enc, run.train, run.schedule, work_dir, exporter, hooks
     )
-    history = exporter.loss_history(history)
+    history = exporter.loss_history(training.loss_history)
     clean_work_dir(work_dir)
-    return {
-        "fingerprint": fp,
-        "data_hash": data_hash,
-        "checkpoints": records,
-        "n_parameters": count_parameters(model),
-        "model": asdict(run.model),
-        "train": run.train.to_dict(),
-        "lora_r": run.lora_r,
-        "n_examples": len(enc),
-        "n_truncated": int(enc.truncated.sum()),
-        "train_tokens": int(enc.lengths.sum()),
-        "loss_history": history,
-        "order": order_report(
+    return TrainedModel(
+        fingerprint=fp,
+        data_hash=data_hash,
+        checkpoints=[Checkpoint(r["step"], r["uri"], r["sha256"]) for r in training.records],
+        n_parameters=count_parameters(model),
+        model=run.model,
+        train=run.train,
+        lora_r=run.lora_r,
+        n_examples=len(enc),
+        n_truncated=int(enc.truncated.sum()),
+        train_tokens=int(enc.lengths.sum()),
+        loss_history=history,
+        order=order_report(
             enc.lengths.tolist(),
             train_df["source"].to_list(),
             run.train.batch_size * run.train.grad_accum,
@@ -215,7 +236,7 @@ def train_model(
             run.train.group_by_length,
             run.train.length_window,
         ),
-    }
+    )
 
 
 def train_proxy(
@@ -225,6 +246,6 @@ def train_proxy(
     store: ArtifactStore,
     work_root: Path,
     hooks: TrainHooks | None = None,
-) -> dict:
-    """Train (or resume) the proxy on the full dataset; returns its checkpoint manifest."""
+) -> TrainedModel:
+    """Train (or resume) the proxy on the full dataset."""
     return train_model("proxy_checkpoints", train_df, data_hash, run, store, work_root, hooks)

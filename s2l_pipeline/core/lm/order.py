@@ -10,6 +10,7 @@ those losses, so the default is the uniform shuffle the official S2L proxy train
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,6 +69,18 @@ def longest_single_source_run(order: np.ndarray, sources: Sequence[str], batch_s
     return best
 
 
+@dataclass(frozen=True)
+class OrderReport:
+    """How a run's first epoch was ordered, beside a uniform shuffle of the same rows."""
+
+    order: str  # 'shuffle' or 'length windows of N batches'
+    batch_size: int
+    longest_single_source_run: int  # consecutive batches drawn from one source
+    longest_single_source_run_shuffle: int
+    padding_share: float
+    padding_share_shuffle: float
+
+
 def order_report(
     lengths: Sequence[int],
     sources: Sequence[str],
@@ -75,21 +88,19 @@ def order_report(
     seed: int,
     group_by_length: bool,
     length_window: int = DEFAULT_LENGTH_WINDOW,
-) -> dict:
+) -> OrderReport:
     """How the first epoch was ordered, beside a uniform shuffle of the same rows."""
     trained = epoch_order(lengths, batch_size, seed, 0, group_by_length, length_window)
     shuffled = epoch_order(lengths, batch_size, seed, 0, False)
     lens = np.asarray(lengths)
-    return {
-        "order": f"length windows of {length_window} batches" if group_by_length else "shuffle",
-        "batch_size": batch_size,
-        "longest_single_source_run": longest_single_source_run(trained, sources, batch_size),
-        "longest_single_source_run_shuffle": longest_single_source_run(
-            shuffled, sources, batch_size
-        ),
-        "padding_share": round(_padding_share(trained, lens, batch_size), 4),
-        "padding_share_shuffle": round(_padding_share(shuffled, lens, batch_size), 4),
-    }
+    return OrderReport(
+        order=f"length windows of {length_window} batches" if group_by_length else "shuffle",
+        batch_size=batch_size,
+        longest_single_source_run=longest_single_source_run(trained, sources, batch_size),
+        longest_single_source_run_shuffle=longest_single_source_run(shuffled, sources, batch_size),
+        padding_share=round(_padding_share(trained, lens, batch_size), 4),
+        padding_share_shuffle=round(_padding_share(shuffled, lens, batch_size), 4),
+    )
 
 
 def _padding_share(order: np.ndarray, lengths: np.ndarray, batch_size: int) -> float:

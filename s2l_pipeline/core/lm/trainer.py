@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.utils import logging as hf_logging
 
 from ..support.progress import Progress
 from .encoding import Encoded
-from .order import DEFAULT_LENGTH_WINDOW, epoch_order
+from .order import epoch_order
+from .train_config import (
+    CheckpointSchedule,
+    Exporter,
+    RunCanceled,
+    TrainConfig,
+    TrainHooks,
+    total_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,92 +45,21 @@ _COMPLETE = (
 )
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: float = 3.0
-    learning_rate: float = 2e-3
-    batch_size: int = 64
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    # Tokens per example, or 'auto': the smallest multiple of 8 covering the 99th percentile of
-    # prompt + response tokens, at most max_length_cap (fit.resolve_max_length).
-    max_length: int | str = "auto"
-    max_length_cap: int = 1024
-    seed: int = 0
-    # False: a seeded uniform shuffle per epoch (as the official S2L proxy training). True:
-    # sort by length inside windows of ``length_window`` batches (less padding, but a window's
-    # batches lean to one source when sources differ in length; see core/lm/order.py).
-    group_by_length: bool = False
-    length_window: int = DEFAULT_LENGTH_WINDOW
+class _Rows(torch.utils.data.Dataset):
+    """The encoded rows as Trainer reads them: ids and labels (-100 outside the loss spans)."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __init__(self, enc: Encoded):
+        self.enc = enc
 
+    def __len__(self) -> int:
+        return len(self.enc)
 
-@dataclass(frozen=True)
-class CheckpointSchedule:
-    """Keep ``count`` evenly spaced checkpoints, or one ``every`` N steps (and the last step)."""
-
-    count: int | None = 10
-    every: int | None = None
-
-    def steps(self, total_steps: int) -> list[int]:
-        if self.every:
-            steps = set(range(self.every, total_steps + 1, self.every))
-        else:
-            count = max(1, min(self.count or 1, total_steps))
-            steps = {round(total_steps * k / count) for k in range(1, count + 1)}
-        steps.add(total_steps)
-        return sorted(s for s in steps if s > 0)
-
-
-def total_steps(n_examples: int, cfg: TrainConfig) -> int:
-    per_epoch = math.ceil(math.ceil(n_examples / cfg.batch_size) / cfg.grad_accum)
-    return max(1, math.ceil(per_epoch * cfg.epochs))
-
-
-# An exporter turns (model, tokenizer, step) into a JSON-able record (uri, hash, ...). It may
-# also have ``present(record) -> bool``: whether that record's artifact is still where the
-# exporter would put it now (a store emptied or moved makes a resume record stale).
-Exporter = Callable[[object, object, int], dict]
-
-
-class RunCanceled(KeyboardInterrupt):
-    """The run was canceled; an interrupt, so orchestrators stop rather than retry."""
-
-
-@dataclass
-class TrainHooks:
-    """What the caller hears from a training run, and how it asks it to stop."""
-
-    on_log: Callable[[dict, int], None] | None = None  # Trainer logs (loss, lr) per step
-    on_message: Callable[[str], None] | None = None  # resumed from step N, checkpoint kept ...
-    should_stop: Callable[[], bool] | None = None  # polled every step; True stops with RunCanceled
-
-    def say(self, text: str) -> None:
-        log.info(text)
-        if self.on_message:
-            self.on_message(text)
-
-
-def _dataset(enc: Encoded):
-    import torch
-
-    class _Rows(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return len(enc)
-
-        def __getitem__(self, i: int) -> dict:
-            return {"input_ids": enc.input_ids[i], "labels": enc.labels(i)}
-
-    return _Rows()
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.enc.input_ids[i], "labels": self.enc.labels(i)}
 
 
 def make_collator(pad_id: int):
     """Right-pad a batch; padded labels are -100 so they never count in the loss."""
-    import torch
 
     def collate(rows: list[dict]) -> dict:
         width = max(len(r["input_ids"]) for r in rows)
@@ -166,16 +106,16 @@ class EpochSeededSampler:
         return iter(order.tolist())
 
 
-def _trainer_class(enc: Encoded, cfg: TrainConfig):
+class _SeededTrainer(Trainer):
     """HF ``Trainer`` whose sampler is seeded per epoch (exact resume)."""
-    from transformers import Trainer
 
-    class _Trainer(Trainer):
-        def _get_train_sampler(self, train_dataset=None):
-            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return EpochSeededSampler([int(n) for n in enc.lengths], batch, cfg)
+    def __init__(self, *args, lengths: list[int], cfg: TrainConfig, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lengths, self._cfg = lengths, cfg
 
-    return _Trainer
+    def _get_train_sampler(self, train_dataset=None):
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return EpochSeededSampler(self._lengths, batch, self._cfg)
 
 
 def last_complete_checkpoint(work_dir: Path) -> Path | None:
@@ -224,92 +164,68 @@ class _ExportRegistry:
         tmp.replace(self.path)
 
 
-def train_with_checkpoints(
-    model,
-    tokenizer,
-    enc: Encoded,
-    cfg: TrainConfig,
-    schedule: CheckpointSchedule,
-    work_dir: Path,
-    export: Exporter,
-    hooks: TrainHooks | None = None,
-    extra_callbacks: list | None = None,
-    history_out: list | None = None,
-) -> list[dict]:
-    """Train, exporting step 0 and every scheduled step; resume from ``work_dir`` if it has state.
+class _ScheduleCallback(TrainerCallback):
+    """Saves and exports at the scheduled steps, reports progress and losses, honours a cancel."""
 
-    Returns the export records of every kept checkpoint, in step order; ``history_out`` gets
-    the training loss as [step, loss] pairs (the whole run's, a resumed one included).
-    """
-    hooks = hooks or TrainHooks()
-    import torch
-    from transformers import PrinterCallback, TrainerCallback, TrainingArguments
-    from transformers.utils import logging as hf_logging
+    def __init__(
+        self,
+        keep: list[int],
+        steps_total: int,
+        registry: _ExportRegistry,
+        export: Exporter,
+        tokenizer,
+        hooks: TrainHooks,
+    ):
+        self.keep, self.steps_total, self.registry = set(keep), steps_total, registry
+        self.export, self.tokenizer, self.hooks = export, tokenizer, hooks
+        self.progress: Progress | None = None
+        self.last_loss: float | None = None
 
-    hf_logging.disable_progress_bar()
+    def on_train_begin(self, args, state, control, **kw):
+        self.progress = Progress(
+            "training",
+            self.steps_total,
+            "steps",
+            self.hooks.say,
+            start_done=state.global_step,
+            quiet_below_s=0.0,  # the final loss is always worth a line
+        )
 
-    work_dir.mkdir(parents=True, exist_ok=True)
-    steps_total = total_steps(len(enc), cfg)
-    keep = schedule.steps(steps_total)
-    registry = _ExportRegistry(work_dir)
-    registry.drop_missing(export, hooks.say)
-    if all(s in registry.records for s in [0, *keep]):
-        hooks.say(f"every checkpoint is already exported ({len(keep) + 1}): nothing to train")
-        return [registry.records[s] for s in [0, *keep]]
-    if 0 not in registry.records:
-        registry.add(0, export(model, tokenizer, 0))
+    def on_step_end(self, args, state, control, **kw):
+        if self.hooks.should_stop and self.hooks.should_stop():
+            raise RunCanceled(f"canceled at step {state.global_step} of {self.steps_total}")
+        if state.global_step in self.keep:
+            control.should_save = True
+        if self.progress:
+            loss = "" if self.last_loss is None else f"loss {self.last_loss:.4f}"
+            self.progress.update(state.global_step, loss)
+        return control
 
-    resume = last_complete_checkpoint(work_dir)
-    _export_missing_from_disk(work_dir, keep, registry, export, tokenizer, model)
+    def on_save(self, args, state, control, model=None, **kw):
+        step = state.global_step
+        if step in self.keep and step not in self.registry.records:
+            self.registry.add(step, self.export(model, self.tokenizer, step))
 
-    progress: list[Progress] = []
-    last_loss: list[float] = []
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            self.last_loss = float(logs["loss"])
+        if self.hooks.on_log and logs:
+            numbers = {k: v for k, v in logs.items() if isinstance(v, int | float)}
+            self.hooks.on_log(numbers, state.global_step)
 
-    class _Schedule(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            progress.append(
-                Progress(
-                    "training",
-                    steps_total,
-                    "steps",
-                    hooks.say,
-                    start_done=state.global_step,
-                    quiet_below_s=0.0,  # the final loss is always worth a line
-                )
-            )
 
-        def on_step_end(self, args, state, control, **kw):
-            if hooks.should_stop and hooks.should_stop():
-                raise RunCanceled(f"canceled at step {state.global_step} of {steps_total}")
-            if state.global_step in keep:
-                control.should_save = True
-            if progress:
-                progress[0].update(
-                    state.global_step, f"loss {last_loss[0]:.4f}" if last_loss else ""
-                )
-            return control
-
-        def on_save(self, args, state, control, model=None, **kw):
-            step = state.global_step
-            if step in keep and step not in registry.records:
-                registry.add(step, export(model, tokenizer, step))
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                last_loss[:] = [float(logs["loss"])]
-            if hooks.on_log and logs:
-                hooks.on_log(
-                    {k: v for k, v in logs.items() if isinstance(v, int | float)}, state.global_step
-                )
-
+def _training_args(work_dir: Path, cfg: TrainConfig, steps_total: int) -> TrainingArguments:
+    """Trainer's arguments: our callback decides what is saved; the sampler, the order."""
     cuda = torch.cuda.is_available()
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(work_dir),
         max_steps=steps_total,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.scheduler,
+        # transformers 5 dropped ``warmup_ratio``; ``warmup_steps`` below 1 is read as a ratio
+        # of the total steps, which is what ``cfg.warmup_ratio`` is.
         warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,
@@ -325,26 +241,66 @@ def train_with_checkpoints(
         dataloader_pin_memory=cuda,
         remove_unused_columns=False,
     )
-    trainer = _trainer_class(enc, cfg)(
+
+
+@dataclass(frozen=True)
+class Training:
+    """What a run leaves: every kept checkpoint's export record (step 0 first) and the
+    training loss as [step, loss] pairs (empty when nothing was left to train)."""
+
+    records: list[dict]
+    loss_history: list
+
+
+def train_with_checkpoints(
+    model,
+    tokenizer,
+    enc: Encoded,
+    cfg: TrainConfig,
+    schedule: CheckpointSchedule,
+    work_dir: Path,
+    export: Exporter,
+    hooks: TrainHooks | None = None,
+    extra_callbacks: list | None = None,
+) -> Training:
+    """Train, exporting step 0 and every scheduled step; resumes from the state in ``work_dir``."""
+    hooks = hooks or TrainHooks()
+    hf_logging.disable_progress_bar()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    steps_total = total_steps(len(enc), cfg)
+    keep = schedule.steps(steps_total)
+    registry = _ExportRegistry(work_dir)
+    registry.drop_missing(export, hooks.say)
+    if all(s in registry.records for s in [0, *keep]):
+        hooks.say(f"every checkpoint is already exported ({len(keep) + 1}): nothing to train")
+        return Training([registry.records[s] for s in [0, *keep]], [])
+    if 0 not in registry.records:
+        registry.add(0, export(model, tokenizer, 0))
+    resume = last_complete_checkpoint(work_dir)
+    _export_missing_from_disk(work_dir, keep, registry, export, tokenizer, model)
+
+    trainer = _SeededTrainer(
         model=model,
-        args=args,
-        train_dataset=_dataset(enc),
+        args=_training_args(work_dir, cfg, steps_total),
+        train_dataset=_Rows(enc),
         data_collator=make_collator(tokenizer.pad_token_id),
-        callbacks=[_Schedule(), *(extra_callbacks or [])],
+        callbacks=[
+            _ScheduleCallback(keep, steps_total, registry, export, tokenizer, hooks),
+            *(extra_callbacks or []),
+        ],
+        lengths=[int(n) for n in enc.lengths],
+        cfg=cfg,
     )
     trainer.remove_callback(PrinterCallback)  # losses go to on_log (MLflow), not stdout
     if resume is not None:
         hooks.say(f"resumed from step {_step_of(resume)} of {steps_total} ({resume.name})")
     if resume is None or _step_of(resume) < steps_total:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    if history_out is not None:
-        history_out.extend(
-            [e["step"], float(e["loss"])] for e in trainer.state.log_history if "loss" in e
-        )
+    history = [[e["step"], float(e["loss"])] for e in trainer.state.log_history if "loss" in e]
     missing = [s for s in keep if s not in registry.records]
     if missing:
         raise RuntimeError(f"training ended without exporting checkpoints at steps {missing}")
-    return [registry.records[s] for s in [0, *keep]]
+    return Training([registry.records[s] for s in [0, *keep]], history)
 
 
 def _step_of(path: Path) -> int:

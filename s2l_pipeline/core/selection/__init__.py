@@ -6,6 +6,8 @@ select`` command both call, so the CLI runs exactly the code the assets run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
@@ -48,9 +50,20 @@ def usable_rows(trajectories: pl.DataFrame) -> pl.DataFrame:
     return scorable(trajectories)
 
 
+@dataclass(frozen=True)
+class ClusterSummary:
+    """What a clustering came to: K, its fit, and the rows it left out."""
+
+    clusters: int
+    inertia: float
+    trained_on_points: int
+    centroids: list[list[float]]  # rounded to 5 decimals, one per cluster
+    excluded_unscorable: int
+
+
 def cluster_table(
     trajectories: pl.DataFrame, data: pl.DataFrame | None, seed: int, opts: SelectionOptions
-) -> tuple[pl.DataFrame, dict]:
+) -> tuple[pl.DataFrame, ClusterSummary]:
     """Every usable example's S2L cluster and distance to its centroid, plus a summary."""
     usable = usable_rows(trajectories)
     cl = s2l.cluster(usable, data, seed, opts)
@@ -58,13 +71,13 @@ def cluster_table(
         {"example_id": usable["example_id"], "cluster": cl.labels, "distance": cl.distances},
         schema=CLUSTER_SCHEMA,
     )
-    summary = {
-        "clusters": len(cl.centroids),
-        "inertia": cl.inertia,
-        "trained_on_points": cl.n_trained_on,
-        "centroids": cl.centroids.round(5).tolist(),
-        "excluded_unscorable": trajectories.height - usable.height,
-    }
+    summary = ClusterSummary(
+        clusters=len(cl.centroids),
+        inertia=cl.inertia,
+        trained_on_points=cl.n_trained_on,
+        centroids=cl.centroids.round(5).tolist(),
+        excluded_unscorable=trajectories.height - usable.height,
+    )
     return table, summary
 
 
@@ -134,6 +147,7 @@ def _aligned_clusters(usable: pl.DataFrame, clusters: pl.DataFrame | None) -> np
 
 __all__ = [
     "METHODS",
+    "ClusterSummary",
     "Selection",
     "SelectionInputError",
     "SelectionOptions",

@@ -1,14 +1,13 @@
-"""The chain from a result back to the data and models that made it, as nested JSON.
+"""Reading a lineage record (the chain from a result back to its data and models): flattened
+for MLflow tags and params, or printed one link per block (``s2l lineage``).
 
-Assets write it into their metadata and MLflow runs; ``s2l lineage`` prints it.
+The records are built in ``core/stages/lineage.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-
-from ..manifests import ClustersManifest, ModelManifest, PoolManifest, SubsetManifest
 
 # The order links are printed in, from the data to the result.
 ORDER = ("dataset", "proxy", "clustering", "selection", "target", "evaluation")
@@ -50,105 +49,3 @@ def format_lineage(lineage: Mapping[str, Any], header: str = "") -> str:
         for name, v in flatten(value).items():
             lines.append(f"     {name}: {_line(v)}")
     return "\n".join(lines)
-
-
-# --- building the records: every lineage the assets record is assembled here, and only here.
-
-
-def pool_lineage(
-    raw_dataset_hash: str, shards: dict, pool_hash: str, trajectories_hash: str, proxy_fp: str
-) -> dict:
-    """What a training pool was made of: the base table, the shards, the proxy that scored it."""
-    return {
-        "raw_dataset": raw_dataset_hash,
-        "shards": shards,
-        "pool": pool_hash,
-        "trajectories": trajectories_hash,
-        "proxy_fingerprint": proxy_fp,
-    }
-
-
-def proxy_link(proxy: ModelManifest) -> dict:
-    return {
-        "fingerprint": proxy.fingerprint,
-        "trained_on": proxy.trained_on,
-        "checkpoints": {str(c.step): c.sha256 for c in proxy.checkpoints},
-    }
-
-
-def subset_lineage(
-    pool: PoolManifest,
-    proxy: ModelManifest,
-    clusters: ClustersManifest,
-    method: str,
-    info: dict,
-    subset_hash: str,
-) -> dict:
-    """Data, proxy, clustering and selection behind a subset."""
-    opts = clusters.options
-    return {
-        "dataset": pool.lineage,
-        "proxy": proxy_link(proxy),
-        "clustering": {
-            "k": opts["clusters"],
-            "iterations": opts["kmeans_iterations"],
-            "steps": opts["steps"],
-            "stratify_by": opts["stratify_by"],
-            "seed": opts["seed"],
-            "clusters_hash": clusters.clusters.content_hash,
-        },
-        "selection": {
-            "method": method,
-            "budget": info["budget"],
-            "seed": info["seed"],
-            "subset_hash": subset_hash,
-        },
-    }
-
-
-def target_lineage(
-    subset: SubsetManifest,
-    training_set: str,
-    rows: int,
-    rows_hash: str,
-    model: str,
-    trained: ModelManifest,
-) -> dict:
-    """A subset's lineage plus the target trained on one of its training sets."""
-    return {
-        **subset.lineage,
-        "target": {
-            "training_set": training_set,
-            "training_rows": rows,
-            "training_rows_hash": rows_hash,
-            "model": model,
-            "fingerprint": trained.fingerprint,
-            "checkpoint_sha256": trained.final.sha256,
-            "checkpoint_uri": trained.final.uri,
-        },
-    }
-
-
-def evaluation_lineage(target: ModelManifest, eval_sets_hash: str, predictions_hash: str) -> dict:
-    return {
-        **target.lineage,
-        "evaluation": {"eval_sets": eval_sets_hash, "predictions": predictions_hash},
-    }
-
-
-def lineage_tags(lineage: dict) -> dict[str, str]:
-    """The short identifiers of the chain as MLflow tags (the full record is lineage.json)."""
-    ds, sel = lineage["dataset"], lineage["selection"]
-    tags = {
-        "lineage.dataset.raw_dataset": ds["raw_dataset"],
-        "lineage.dataset.pool": ds["pool"],
-        "lineage.dataset.n_shards": str(len(ds.get("shards", {}))),
-        "lineage.proxy.fingerprint": lineage["proxy"]["fingerprint"],
-        "lineage.clustering.k": str(lineage["clustering"]["k"]),
-        "lineage.selection.method": sel["method"],
-        "lineage.selection.seed": str(sel["seed"]),
-        "lineage.selection.subset_hash": sel["subset_hash"],
-    }
-    if "target" in lineage:
-        tags["lineage.target.checkpoint_sha256"] = lineage["target"]["checkpoint_sha256"]
-    return tags

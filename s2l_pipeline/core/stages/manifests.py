@@ -1,7 +1,8 @@
-"""What the assets pass each other: small typed records of where things are and what made them.
+"""What the stages pass each other: small typed records of where things are and what made them.
 
 Each is a dataclass written as JSON (``to_dict``) and read back (``from_dict``); tables are
-``TableRef``s and checkpoints ``Checkpoint``s, so a reader gets attributes, not string keys.
+``TableRef``s, checkpoints ``Checkpoint``s, settings the core dataclasses that hold them
+(``TrainConfig``, ``ModelSpec``, ``SelectionOptions``), so a reader gets attributes, not keys.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .support.tables import TableRef
+from ..lm.fit import TrainedModel
+from ..selection.common import SelectionOptions
+from ..support.tables import TableRef
+from ..trajectories import ScoringUnit
 
 
 def _encode(value: Any) -> Any:
@@ -30,7 +34,10 @@ def _decode(tp: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
-        [tp] = [a for a in typing.get_args(tp) if a is not type(None)]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) > 1:  # e.g. int | str: JSON already holds the right kind
+            return value
+        [tp] = args
         origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
@@ -39,6 +46,8 @@ def _decode(tp: Any, value: Any) -> Any:
     if origin is list:
         [arg] = typing.get_args(tp)
         return [_decode(arg, v) for v in value]
+    if origin is tuple:
+        return tuple(value)
     return value
 
 
@@ -51,13 +60,6 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict):
         return _decode(cls, data)
-
-
-@dataclass(frozen=True)
-class Checkpoint(Manifest):
-    step: int
-    uri: str
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -86,38 +88,38 @@ class ShardManifest(Manifest):
 
 
 @dataclass(frozen=True)
-class ModelManifest(Manifest):
-    """A trained model (the proxy, or a target): its checkpoints and how it was trained."""
+class TrainedOn(Manifest):
+    """The data a proxy trained on: the base table, every shard by content hash, the rows."""
 
-    fingerprint: str
-    data_hash: str
-    checkpoints: list[Checkpoint]
-    n_parameters: int
-    model: dict
-    train: dict
-    lora_r: int = 0
-    n_examples: int = 0
-    n_truncated: int = 0
-    train_tokens: int = 0
+    raw_dataset: str
+    shards: dict[str, str]
+    rows: int
+
+
+@dataclass(frozen=True)
+class ModelManifest(TrainedModel, Manifest):
+    """A trained model (the proxy): its checkpoints, how it was trained, on what."""
+
     mlflow_run_id: str | None = None
-    trained_on: dict = field(default_factory=dict)  # proxy: raw_dataset, shards, rows
-    loss_history: list = field(default_factory=list)  # [step, training loss] pairs
-    order: dict = field(default_factory=dict)  # how the first epoch was ordered (order_report)
-    # target only
+    trained_on: TrainedOn | None = None  # the proxy's data
+
+    @classmethod
+    def of(cls, trained: TrainedModel, **extra: Any):
+        """``trained`` as this manifest, with the fields only the manifest has."""
+        own = {f.name: getattr(trained, f.name) for f in dataclasses.fields(TrainedModel)}
+        return cls(**own, **extra)
+
+
+@dataclass(frozen=True)
+class TargetManifest(ModelManifest):
+    """A target trained on one training set of a subset, and the chain that made that set."""
+
     lineage: dict = field(default_factory=dict)
     training_set: str | None = None
     training_rows_hash: str | None = None
     training_ids: str | None = None
     selection_method: str | None = None
     modal_answers: dict = field(default_factory=dict)  # source (and '*') -> its commonest answer
-
-    @property
-    def final(self) -> Checkpoint:
-        return self.checkpoints[-1]
-
-    def checkpoint_records(self) -> list[dict]:
-        """The checkpoints as plain records (step, uri, sha256), as core scoring takes them."""
-        return [c.to_dict() for c in self.checkpoints]
 
 
 @dataclass(frozen=True)
@@ -146,9 +148,10 @@ class PoolManifest(Manifest):
 @dataclass(frozen=True)
 class ClustersManifest(Manifest):
     clusters: TableRef
-    options: dict
+    options: SelectionOptions  # ``steps``: the checkpoint steps the trajectories used
     n_clusters: int
     pool: dict
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,3 +172,32 @@ class EvaluationManifest(Manifest):
     lineage: dict
     headline: dict[str, float]
     metric_by_set: dict = field(default_factory=dict)  # set -> 'accuracy (number)', 'ROUGE-L' ...
+
+
+# --- the scoring graph's inner values (loss_trajectories' ops pass these to each other)
+
+
+@dataclass(frozen=True)
+class ScoringPlan(Manifest):
+    """Per-example token facts, the table scored and the proxy scoring it."""
+
+    base: TableRef
+    train: TableRef
+    proxy_fingerprint: str
+
+
+@dataclass(frozen=True)
+class ScoringWork(Manifest):
+    """One (checkpoint, shard) unit to score, and the table its rows come from."""
+
+    unit: ScoringUnit
+    train: TableRef
+
+
+@dataclass(frozen=True)
+class ScoredUnit(Manifest):
+    """Where one unit's losses are, and whether an earlier run had already scored them."""
+
+    step: int
+    uri: str
+    reused: bool
