@@ -119,47 +119,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write the latest selected subset as the user's original records, with its lineage."""
     import os
 
-    from .core.export import subset_records, write_export
-    from .core.stages.manifests import (
-        PoolManifest,
-        RawDatasetManifest,
-        ShardManifest,
-        SubsetManifest,
-    )
+    from .core.stages.export import export_subset
     from .core.support.storage import ArtifactStore
-    from .core.support.tables import read_table
-    from .defs.resources import default_artifact_root, read_manifest
+    from .defs.resources import default_artifact_root
 
     root = args.artifact_root or default_artifact_root()
     store = ArtifactStore(root, os.environ.get("AWS_ENDPOINT_URL"))
-    subset = read_manifest(store, SubsetManifest, "selected_subset")
-    pool = read_manifest(store, PoolManifest, "training_pool")
-    raw = read_manifest(store, RawDatasetManifest, "raw_dataset")
-    if subset is None or pool is None or raw is None:
-        raise ValueError(f"{root}: no selected subset here; run `s2l run` first")
-    if raw.origins is None:
-        raise ValueError(f"{root}: raw_dataset predates recorded origins; run `s2l run` again")
-    origins = [read_table(raw.origins, store)]
-    for key in pool.shards:
-        shard = read_manifest(store, ShardManifest, "data_shard", key)
-        if shard is not None and shard.origins is not None:
-            origins.append(read_table(shard.origins, store))
-    rows = subset_records(read_table(subset.subset, store), pl.concat(origins))
-    out = Path(args.out or Path("data") / "export" / subset.subset.content_hash[:16])
-    done = write_export(
-        rows,
-        args.format,
-        out,
-        {
-            "subset": subset.subset.uri,
-            "subset_content_hash": subset.subset.content_hash,
-            "method": subset.method,
-            "budget": subset.budget,
-            "seed": subset.seed,
-            "lineage": subset.lineage,
-        },
-    )
-    print(json.dumps({"out": str(out), **{k: done[k] for k in ("format", "rows", "files")}}))
+    done = export_subset(store, args.format, Path(args.out) if args.out else None)
+    files = {"format": done.format, "rows": done.rows, "files": done.files}
+    print(json.dumps({"out": str(done.out), **files}))
     return 0
 
 

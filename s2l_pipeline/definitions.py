@@ -10,16 +10,20 @@ import dagster as dg
 from .defs.automation import RetrainPolicy
 from .defs.data import (
     data_shard,
-    eval_sets,
     eval_sets_not_in_training,
-    raw_dataset,
     raw_dataset_rows_valid,
     references_score_as_correct,
     shard_inventory,
 )
-from .defs.jobs import EXECUTOR, proxy_retrain_job, reselect_job, s2l_job, whole_graph_hint
+from .defs.jobs import (
+    EXECUTOR,
+    MAIN_ASSETS,
+    proxy_retrain_job,
+    reselect_job,
+    s2l_job,
+    whole_graph_hint,
+)
 from .defs.preflight import inputs_fit_the_run
-from .defs.proxy import proxy_checkpoints
 from .defs.resources import (
     ArtifactStoreResource,
     ManifestIOManager,
@@ -27,12 +31,7 @@ from .defs.resources import (
     ShardSourceResource,
     default_artifact_root,
 )
-from .defs.selection import (
-    clusters_group_similar_gradients,
-    selected_subset,
-    training_pool,
-    trajectory_clusters,
-)
+from .defs.selection import clusters_group_similar_gradients
 from .defs.sensors import (
     mlflow_run_closer,
     proxy_retrain_schedule,
@@ -40,31 +39,16 @@ from .defs.sensors import (
     reselection_schedule,
     shard_sensor,
 )
-from .defs.target import predictions_not_constant, target_evaluation, target_model
+from .defs.target import predictions_not_constant
 from .defs.trajectories import (
-    loss_trajectories,
     shard_trajectories,
     trajectories_cover_dataset,
     trajectories_finite,
     trajectories_loss_decreases,
 )
 
-ASSETS = [
-    raw_dataset,
-    eval_sets,
-    proxy_checkpoints,
-    loss_trajectories,
-    shard_inventory,
-    data_shard,
-    shard_trajectories,
-    training_pool,
-    trajectory_clusters,
-    selected_subset,
-    target_model,
-    target_evaluation,
-]
-# Everything but the per-shard assets (their dynamic partitions need runs of their own).
-MAIN_ASSETS = [a for a in ASSETS if a not in (shard_inventory, data_shard, shard_trajectories)]
+# The main graph (defs/jobs.py) and the shards, which arrive one file at a time.
+ASSETS = [*MAIN_ASSETS, shard_inventory, data_shard, shard_trajectories]
 CHECKS = [
     raw_dataset_rows_valid,
     inputs_fit_the_run,

@@ -119,3 +119,86 @@ def test_paper_profile_is_the_official_settings() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-5:] == ["100", "20", "source", "s2l", "3"]
+
+
+def _core_imports() -> dict[str, set[str]]:
+    """Each core module (dotted, under s2l_pipeline.core) -> the s2l_pipeline modules it imports,
+    at any depth of the file (function-level imports count too)."""
+    import ast
+
+    core = PROJECT_ROOT / "s2l_pipeline" / "core"
+    found: dict[str, set[str]] = {}
+    for path in core.rglob("*.py"):
+        parts = [
+            "s2l_pipeline",
+            *path.relative_to(PROJECT_ROOT / "s2l_pipeline").with_suffix("").parts,
+        ]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        package = parts if path.name == "__init__.py" else parts[:-1]
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - node.level + 1]
+                    target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                else:
+                    target = node.module or ""
+                names.add(target)
+                names.update(f"{target}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        found[".".join(parts)] = {n for n in names if n.startswith("s2l_pipeline")}
+    return found
+
+
+def test_floors_of_core() -> None:
+    """support is the ground floor (imports nothing else of core); stages is the top floor
+    (nothing else in core imports it); nothing in core reaches the Dagster layer or the CLI."""
+    imports = _core_imports()
+    assert "s2l_pipeline.core.stages.manifests" in imports  # the walk found the package
+
+    def under(name: str, floor: str) -> bool:
+        return name == floor or name.startswith(floor + ".")
+
+    support, stages = "s2l_pipeline.core.support", "s2l_pipeline.core.stages"
+    up_from_support = {
+        (m, n)
+        for m, names in imports.items()
+        if under(m, support)
+        for n in names
+        if under(n, "s2l_pipeline.core") and not under(n, support)
+    }
+    assert up_from_support == set()
+    into_stages = {
+        (m, n)
+        for m, names in imports.items()
+        if not under(m, stages)
+        for n in names
+        if under(n, stages)
+    }
+    assert into_stages == set()
+    outward = {
+        (m, n) for m, names in imports.items() for n in names if not under(n, "s2l_pipeline.core")
+    }
+    assert outward == set()
+
+
+def test_assets_are_thin() -> None:
+    """Every asset, check and op body is config -> stage function -> metadata and MLflow: at
+    most about 40 lines (the algorithm lives in core/stages)."""
+    import ast
+
+    kinds = {"asset", "asset_check", "op", "graph_asset", "observable_source_asset"}
+    long = {}
+    for path in (PROJECT_ROOT / "s2l_pipeline" / "defs").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            decorators = [d.func if isinstance(d, ast.Call) else d for d in node.decorator_list]
+            if not any(isinstance(d, ast.Attribute) and d.attr in kinds for d in decorators):
+                continue
+            body = node.end_lineno - node.body[0].lineno + 1
+            if body > 40:
+                long[f"{path.name}:{node.name}"] = body
+    assert long == {}

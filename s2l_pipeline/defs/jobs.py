@@ -2,19 +2,32 @@
 
 import dagster as dg
 
-from .data import data_shard
+from .data import eval_sets, raw_dataset
 from .executors import deployment_executor, lost_worker_retry_policy
 from .profiles import active_profile
 from .proxy import proxy_checkpoints
 from .selection import selected_subset, training_pool, trajectory_clusters
-from .trajectories import shard_trajectories
+from .target import target_evaluation, target_model
+from .trajectories import loss_trajectories
 
 # One engine per deployment (S2L_EXECUTOR: in_process, multiprocess, ray, k8s); the graph is
 # the same on all of them. Automation's runs get it through Definitions(executor=...).
 EXECUTOR = deployment_executor()
 
-# The shard assets have their own (dynamic) partitions: runs per shard come from shard_sensor.
-MAIN_GRAPH = dg.AssetSelection.all() - dg.AssetSelection.assets(data_shard, shard_trajectories)
+# The main graph, data to evaluation: the one list s2l_job, `s2l run` and the tests take. The
+# shard assets are not in it: they have their own (dynamic) partitions, run by shard_sensor.
+MAIN_ASSETS = [
+    raw_dataset,
+    eval_sets,
+    proxy_checkpoints,
+    loss_trajectories,
+    training_pool,
+    trajectory_clusters,
+    selected_subset,
+    target_model,
+    target_evaluation,
+]
+MAIN_GRAPH = dg.AssetSelection.assets(*MAIN_ASSETS)
 
 s2l_job = dg.define_asset_job(
     "s2l_job",

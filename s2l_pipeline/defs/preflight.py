@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from ..core.stages.manifests import RawDatasetManifest, ShardManifest
+from ..core.stages.manifests import RawDatasetManifest, ShardManifest, read_manifest
 from ..core.stages.preflight import check_inputs
 from .data import EvalSetsConfig, materialized_shards
 from .executors import cpu_step_tags
 from .proxy import ProxyConfig
-from .resources import ArtifactStoreResource, read_manifest
+from .resources import ArtifactStoreResource
 from .selection import SelectionConfig
 from .trajectories import ScoringConfig
 

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from ..core.lm.fit import ModelSpec, TrainRun
 from ..core.lm.train_config import CheckpointSchedule
-from ..core.stages.manifests import ModelManifest, RawDatasetManifest, ShardManifest
+from ..core.stages.manifests import ModelManifest, RawDatasetManifest, ShardManifest, read_manifest
 from ..core.stages.models import proxy_training_rows, train_proxy
 from .automation import RetrainPolicy
 from .data import data_shard, materialized_shards
@@ -15,7 +15,7 @@ from .executors import gpu_retry_policy, gpu_step_tags, on_gpu
 from .lm_config import LMTrainingConfig
 from .metadata import model_metadata, run_params, training_loss_plot
 from .profiles import profiled
-from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata, read_manifest
+from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
 from .runtime import training_hooks
 
 

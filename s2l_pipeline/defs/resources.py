@@ -16,7 +16,7 @@ from pydantic import Field
 from ..core.data.shards import (
     list_shards,
 )
-from ..core.stages.manifests import Manifest
+from ..core.stages.manifests import Manifest, manifest_key
 from ..core.support.storage import ArtifactStore
 from ..core.support.tracking import (
     Tracker,
@@ -54,18 +54,6 @@ class ArtifactStoreResource(dg.ConfigurableResource):
         path = Path(self.work_dir).expanduser().resolve() / name
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def manifest_key(asset: str, partition: str | None = None) -> str:
-    return f"_manifests/{asset}/{partition or '__unpartitioned__'}.json"
-
-
-def read_manifest(
-    store: ArtifactStore, kind: type[M], asset: str, partition: str | None = None
-) -> M | None:
-    """An asset's stored manifest, for assets that read upstream partitions by listing them."""
-    key = manifest_key(asset, partition)
-    return kind.from_dict(json.loads(store.read_text(key))) if store.exists(key) else None
 
 
 class ManifestIOManager(dg.ConfigurableIOManager):

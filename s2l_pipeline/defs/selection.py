@@ -17,6 +17,7 @@ from ..core.stages.manifests import (
     ShardTrajectoriesManifest,
     SubsetManifest,
     TrajectoriesManifest,
+    read_manifest,
 )
 from ..core.support.plots import (
     cluster_trajectories_png,
@@ -30,7 +31,7 @@ from .data import scored_shards, shard_inventory
 from .executors import cpu_step_tags
 from .metadata import md, table_ref_metadata
 from .profiles import profiled
-from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata, read_manifest
+from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
 from .trajectories import shard_trajectories
 
 

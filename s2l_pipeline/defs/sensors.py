@@ -13,7 +13,7 @@ from ..core.data.shards import (
     run_key,
     shard_version,
 )
-from ..core.stages.manifests import ModelManifest, RawDatasetManifest, ShardManifest
+from ..core.stages.manifests import ModelManifest, RawDatasetManifest, ShardManifest, read_manifest
 from .automation import RetrainPolicy, reselect_cron
 from .data import SHARDS, data_shard, inventory_observation, materialized_shards
 from .jobs import proxy_retrain_job, reselect_job
@@ -22,7 +22,6 @@ from .resources import (
     ArtifactStoreResource,
     MlflowTracking,
     ShardSourceResource,
-    read_manifest,
 )
 from .trajectories import shard_trajectories
 

@@ -8,13 +8,15 @@ Each is a dataclass written as JSON (``to_dict``) and read back (``from_dict``);
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..lm.fit import TrainedModel
 from ..selection.common import SelectionOptions
+from ..support.storage import ArtifactStore
 from ..support.tables import TableRef
 from ..trajectories import ScoringUnit
 
@@ -60,6 +62,22 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict):
         return _decode(cls, data)
+
+
+M = TypeVar("M", bound=Manifest)
+
+
+def manifest_key(asset: str, partition: str | None = None) -> str:
+    """Where the IO manager keeps an asset's (partition's) manifest in the artifact store."""
+    return f"_manifests/{asset}/{partition or '__unpartitioned__'}.json"
+
+
+def read_manifest(
+    store: ArtifactStore, kind: type[M], asset: str, partition: str | None = None
+) -> M | None:
+    """An asset's stored manifest, for readers outside a run (sensors, export, listings)."""
+    key = manifest_key(asset, partition)
+    return kind.from_dict(json.loads(store.read_text(key))) if store.exists(key) else None
 
 
 @dataclass(frozen=True)
