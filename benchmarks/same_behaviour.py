@@ -19,14 +19,17 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Named by what they hold, not by when they were made: equal between equal runs.
-SKIP = ("_manifests", "mlflow", "work")
+# Named by the run that made them (Dagster run ids, MLflow run ids), not by what they hold:
+# left out. Everything else in the store is named by content or training fingerprint.
+SKIP = ("_manifests", "_ops", "mlflow", "work")
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def run(rev: str, out: Path, profiles: list[str]) -> None:
@@ -67,21 +70,21 @@ def summary(home: Path) -> dict:
 
 
 def artifacts(home: Path) -> dict[str, str]:
-    """Every stored file by its path under the artifact root; weights by their sha256."""
+    """Every stored file by its path under the artifact root, with its bytes' sha256."""
     root = home / "artifacts"
     found = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if not p.is_file() or rel.split("/")[0] in SKIP:
+        top = rel.split("/")[0]
+        if not p.is_file() or top in SKIP or RUN_ID.match(top):
             continue
-        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.suffix == ".safetensors" else ""
-        found[rel] = digest
+        found[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return found
 
 
 def compare(a: Path, b: Path) -> int:
     profiles = sorted(p.name for p in a.iterdir() if (p / "run.log").exists())
-    print("| profile | subset | headline metrics | artifacts | weights (safetensors) |")
+    print("| profile | subset | headline metrics | artifacts | same bytes (weights) |")
     print("|---|---|---|---|---|")
     differ = False
     for profile in profiles:
@@ -91,16 +94,20 @@ def compare(a: Path, b: Path) -> int:
         moved = [k for k in metrics if sa.get(k) != sb.get(k)]
         paths = sorted(set(fa) ^ set(fb))
         weights = [k for k in fa if k.endswith(".safetensors")]
-        changed = [k for k in weights if fa[k] != fb.get(k)]
+        changed = [k for k in fa if k in fb and fa[k] != fb[k]]
+        changed_weights = [k for k in changed if k.endswith(".safetensors")]
         same_subset = sa["subset"] == sb["subset"]
         print(
             f"| {profile} | {sa['subset']} {'=' if same_subset else '!= ' + sb['subset']} | "
             f"{len(metrics) - len(moved)} of {len(metrics)} equal{': ' + ', '.join(moved) if moved else ''} | "  # noqa: E501
             f"{len(fa)} vs {len(fb)} files, {len(paths)} not in both | "
-            f"{len(weights) - len(changed)} of {len(weights)} equal |"
+            f"{len(fa) - len(changed)} of {len(fa)} files "
+            f"({len(weights) - len(changed_weights)} of {len(weights)} weights) |"
         )
         for k in moved:
             print(f"  {k}: {sa.get(k)} -> {sb.get(k)}")
+        for k in changed[:10]:
+            print(f"  other bytes: {k}")
         for k in paths[:10]:
             print(f"  only in {'A' if k in fa else 'B'}: {k}")
         differ |= bool(moved or paths or changed or not same_subset)
