@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,60 @@ def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request) -> str
     name = "s2l-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@dataclass(frozen=True)
+class TinyGraph:
+    """The main graph at the tiny profile, materialized into a persistent instance."""
+
+    root: Path  # dagster/ (the instance), art/ (the artifact store), mlflow.db, work/
+    instance: object  # dg.DagsterInstance
+    resources: dict
+    result: object  # the run's ExecuteInProcessResult
+    pristine: Path  # a copy of ``root`` taken right after the run, before any test touched it
+
+
+@pytest.fixture(scope="session")
+def tiny_graph(tmp_path_factory: pytest.TempPathFactory) -> TinyGraph:
+    """The tiny graph, materialized once per pytest run (the fast loop's one big cost). Tests
+    that only read it share it; tests that change what is stored start from ``tiny_graph_copy``."""
+    import dagster as dg
+
+    from s2l_pipeline.definitions import CHECKS, MAIN_ASSETS
+    from s2l_pipeline.defs.profiles import run_config
+
+    from .test_data_assets import make_resources
+
+    root = tmp_path_factory.mktemp("tiny_graph")
+    (root / "dagster").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(root / "dagster"))
+    resources = make_resources(str(root / "art"))
+    result = dg.materialize(
+        [*MAIN_ASSETS, *CHECKS],
+        resources=resources,
+        run_config=run_config("tiny"),
+        partition_key="selected",
+        instance=instance,
+    )
+    assert result.success
+    pristine = tmp_path_factory.mktemp("tiny_graph_pristine")
+    shutil.copytree(root, pristine, dirs_exist_ok=True)
+    return TinyGraph(root, instance, resources, result, pristine)
+
+
+@pytest.fixture(scope="module")
+def tiny_graph_copy(tiny_graph: TinyGraph, tmp_path_factory: pytest.TempPathFactory):
+    """(root, instance, resources) of a private copy of the tiny graph as it was just after its
+    run: its own instance, artifact store and MLflow store, free to change."""
+    import dagster as dg
+
+    from .test_data_assets import make_resources
+
+    root = tmp_path_factory.mktemp("tiny_graph_copy")
+    shutil.copytree(tiny_graph.pristine, root, dirs_exist_ok=True)
+    return (
+        root,
+        dg.DagsterInstance.local_temp(str(root / "dagster")),
+        make_resources(str(root / "art")),
+    )
+

@@ -421,6 +421,7 @@ def test_mistakes_are_caught_before_the_proxy_trains(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_select_writes_the_users_records_in_the_format_out_names(tmp_path: Path) -> None:
     """`s2l select` wrote Parquet bytes into a file named .jsonl, ids only, and took --data only
     as raw_dataset-shaped Parquet."""

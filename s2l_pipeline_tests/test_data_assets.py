@@ -47,6 +47,7 @@ def meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     return {k: v.value for k, v in mat.metadata.items()}
 
 
+@pytest.mark.slow  # beyond the fast loop (the session tiny graph covers it)
 def test_tiny_profile_materializes_both_assets(tmp_path: Path) -> None:
     result = dg.materialize(
         [raw_dataset, eval_sets],
@@ -80,6 +81,7 @@ def test_tiny_profile_materializes_both_assets(tmp_path: Path) -> None:
     assert domains == {"in_domain": 12 * 10, "out_of_domain": 4 * 10}
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_same_config_same_data_version(tmp_path: Path) -> None:
     hashes = []
     for run in range(2):

@@ -51,6 +51,7 @@ def test_reasoning_gym_rows_use_their_own_scorers() -> None:
     assert meta  # the scorer's metadata round-trips through JSON
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_summarization_metrics_on_the_fixture() -> None:
     rows = pl.read_ndjson(FIXTURES / "radiology_sample.jsonl")
     refs = rows["impression"].to_list()

@@ -12,18 +12,9 @@ from .test_data_assets import make_resources, meta
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory):
-    from s2l_pipeline.definitions import CHECKS, MAIN_ASSETS
-
-    root = tmp_path_factory.mktemp("pipeline")
-    resources = make_resources(str(root / "art"))
-    result = dg.materialize(
-        [*MAIN_ASSETS, *CHECKS],
-        resources=resources,
-        run_config=run_config("tiny"),
-        partition_key="selected",
-    )
-    return root, resources, result
+def tiny_run(tiny_graph):
+    """The session's tiny graph (conftest): materialized once for every module that reads it."""
+    return tiny_graph.root, tiny_graph.resources, tiny_graph.result
 
 
 def test_every_asset_materializes_and_checks_pass(tiny_run) -> None:
@@ -146,6 +137,7 @@ def test_rematerializing_reuses_checkpoints_and_scores(tiny_run) -> None:
     assert Path(a["subset_path"]).read_bytes() == Path(b["subset_path"]).read_bytes()
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_failed_scoring_steps_rerun_alone(tmp_path: Path) -> None:
     """A unit that fails leaves the finished ones stored; the rerun scores only what failed."""
     from s2l_pipeline.definitions import MAIN_ASSETS
@@ -182,6 +174,7 @@ def test_failed_scoring_steps_rerun_alone(tmp_path: Path) -> None:
     assert m["units_scored"] == 3 and m["units_reused"] == 12
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_pretrained_model_path_from_a_local_folder(tmp_path: Path) -> None:
     """The real path (from_pretrained by name) exercised on a Pythia-architecture folder."""
     from s2l_pipeline.core.lm.models import NeoXSize, build_gpt_neox, save_model
@@ -237,7 +230,10 @@ def test_selected_subset_holds_raw_rows_and_clusters(tiny_run) -> None:
     assert clusters_meta["trained_on_points"] == 400 and len(clusters_meta["centroids"]) == 8
 
 
-@pytest.mark.parametrize("method", ["learning_percentage", "facility_location", "random"])
+@pytest.mark.parametrize(
+    "method",
+    [pytest.param("learning_percentage", marks=pytest.mark.slow), "facility_location", "random"],
+)
 def test_baselines_through_the_asset(tiny_run, method) -> None:
     from s2l_pipeline.definitions import MAIN_ASSETS
 
@@ -282,6 +278,7 @@ def test_target_trained_on_the_subset_and_evaluated(tiny_run) -> None:
     assert "evaluation/predictions.parquet" in arts
 
 
+@pytest.mark.slow  # beyond the fast loop
 @pytest.mark.parametrize("partition", ["random", "full"])
 def test_comparison_targets_on_random_and_full(tiny_run, partition) -> None:
     import json
@@ -301,6 +298,7 @@ def test_comparison_targets_on_random_and_full(tiny_run, partition) -> None:
     assert out.training_set == partition and out.n_examples == rows
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path) -> None:
     """A locally saved HF model as target (LoRA via peft), evaluated on a radiology file too."""
     from s2l_pipeline.core.lm.models import NeoXSize, build_gpt_neox, save_model
@@ -347,6 +345,7 @@ def test_pretrained_lora_target_and_summarization_eval(tiny_run, tmp_path: Path)
         assert per_set[col][0] is not None and per_set[col][0] >= 0
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_too_many_unscorable_rows_fail_before_scoring(tmp_path: Path) -> None:
     """GSM8K prompts fill a 24-token limit: the run stops before scoring, saying what to do."""
     from s2l_pipeline.definitions import MAIN_ASSETS
@@ -379,6 +378,7 @@ def test_too_many_unscorable_rows_fail_before_scoring(tmp_path: Path) -> None:
     assert "no response token within max_length 24" in text and "Raise max_length" in text
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_premise_diagnostic_tells_real_clusters_from_shuffled_ones(tiny_run) -> None:
     """The gradient diagnostic: clusters of the tiny run group alike gradients; the same
     cluster sizes with shuffled members do not (the check can fail)."""

@@ -199,23 +199,11 @@ def test_sensor_on_an_s3_prefix(tmp_path: Path, s3_endpoint: str, s3_bucket: str
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory):
-    """The tiny graph materialized into a persistent instance, then one shard added."""
-    from s2l_pipeline.definitions import CHECKS, MAIN_ASSETS
-
-    root = tmp_path_factory.mktemp("shards_pipeline")
-    (root / "dagster").mkdir()
-    instance = dg.DagsterInstance.local_temp(str(root / "dagster"))
-    resources = make_resources(str(root / "art"))
-    first = dg.materialize(
-        [*MAIN_ASSETS, *CHECKS],
-        resources=resources,
-        run_config=run_config("tiny"),
-        partition_key="selected",
-        instance=instance,
-    )
-    assert first.success
-    return root, instance, resources, first
+def pipeline(tiny_graph, tiny_graph_copy):
+    """The session's tiny graph (conftest), copied into an instance and store of its own, so
+    the shards added here change nothing another module reads."""
+    root, instance, resources = tiny_graph_copy
+    return root, instance, resources, tiny_graph.result
 
 
 def _defs(resources):
@@ -224,6 +212,7 @@ def _defs(resources):
     return dg.Definitions(assets=ASSETS, resources=resources)
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_new_shard_is_scored_incrementally_and_joins_the_pool(pipeline) -> None:
     from s2l_pipeline.definitions import ASSETS
     from s2l_pipeline.defs.data import data_shard

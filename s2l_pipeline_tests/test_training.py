@@ -82,6 +82,7 @@ def _train(tmp: Path, data, callbacks=None) -> list[dict]:
     ).records
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, data) -> None:
     clean = _train(tmp_path / "clean", data)
     assert [r["step"] for r in clean] == [0, 4, 8, 12, 16]
@@ -131,6 +132,7 @@ def test_finished_training_is_not_repeated(tmp_path: Path, data) -> None:
     assert counter.steps == [] and again == first
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_records_of_a_lost_store_are_redone(tmp_path: Path, data) -> None:
     """Resume records are checked against the store: emptied, the checkpoints are made again
     (same bytes); a moved store root never gets the old root's uris."""

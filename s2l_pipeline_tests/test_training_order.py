@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 import torch
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
@@ -68,6 +69,7 @@ def test_order_is_a_function_of_seed_and_epoch() -> None:
         assert sorted(a.tolist()) == list(range(len(lengths)))
 
 
+@pytest.mark.slow  # beyond the fast loop
 def test_trained_model_records_its_order(tmp_path: Path) -> None:
     """A proxy trained on three sources of disjoint lengths reports a shuffle-level run."""
     rows = []
