@@ -21,9 +21,9 @@ from pathlib import Path
 import polars as pl
 
 from s2l_pipeline.core.data.generator import FAMILIES_BY_NAME, Family, generate_mixture
-from s2l_pipeline.core.evaluation.model_eval import evaluate_checkpoint
-from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, train_model
+from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun
 from s2l_pipeline.core.lm.train_config import CheckpointSchedule, TrainConfig
+from s2l_pipeline.core.stages.models import EvalOptions, TrainingRows, evaluate_model, fit_target
 from s2l_pipeline.core.support.hashing import table_hash
 from s2l_pipeline.core.support.storage import ArtifactStore
 
@@ -51,11 +51,12 @@ def train_and_score(
         schedule=CheckpointSchedule(count=1),
     )
     t0 = time.perf_counter()
-    manifest = train_model(
-        "target_model", rows, table_hash(rows), run, store, work / "work", None, tokenizer_dir
+    trained = fit_target(
+        TrainingRows(rows, table_hash(rows)), run, store, work / "work", None, tokenizer_dir
     )
-    uri = manifest.final.uri
-    _, metrics = evaluate_checkpoint(uri, store, test, 12, 96, 256)
+    uri = trained.final.uri
+    opts = EvalOptions(max_new_tokens=12, max_length=96, batch_size=256)
+    _, metrics = evaluate_model(uri, test, opts, store)
     return metrics, time.perf_counter() - t0, store.fetch_dir(uri)
 
 

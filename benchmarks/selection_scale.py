@@ -72,7 +72,8 @@ def run_mode(mode: str, rows: int, steps: int, k: int, budget: float) -> dict:
     if mode == "pipeline":
         import polars as pl
 
-        from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table
+        from s2l_pipeline.core.selection import SelectionOptions, cluster_table
+        from s2l_pipeline.core.stages.selection import choose_subset
 
         traj = pl.DataFrame({"example_id": pl.int_range(rows, eager=True).cast(pl.String)})
         traj = traj.with_columns([pl.Series(f"loss_step_{i + 1}", x[:, i]) for i in range(steps)])
@@ -82,9 +83,9 @@ def run_mode(mode: str, rows: int, steps: int, k: int, budget: float) -> dict:
         t = time.perf_counter()
         opts = SelectionOptions(clusters=k, max_train_points=rows)
         clusters, summary = cluster_table(traj, None, 0, opts)
-        chosen, _ = choose("s2l", traj, None, n_budget, 0, opts, clusters)
+        chosen = choose_subset("s2l", traj, None, n_budget, 0, opts, clusters)
         secs = time.perf_counter() - t
-        inertia, picked = summary.inertia, chosen.height
+        inertia, picked = summary.inertia, chosen.ids.height
     else:
         from s2l_pipeline.core.selection.budget import sample_balanced
         from s2l_pipeline.core.selection.clustering import kmeans
