@@ -151,10 +151,11 @@ class Encoded:
         for i in range(len(self)):
             row = self.input_ids[i]
             if self.spans is None or i not in self.spans:
-                p = min(int(self.prompt_lens[i]), max_length)
-                ids.append(row[:max_length])
+                span = ((int(self.prompt_lens[i]), len(row)),)
+                kept_ids, kept, p = _right_cut(row, span, max_length)
+                ids.append(kept_ids)
                 plens.append(p)
-                n_resp.append(len(ids[-1]) - p)
+                n_resp.append(sum(b - a for a, b in kept))
                 cut.append(len(row) > max_length)
                 continue
             drop = max(0, len(row) - max_length)
@@ -237,10 +238,10 @@ def _encode_chunk(df: pl.DataFrame, tokenizer, max_length: int) -> Encoded:
     input_ids, prompt_lens, context_lens, n_resp, truncated = [], [], [], [], []
     spans: dict[int, tuple[Span, ...]] = {}
     for i, (full, row_spans, context_len) in enumerate(rows):
-        kept = tuple((a, min(b, max_length)) for a, b in row_spans if a < min(b, max_length))
-        input_ids.append(full[:max_length])
+        kept_ids, kept, prompt_len = _right_cut(full, row_spans, max_length)
+        input_ids.append(kept_ids)
         truncated.append(len(full) > max_length)
-        prompt_lens.append(kept[0][0] if kept else min(row_spans[0][0], max_length))
+        prompt_lens.append(prompt_len)
         context_lens.append(min(context_len, max_length))
         n_resp.append(sum(b - a for a, b in kept))
         if chats[i] is not None:
@@ -253,6 +254,12 @@ def _encode_chunk(df: pl.DataFrame, tokenizer, max_length: int) -> Encoded:
         spans or None,
         np.asarray(context_lens, dtype=np.int32) if spans else None,
     )
+
+
+def _right_cut(ids, spans: tuple[Span, ...], max_length: int):
+    """A row cut at ``max_length`` from its end: (ids kept, loss spans kept, prompt length)."""
+    kept = tuple((a, min(b, max_length)) for a, b in spans if a < min(b, max_length))
+    return ids[:max_length], kept, kept[0][0] if kept else min(spans[0][0], max_length)
 
 
 def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
