@@ -84,6 +84,8 @@ class ChatFormat:
                 f"the conversation ends with a {turns[-1]['role']} turn, not the assistant's: "
                 "there is no reply to learn or to generate after it",
             )
+        if self.assistant_turns == "last":
+            turns = only_last_reply_trained(turns)
         messages = json.dumps(turns, ensure_ascii=False)
         response = turns[-1]["content"]
         source = rec.get("source")
@@ -92,7 +94,7 @@ class ChatFormat:
             response=response,
             answer=final_answer(response),
             source=source if isinstance(source, str) and source else None,
-            messages=last_turn_only(messages) if self.assistant_turns == "last" else messages,
+            messages=messages,
         )
 
     def _turns(self, rec: dict) -> list[dict]:
@@ -155,19 +157,21 @@ def _content(turn: dict, role: str, where: str, fmt: ChatFormat) -> str:
     return value
 
 
+def only_last_reply_trained(turns: list[dict]) -> list[dict]:
+    """The turns with every assistant turn but the last out of the loss."""
+    last = len(turns) - 1
+    return [
+        {**t, "train": False} if t["role"] == "assistant" and i != last else t
+        for i, t in enumerate(turns)
+    ]
+
+
 def last_turn_only(messages: str | None) -> str | None:
-    """The conversation with only its last assistant turn in the loss (evaluation's NLL)."""
+    """A stored conversation (JSON) with only its last assistant turn in the loss (the
+    evaluation's NLL)."""
     if messages is None:
         return None
-    turns = json.loads(messages)
-    last = len(turns) - 1
-    return json.dumps(
-        [
-            {**t, "train": False} if t["role"] == "assistant" and i != last else t
-            for i, t in enumerate(turns)
-        ],
-        ensure_ascii=False,
-    )
+    return json.dumps(only_last_reply_trained(json.loads(messages)), ensure_ascii=False)
 
 
 def plain_context(turns: list[dict]) -> str:
