@@ -8,15 +8,11 @@ import polars as pl
 from .answer_types import REASONING_GYM, predicted_answer
 from .scorers import is_correct
 
-ANY_SOURCE = "*"  # key of the modal answer over all training rows
-
 
 def modal_answers(train: pl.DataFrame) -> dict[str, str]:
-    """The most common answer of each training source, and over all rows (ties: the smallest)."""
-    overall = _mode(train)
-    if overall is None:
-        return {}
-    out = {ANY_SOURCE: overall}
+    """The most common answer of each training source (ties: the smallest): the floor of the
+    sets drawn from that source."""
+    out = {}
     for (source,), part in train.group_by("source", maintain_order=True):
         if (mode := _mode(part)) is not None:
             out[source] = mode

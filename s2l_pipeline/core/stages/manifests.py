@@ -137,7 +137,7 @@ class TargetManifest(ModelManifest):
     training_rows_hash: str | None = None
     training_ids: str | None = None
     selection_method: str | None = None
-    modal_answers: dict = field(default_factory=dict)  # source (and '*') -> its commonest answer
+    modal_answers: dict = field(default_factory=dict)  # source -> its commonest answer
 
 
 @dataclass(frozen=True)
