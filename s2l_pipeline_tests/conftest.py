@@ -24,6 +24,30 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("S2L_CACHE_DIR", str(tmp_path_factory.mktemp("s2l_cache")))
 
 
+def s2l_cmd() -> list[str]:
+    """The installed ``s2l`` command, or the module when the script is not on the path."""
+    import shutil as _shutil
+
+    exe = _shutil.which("s2l") or str(Path(sys.executable).parent / "s2l")
+    return [exe] if Path(exe).exists() else [sys.executable, "-m", "s2l_pipeline.cli"]
+
+
+def s2l_env(home: Path, profile: str | None = "tiny") -> dict[str, str]:
+    """The environment of an ``s2l run`` a test starts: its own Dagster instance, artifact
+    store and data folder under ``home``, at ``profile`` (None: the run's --profile decides)."""
+    import os
+
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "S2L_ARTIFACT_ROOT": str(home / "art"),
+        "S2L_DATA_DIR": str(home / "data"),
+    }
+    if profile:
+        env["S2L_PROFILE"] = profile
+    return env
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,4 +146,3 @@ def tiny_graph_copy(tiny_graph: TinyGraph, tmp_path_factory: pytest.TempPathFact
         dg.DagsterInstance.local_temp(str(root / "dagster")),
         make_resources(str(root / "art")),
     )
-

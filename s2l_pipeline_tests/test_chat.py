@@ -261,23 +261,15 @@ def _chat_file(path: Path, n: int, seed: int) -> list[dict]:
 @pytest.mark.slow
 def test_s2l_run_trains_selects_and_exports_a_chat_file(tmp_path: Path) -> None:
     """`s2l run --data chat.jsonl --eval sharegpt.json`, then `s2l export`: no mapping given."""
-    import os
     import shutil
     import subprocess
 
-    from .conftest import PROJECT_ROOT
-    from .test_cli import s2l_cmd
+    from .conftest import PROJECT_ROOT, s2l_cmd, s2l_env
 
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     train = tmp_path / "mine" / "chats.jsonl"
     originals = {r["id"]: r for r in _chat_file(train, 80, 5)}
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
-        "S2L_PROFILE": "tiny",
-        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
-        "S2L_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = s2l_env(tmp_path)
     cmd = [*s2l_cmd(), "run", "--data", str(train), "--eval", str(SHAREGPT)]
     cmd += ["--budget", "24", "--method", "s2l"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)

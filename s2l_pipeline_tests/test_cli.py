@@ -13,10 +13,7 @@ import pytest
 
 from s2l_pipeline.core.selection import SelectionOptions, choose, cluster_table
 
-
-def s2l_cmd() -> list[str]:
-    exe = shutil.which("s2l") or str(Path(sys.executable).parent / "s2l")
-    return [exe] if Path(exe).exists() else [sys.executable, "-m", "s2l_pipeline.cli"]
+from .conftest import s2l_cmd, s2l_env
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -157,17 +154,11 @@ def test_nan_in_unflagged_rows_is_an_error(files) -> None:
 @pytest.mark.slow
 def test_run_executes_the_tiny_profile_into_the_instance(tmp_path: Path, monkeypatch) -> None:
     """`s2l run` applies the profile (400 rows, not the 20,000 default) and records the run."""
-    import os
 
     from .conftest import PROJECT_ROOT
 
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
-        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
-        "S2L_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = s2l_env(tmp_path, profile=None)
     exe = [*s2l_cmd(), "run", "--profile", "tiny"]
     res = subprocess.run(exe, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -199,7 +190,6 @@ def test_run_executes_the_tiny_profile_into_the_instance(tmp_path: Path, monkeyp
 @pytest.mark.slow
 def test_run_failure_says_which_step_and_why(tmp_path: Path) -> None:
     """A failing run names the step and the reason, not just {"success": false}."""
-    import os
 
     from .conftest import PROJECT_ROOT
 
@@ -210,13 +200,7 @@ def test_run_failure_says_which_step_and_why(tmp_path: Path) -> None:
         "ops:\n  raw_dataset:\n    config:\n      embedded: {enabled: false}\n"
         f"      files: [{{path: '{missing}'}}]\n"
     )
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
-        "S2L_PROFILE": "tiny",
-        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
-        "S2L_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = s2l_env(tmp_path)
     res = subprocess.run(
         [*s2l_cmd(), "run", "--config", str(cfg)],
         capture_output=True,
@@ -239,7 +223,6 @@ def test_run_failure_says_which_step_and_why(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_run_on_a_users_file_in_one_command(tmp_path: Path) -> None:
     """`s2l run --data FILE --eval FILE --budget N --method M`: no run config to write."""
-    import os
 
     from .conftest import PROJECT_ROOT
     from .test_shards import new_rows, write_shard
@@ -247,13 +230,7 @@ def test_run_on_a_users_file_in_one_command(tmp_path: Path) -> None:
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     train = write_shard(tmp_path / "mine" / "train.jsonl", new_rows(80, 3))
     test = write_shard(tmp_path / "mine" / "test.jsonl", new_rows(16, 4))
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
-        "S2L_PROFILE": "tiny",
-        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
-        "S2L_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = s2l_env(tmp_path)
     cmd = [*s2l_cmd(), "run", "--data", str(train), "--eval", str(test)]
     cmd += ["--budget", "24", "--method", "random"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
@@ -279,7 +256,6 @@ def test_whole_graph_hint_only_for_select_all() -> None:
 def test_materialize_select_all_says_what_to_run_instead(tmp_path: Path) -> None:
     """Dagster cannot run `--select '*'` over three partitionings; the failure says what to run."""
     import os
-    import sys
 
     from .conftest import PROJECT_ROOT
 
@@ -297,7 +273,6 @@ def test_materialize_select_all_says_what_to_run_instead(tmp_path: Path) -> None
 def test_run_prints_every_failed_check(tmp_path: Path) -> None:
     """A failed check was printed as '✓ eval_sets_eval_sets_not_in_training': an evaluation
     file repeating training rows, and a multiple-choice file, as a user runs them."""
-    import os
 
     import polars as pl
 
@@ -332,13 +307,7 @@ def test_run_prints_every_failed_check(tmp_path: Path) -> None:
             }
         )
     )
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
-        "S2L_PROFILE": "tiny",
-        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
-        "S2L_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = s2l_env(tmp_path)
     cmd = [*s2l_cmd(), "run", "--config", str(cfg), "--budget", "24", "--method", "random"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -389,18 +358,11 @@ def test_run_prints_every_failed_check(tmp_path: Path) -> None:
 def test_mistakes_are_caught_before_the_proxy_trains(tmp_path: Path) -> None:
     """A budget above the pool was found after proxy training and scoring; a missing --eval
     file after the target had trained."""
-    import os
 
     from .conftest import PROJECT_ROOT
 
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
-        "S2L_PROFILE": "tiny",
-        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
-        "S2L_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = s2l_env(tmp_path)
     missing = tmp_path / "nowhere" / "test.jsonl"
     cmd = [*s2l_cmd(), "run", "--budget", "100000", "--eval", str(missing)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)

@@ -152,7 +152,7 @@ def _run_readme_line(line: str, tmp_path: Path, local: dict[str, str], env: dict
     import shlex
     import subprocess
 
-    from .test_cli import s2l_cmd
+    from .conftest import s2l_cmd
 
     argv = shlex.split(line)
     env_assign = [a for a in argv if "=" in a and a.split("=")[0].isupper()]
@@ -175,21 +175,15 @@ def _run_readme_line(line: str, tmp_path: Path, local: dict[str, str], env: dict
 @pytest.mark.slow
 def test_one_command_examples_run(tmp_path: Path) -> None:
     """Every `s2l run --data` command of the README, run as written."""
-    import os
     import shlex
     import shutil
     import subprocess
 
-    from .test_cli import s2l_cmd
+    from .conftest import s2l_cmd, s2l_env
 
     local = _local_files(tmp_path / "files")
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
-        "S2L_ARTIFACT_ROOT": str(tmp_path / "art"),
-        "S2L_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = s2l_env(tmp_path, profile=None)
     aqua, chat = readme_commands("s2l run --data")
     summary = _run_readme_line(chat, tmp_path, local, env)
     assert summary["examples"] == 12
