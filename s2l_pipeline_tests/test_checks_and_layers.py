@@ -83,6 +83,18 @@ def test_one_home_for_each_default() -> None:
 
     assert PROFILES["default"] == {}
     assert LMTrainingConfig().train_config() == TrainConfig()
+    from s2l_pipeline.core.stages.data import EvalSetsOptions
+    from s2l_pipeline.core.stages.models import EvalOptions
+    from s2l_pipeline.core.stages.trajectories import ScoringOptions
+    from s2l_pipeline.defs.data import EvalSetsConfig
+    from s2l_pipeline.defs.target import EvaluationConfig
+    from s2l_pipeline.defs.trajectories import ScoringConfig
+
+    assert EvaluationConfig().options() == EvalOptions()
+    assert ScoringConfig().options() == ScoringOptions()
+    assert EvalSetsConfig().options() == EvalSetsOptions()
+    for name in PROFILES:  # the CLI's profiles are the deployment's, every one of them
+        assert parser().parse_args(["run", "--profile", name]).profile == name
     assert not LMTrainingConfig(group_by_length=False).train_config().group_by_length
     opts, cluster, select = SelectionOptions(), ClusterConfig(), SelectionConfig()
     assert (cluster.clusters, cluster.iterations) == (opts.clusters, opts.kmeans_iterations)
