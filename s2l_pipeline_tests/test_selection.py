@@ -157,6 +157,32 @@ def test_paper_mode_through_choose_stratified_by_source() -> None:
     assert chosen.equals(again)  # seeded: the same subset byte for byte
 
 
+def test_stratified_random_is_s2l_paper_without_trajectories() -> None:
+    """Same split over sources as the paper's S2L, uniform inside, blind to the losses."""
+    rng = np.random.default_rng(1)
+    n = 300
+    losses = {f"loss_step_{s}": rng.normal(size=n).astype(np.float32) for s in (0, 5, 10)}
+    traj = pl.DataFrame({"example_id": [f"x{i:04d}" for i in range(n)], **losses})
+    data = pl.DataFrame(
+        {"example_id": traj["example_id"], "source": ["s1"] * 20 + ["s2"] * 80 + ["s3"] * 200}
+    )
+    paper = SelectionOptions(clusters=10, stratify_by="source", min_cluster_size=3)
+    s2l_ids, _ = choose("s2l", traj, data, 120, seed=0, opts=paper)
+    ids, info = choose("stratified_random", traj, data, 120, seed=0)
+
+    def counts(chosen):
+        return dict(chosen.join(data, on="example_id")["source"].value_counts().iter_rows())
+
+    assert counts(ids) == counts(s2l_ids) == {"s1": 20, "s2": 50, "s3": 50}
+    assert info["stratified_by"] == "source" and info["strata"] == 3
+    shuffled = traj.with_columns(pl.col(c).shuffle(seed=3) for c in losses)
+    assert choose("stratified_random", shuffled, data, 120, seed=0)[0].equals(ids)
+    other, _ = choose("stratified_random", traj, data, 120, seed=1)
+    assert not other.equals(ids) and counts(other) == counts(ids)
+    with pytest.raises(SelectionInputError, match="'source'"):
+        choose("stratified_random", traj, None, 120, seed=0)
+
+
 def test_sampling_inside_a_cluster_is_uniform() -> None:
     labels = np.zeros(10, dtype=int)
     counts = np.zeros(10)

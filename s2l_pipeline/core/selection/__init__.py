@@ -20,6 +20,7 @@ from . import (
     middle_perplexity,
     random_sample,
     s2l,
+    stratified_random,
 )
 from .budget import parse_budget, resolve_budget
 from .common import (
@@ -33,6 +34,7 @@ from .common import (
 METHODS = {
     "s2l": s2l.select,
     "random": random_sample.select,
+    "stratified_random": stratified_random.select,
     "least_confidence": least_confidence.select,
     "middle_perplexity": middle_perplexity.select,
     "high_learnability": high_learnability.select,
