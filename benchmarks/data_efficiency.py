@@ -64,6 +64,7 @@ from s2l_pipeline.core.stages.models import (
     TrainingRows,
     evaluate_model,
     fit_target,
+    per_set_metrics,
     train_proxy,
 )
 from s2l_pipeline.core.stages.selection import choose_subset
@@ -481,12 +482,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict:
         table = _first_rows(ctx.test, ctx.test_rows_per_set)
     preds, metrics = evaluate_model(trained.final.uri, table, ctx.eval, store)
     t_eval = time.perf_counter() - t0 - t_select - t_train
-    per_set = {
-        f"{r['eval_set']}.{k}": float(r[k])
-        for r in metrics.iter_rows(named=True)
-        for k in ("accuracy", "mean_nll")
-        if r.get(k) is not None
-    }
+    per_set = per_set_metrics(metrics, ("accuracy", "mean_nll"))
     return {
         "key": cell.key,
         "cell": asdict(cell),

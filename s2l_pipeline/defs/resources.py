@@ -8,7 +8,6 @@ import typing
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import dagster as dg
 from pydantic import Field
@@ -26,8 +25,6 @@ from ..core.support.tracking import (
     local_tracking_uri,
     mlflow_run,
 )
-
-M = TypeVar("M", bound=Manifest)
 
 DEFAULT_DATA_DIR = "data"
 

@@ -184,6 +184,21 @@ def evaluate_model(
     )
 
 
+PER_SET_METRICS = ("accuracy", "mean_nll", "rougeL", "bleu", "embedding_similarity")
+
+
+def per_set_metrics(
+    metrics: pl.DataFrame, names: tuple[str, ...] = PER_SET_METRICS
+) -> dict[str, float]:
+    """'<set>.<metric>' -> value, for every metric of ``names`` a set has (MLflow's flat names)."""
+    return {
+        f"{r['eval_set']}.{k}": float(r[k])
+        for r in metrics.iter_rows(named=True)
+        for k in names
+        if r.get(k) is not None
+    }
+
+
 @dataclass(frozen=True)
 class Evaluation:
     manifest: EvaluationManifest
@@ -191,14 +206,7 @@ class Evaluation:
     metrics: pl.DataFrame  # per set, with the answer floor
 
     def per_set_metrics(self) -> dict[str, float]:
-        """'<set>.<metric>' -> value, for every metric a set has (MLflow's flat names)."""
-        names = ("accuracy", "mean_nll", "rougeL", "bleu", "embedding_similarity")
-        return {
-            f"{r['eval_set']}.{k}": r[k]
-            for r in self.metrics.iter_rows(named=True)
-            for k in names
-            if r.get(k) is not None
-        }
+        return per_set_metrics(self.metrics)
 
 
 def evaluate_target(
