@@ -51,11 +51,17 @@ from s2l_pipeline.core.data.ingest import (
     split_heldout,
 )
 from s2l_pipeline.core.data.schema import EVAL_SCHEMA
+from s2l_pipeline.core.evaluation.endpoints import off_mode_scores, top_prediction
 from s2l_pipeline.core.evaluation.model_eval import headline
 from s2l_pipeline.core.evaluation.stats import pack_correct
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun
 from s2l_pipeline.core.lm.train_config import CheckpointSchedule, TrainConfig, TrainHooks
-from s2l_pipeline.core.selection import SelectionOptions, cluster_table, usable_rows
+from s2l_pipeline.core.selection import (
+    EMBEDDING_METHODS,
+    SelectionOptions,
+    cluster_table,
+    usable_rows,
+)
 from s2l_pipeline.core.selection.common import PAPER_S2L
 from s2l_pipeline.core.selection.diagnostics import premise_on_pool
 from s2l_pipeline.core.selection.learning_percentage import embed_rows, epoch1_from_schedule
@@ -297,36 +303,53 @@ class ProxyRecord:
 
 def proxy_trajectories(scale: Scale, mixture: str, size: str, out: Path) -> ProxyRecord:
     """Train the proxy on the pool and score every example at every checkpoint (cached)."""
-    tag = f"{mixture.replace('+', '_')}_{size}"
+    max_length = scale.gsm8k_max_length if "gsm8k" in mixture else scale.max_length
+    settings = ProxySettings(size, scale.proxy_epochs, scale.batch_size, scale.checkpoints)
+    train = prepare_data(scale, mixture, out)["train"]
+    return scored_proxy(train, mixture, settings, max_length, out)
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """How a benchmark trains its proxy."""
+
+    size: str
+    epochs: float
+    batch_size: int
+    checkpoints: int
+
+
+def scored_proxy(
+    train_path: Path, mixture: str, proxy: ProxySettings, max_length: int, out: Path
+) -> ProxyRecord:
+    """The proxy trained on the pool at ``train_path`` and its trajectories (cached by name)."""
+    tag = f"{mixture.replace('+', '_')}_{proxy.size}"
     manifest_path = out / "proxy" / f"{tag}.json"
     if manifest_path.exists():
         return ProxyRecord(**json.loads(manifest_path.read_text()))
     store = ArtifactStore(str(out / "artifacts"))
-    train = pl.read_parquet(prepare_data(scale, mixture, out)["train"])
-    max_length = scale.gsm8k_max_length if "gsm8k" in mixture else scale.max_length
+    train = pl.read_parquet(train_path)
     run = TrainRun(
-        model=ModelSpec("embedded", size, 512, 0),
-        train=TrainConfig(
-            epochs=scale.proxy_epochs, batch_size=scale.batch_size, max_length=max_length
-        ),
-        schedule=CheckpointSchedule(count=scale.checkpoints),
+        model=ModelSpec("embedded", proxy.size, 512, 0),
+        train=TrainConfig(epochs=proxy.epochs, batch_size=proxy.batch_size, max_length=max_length),
+        schedule=CheckpointSchedule(count=proxy.checkpoints),
     )
     t0, cpu0 = time.perf_counter(), time.process_time()
     rows = TrainingRows(train, table_hash(train))
-    proxy = train_proxy(rows, run, store, out / "work" / "proxy")
+    trained = train_proxy(rows, run, store, out / "work" / "proxy")
     t_train = time.perf_counter() - t0
-    traj = score_table(train, proxy, store, max_length)
+    traj = score_table(train, trained, store, max_length)
     t_score = time.perf_counter() - t0 - t_train
     traj_path = out / "proxy" / f"{tag}_trajectories.parquet"
     traj_path.parent.mkdir(parents=True, exist_ok=True)
     traj.write_parquet(traj_path)
     record = ProxyRecord(
         mixture=mixture,
-        size=size,
+        size=proxy.size,
         trajectories=str(traj_path),
-        tokenizer_dir=str(store.fetch_dir(proxy.checkpoints[0].uri)),
-        epoch1_step=epoch1_from_schedule(proxy.final.step, scale.proxy_epochs, steps_of(traj)),
-        n_parameters=proxy.n_parameters,
+        tokenizer_dir=str(store.fetch_dir(trained.checkpoints[0].uri)),
+        epoch1_step=epoch1_from_schedule(trained.final.step, proxy.epochs, steps_of(traj)),
+        n_parameters=trained.n_parameters,
         train_seconds=round(t_train, 1),
         score_seconds=round(t_score, 1),
         cpu_seconds=round(time.process_time() - cpu0, 1),
@@ -418,6 +441,10 @@ class CellContext:
     eval: EvalOptions
     artifacts: str
     work: str
+    # A pretrained base's folder: targets fine-tune from it (None: from scratch, ``cell.target``).
+    base_model: str | None = None
+    # Each in-domain set's collapse answers in the pool: the primary endpoint leaves them out.
+    modes: dict[str, list[str]] | None = None
 
 
 def training_rows(cell: Cell, ctx: CellContext) -> tuple[pl.DataFrame, dict]:
@@ -440,7 +467,7 @@ def training_rows(cell: Cell, ctx: CellContext) -> tuple[pl.DataFrame, dict]:
     method = cell.method
     if method == "s2l_paper":
         method, opts = "s2l", replace(opts, **PAPER_S2L)
-    emb = np.load(ctx.embeddings) if method == "learning_percentage" else None
+    emb = np.load(ctx.embeddings) if method in EMBEDDING_METHODS else None
     chosen = choose_subset(method, traj, data, cell.budget, cell.seed, opts, embeddings=emb)
     rows = chosen.rows.drop("cluster", strict=False)  # as the target asset trains on it
     return rows, {k: v for k, v in chosen.info.items() if isinstance(v, int | float | str)}
@@ -452,8 +479,9 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict:
     rows, info = training_rows(cell, ctx)
     t_select = time.perf_counter() - t0
     epochs = cell.epochs * (cell.budget if cell.method == "full_same_steps" else 1.0)
+    spec = ModelSpec(ctx.base_model) if ctx.base_model else ModelSpec("embedded", cell.target)
     run = TrainRun(
-        model=ModelSpec("embedded", cell.target, seed=cell.seed),
+        model=replace(spec, seed=cell.seed),
         train=TrainConfig(
             epochs=epochs,
             learning_rate=cell.lr,
@@ -483,6 +511,8 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict:
     preds, metrics = evaluate_model(trained.final.uri, table, ctx.eval, store)
     t_eval = time.perf_counter() - t0 - t_select - t_train
     per_set = per_set_metrics(metrics, ("accuracy", "mean_nll"))
+    in_domain = preds.filter(pl.col("domain") == "in_domain")
+    off_mode = off_mode_scores(in_domain, ctx.modes) if ctx.modes else {}
     return {
         "key": cell.key,
         "cell": asdict(cell),
@@ -508,6 +538,10 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict:
         # Rows per source: what the selector over- and under-samples against the pool.
         "composition": dict(sorted(rows.group_by("source").len().iter_rows())),
         "checkpoint_sha256": trained.final.sha256,
+        # The commonest in-domain generation and its share: a share near 1 is a collapse.
+        "top_prediction": top_prediction(in_domain).to_dict(),
+        "off_mode": {name: score.to_dict() for name, score in off_mode.items()},
+        "order": asdict(trained.order) if trained.order else None,
     }
 
 

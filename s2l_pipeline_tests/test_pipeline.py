@@ -400,6 +400,10 @@ def test_premise_diagnostic_tells_real_clusters_from_shuffled_ones(tiny_run) -> 
     assert real.gap > 0.05 and real.within_pairs > 100 and real.silhouette > 0.2
     # Clusters group more alike gradients than the source alone does.
     assert real.within_cluster_cosine > real.same_source_cosine > real.random_pair_cosine - 0.05
+    # The same-answer control is measured: pairs of one answer, and in-cluster pairs of two.
+    assert -1 <= real.same_answer_cosine <= 1 and real.same_answer_cosine != real.gap
+    other = real.within_cluster_other_answer_cosine
+    assert other is None or -1 <= other <= 1
     assert abs(fake.gap) < real.gap / 2 and fake.silhouette < 0.05
     [check] = [
         e

@@ -399,3 +399,32 @@ def test_training_sets_for_the_target() -> None:
     assert rnd.height == 3 and rnd.equals(training_set_rows("random", data, subset, 3, 0))
     with pytest.raises(ValueError, match="unknown training set"):
         training_set_rows("half", data, subset, 3, 0)
+
+
+def test_embedding_cluster_random_is_learning_percentage_without_its_order() -> None:
+    """Same MiniLM clusters and per-cluster budget as learning percentage, random inside:
+    the control that tells the score's effect from the clusters'."""
+    rng = np.random.default_rng(2)
+    n = 200
+    losses = {f"loss_step_{s}": rng.uniform(1, 3, size=n).astype(np.float32) for s in (0, 5, 10)}
+    traj = pl.DataFrame({"example_id": [f"x{i:04d}" for i in range(n)], **losses})
+    centres = rng.normal(size=(4, 16))
+    emb = (centres[np.arange(n) % 4] + 0.01 * rng.normal(size=(n, 16))).astype(np.float32)
+    opts = SelectionOptions(embedding_clusters=4)
+    lp, _ = choose("learning_percentage", traj, None, 40, seed=0, opts=opts, embeddings=emb)
+    ids, info = choose("embedding_cluster_random", traj, None, 40, 0, opts, embeddings=emb)
+    from s2l_pipeline.core.selection.clustering import kmeans
+
+    labels = kmeans(emb, 4, seed=0).labels  # the clusters both methods draw from
+    group = dict(zip(traj["example_id"], labels, strict=True))
+
+    def per_cluster(chosen):
+        return np.bincount([group[e] for e in chosen["example_id"]], minlength=4).tolist()
+
+    assert per_cluster(ids) == per_cluster(lp) and sum(per_cluster(ids)) == 40
+    assert info["embedding_clusters"] == 4
+    assert set(ids["example_id"]) != set(lp["example_id"])  # not lowest-LP first
+    again, _ = choose("embedding_cluster_random", traj, None, 40, 0, opts, embeddings=emb)
+    assert again.equals(ids)
+    other, _ = choose("embedding_cluster_random", traj, None, 40, 1, opts, embeddings=emb)
+    assert not other.equals(ids)

@@ -233,3 +233,21 @@ def generate_ood(
         for i, f in enumerate(families)
     ]
     return pl.concat(parts) if parts else pl.DataFrame(schema=EVAL_SCHEMA)
+
+
+def draw_distinct(family: Family, n: int, seed: int) -> pl.DataFrame:
+    """``n`` rows of one family in RAW_SCHEMA, no two posing the same problem: one draw that a
+    study splits at random into test, validation and pool, so all three share its answer mix."""
+    items = draw_family(
+        family, n, _family_seed(seed, 0) + _HELDOUT_SEED_OFFSET, distinct_problems=True
+    )
+    return as_raw_table(pl.DataFrame(_rows(items, family.name)))
+
+
+def as_eval_rows(raw: pl.DataFrame, domain: str) -> pl.DataFrame:
+    """Raw generated rows as an evaluation table, one set per source."""
+    return as_eval_table(
+        raw.with_columns(
+            eval_set=pl.col("source"), domain=pl.lit(domain), answer_type=pl.lit(REASONING_GYM)
+        )
+    )

@@ -13,6 +13,7 @@ import polars as pl
 
 from . import (
     cartography,
+    embedding_cluster_random,
     facility_location,
     high_learnability,
     learning_percentage,
@@ -39,9 +40,13 @@ METHODS = {
     "middle_perplexity": middle_perplexity.select,
     "high_learnability": high_learnability.select,
     "learning_percentage": learning_percentage.select,
+    "embedding_cluster_random": embedding_cluster_random.select,
     "cartography": cartography.select,
     "facility_location": facility_location.select,
 }
+
+# The methods that cluster MiniLM embeddings of the texts, and take them precomputed.
+EMBEDDING_METHODS = ("learning_percentage", "embedding_cluster_random")
 
 CLUSTER_SCHEMA = {"example_id": pl.String, "cluster": pl.Int64, "distance": pl.Float32}
 
@@ -95,8 +100,8 @@ def choose(
 ) -> tuple[pl.DataFrame, dict]:
     """The chosen example ids (in trajectory order) with their S2L cluster when known.
 
-    ``embeddings`` (learning_percentage), one row per usable trajectory row, saves re-embedding
-    the same texts when one dataset is selected from many times.
+    ``embeddings`` (for ``EMBEDDING_METHODS``), one row per usable trajectory row, saves
+    re-embedding the same texts when one dataset is selected from many times.
     """
     if method not in METHODS:
         raise SelectionInputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
@@ -105,7 +110,7 @@ def choose(
     n_budget = resolve_budget(budget, usable.height)
     labels = _aligned_clusters(usable, clusters)
     extra: dict = {"labels": labels} if method == "s2l" else {}
-    if method == "learning_percentage" and embeddings is not None:
+    if method in EMBEDDING_METHODS and embeddings is not None:
         if len(embeddings) != usable.height:
             raise SelectionInputError(
                 f"embeddings have {len(embeddings)} rows for {usable.height} usable trajectories"
@@ -148,6 +153,7 @@ def _aligned_clusters(usable: pl.DataFrame, clusters: pl.DataFrame | None) -> np
 
 
 __all__ = [
+    "EMBEDDING_METHODS",
     "METHODS",
     "ClusterSummary",
     "Selection",

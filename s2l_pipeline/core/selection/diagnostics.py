@@ -26,6 +26,12 @@ class PremiseReport:
     gap: float
     # Random pairs from one source: clusters must beat this to add more than the source does.
     same_source_cosine: float | None
+    # The same-answer control: short responses may group gradients by the answer they share.
+    # Pairs with one answer (``same_answer_cosine``), and pairs inside one cluster whose answers
+    # differ (``within_cluster_other_answer_cosine``): clusters add more than shared answers only
+    # if the latter stays well above random pairs.
+    same_answer_cosine: float | None
+    within_cluster_other_answer_cosine: float | None
     within_pairs: int
     random_pairs: int
     clusters_sampled: int
@@ -82,6 +88,10 @@ def _cosines(a: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
+def _mean(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
+
+
 def premise_report(
     model,
     enc,
@@ -94,22 +104,28 @@ def premise_report(
     dims: int = 2048,
     silhouette_rows: int = 2000,
     sources: np.ndarray | None = None,
+    answers: np.ndarray | None = None,
 ) -> PremiseReport:
     """Gradient similarity within clusters against random pairs (and random pairs of one
-    source, given ``sources``), and the clustering's silhouette, for rows whose encodings are
-    ``enc``, clusters ``labels`` and trajectory ``features`` (rows with no response token left
-    must be dropped before)."""
+    source, given ``sources``; pairs of one answer, given ``answers``), and the clustering's
+    silhouette, for rows whose encodings are ``enc``, clusters ``labels`` and trajectory
+    ``features`` (rows with no response token left must be dropped before)."""
     from sklearn.metrics import silhouette_score
 
     rng = np.random.default_rng(seed)
     grouped = cluster_sample(labels, clusters, per_cluster, rng)
     uniform = rng.choice(len(labels), min(random_rows, len(labels)), replace=False)
-    sketches = gradient_sketches(model, enc, np.concatenate([grouped, uniform]), dims, seed)
+    by_answer = np.empty(0, dtype=np.int64)
+    if answers is not None:
+        codes = np.unique(answers, return_inverse=True)[1]
+        by_answer = cluster_sample(codes, clusters, per_cluster, rng)
+    picked = np.concatenate([grouped, uniform, by_answer])
+    sketches = gradient_sketches(model, enc, picked, dims, seed)
     g_sim = _cosines(sketches[: len(grouped)])
     same = labels[grouped][:, None] == labels[grouped][None, :]
     upper = np.triu(np.ones_like(same, dtype=bool), k=1)
     within = g_sim[same & upper]
-    u_sim = _cosines(sketches[len(grouped) :])
+    u_sim = _cosines(sketches[len(grouped) : len(grouped) + len(uniform)])
     pairs = np.triu(np.ones(u_sim.shape, dtype=bool), k=1)
     random_pairs = u_sim[pairs]
     same_source = None
@@ -117,6 +133,13 @@ def premise_report(
         s = sources[uniform]
         one_source = u_sim[pairs & (s[:, None] == s[None, :])]
         same_source = float(one_source.mean()) if one_source.size else None
+    same_answer = other_answer = None
+    if answers is not None:
+        a = answers[by_answer]
+        one_answer = _cosines(sketches[len(grouped) + len(uniform) :])
+        same_answer = _mean(one_answer[np.triu(a[:, None] == a[None, :], k=1)])
+        g = answers[grouped]
+        other_answer = _mean(g_sim[same & upper & (g[:, None] != g[None, :])])
     n_sil = min(silhouette_rows, len(labels))
     silhouette = None
     if len(np.unique(labels)) >= 2 and n_sil > len(np.unique(labels)):
@@ -127,6 +150,8 @@ def premise_report(
         random_pair_cosine=r,
         gap=w - r,
         same_source_cosine=same_source,
+        same_answer_cosine=same_answer,
+        within_cluster_other_answer_cosine=other_answer,
         within_pairs=int(within.size),
         random_pairs=int(random_pairs.size),
         clusters_sampled=int(len(np.unique(labels[grouped]))),
@@ -156,7 +181,8 @@ def premise_on_pool(
     rows = clusters.select("example_id", "cluster").join(
         traj, on="example_id", how="inner", maintain_order="left"
     )
-    cols = [c for c in ("prompt", "response", "task", "source", "messages") if c in data.columns]
+    wanted = ("prompt", "response", "task", "source", "answer", "messages")
+    cols = [c for c in wanted if c in data.columns]
     rows = rows.join(data.select("example_id", *cols), on="example_id", how="inner")
     model, tokenizer = load_causal_lm(model_dir)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
@@ -165,5 +191,8 @@ def premise_on_pool(
     rows = rows[keep]
     features = matrix(rows, pick_steps(rows, steps, "trained"))
     sources = rows["source"].to_numpy() if "source" in rows.columns else None
+    answers = rows["answer"].to_numpy() if "answer" in rows.columns else None
     labels = rows["cluster"].to_numpy()
-    return premise_report(model, enc.subset(keep), labels, features, seed=seed, sources=sources)
+    return premise_report(
+        model, enc.subset(keep), labels, features, seed=seed, sources=sources, answers=answers
+    )

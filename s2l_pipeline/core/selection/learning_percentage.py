@@ -61,6 +61,23 @@ def select(
     e1 = epoch1_step(available, opts.epoch1_step)
     x = matrix(traj, [loss_column(0), loss_column(e1), loss_column(available[-1])])
     lp = learning_percentage(x[:, 0], x[:, 1], x[:, 2], opts.lp_variant)
+    rows, k = sample_embedding_clusters(traj, data, budget, seed, opts, lp, embeddings)
+    return Selection(
+        rows, info={"epoch1_step": e1, "embedding_clusters": k, "mean_lp": float(np.mean(lp))}
+    )
+
+
+def sample_embedding_clusters(
+    traj: pl.DataFrame,
+    data: pl.DataFrame | None,
+    budget: int,
+    seed: int,
+    opts: SelectionOptions,
+    order: np.ndarray,
+    embeddings: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """(rows, K): MiniLM K-means clusters give budget in proportion to their size, lowest
+    ``order`` first inside each (ties by example id)."""
     if embeddings is None:
         embeddings = embed_rows(traj, data)
     k = min(opts.embedding_clusters, max(1, traj.height // 10))  # >= 10 rows per cluster
@@ -68,11 +85,8 @@ def select(
     uniq, members = group_rows(labels)
     take = proportional_allocation([len(m) for m in members], budget)
     ids = traj["example_id"].to_numpy()
-    parts = [m[np.lexsort((ids[m], lp[m]))[:t]] for m, t in zip(members, take, strict=True)]
-    rows = np.sort(np.concatenate(parts))
-    return Selection(
-        rows, info={"epoch1_step": e1, "embedding_clusters": k, "mean_lp": float(np.mean(lp))}
-    )
+    parts = [m[np.lexsort((ids[m], order[m]))[:t]] for m, t in zip(members, take, strict=True)]
+    return np.sort(np.concatenate(parts)), k
 
 
 def embed_rows(traj: pl.DataFrame, data: pl.DataFrame | None) -> np.ndarray:
