@@ -52,6 +52,7 @@ from s2l_pipeline.core.evaluation.endpoints import (
     top_prediction,
 )
 from s2l_pipeline.core.evaluation.model_eval import headline
+from s2l_pipeline.core.evaluation.stats import pack_correct
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun
 from s2l_pipeline.core.lm.train_config import CheckpointSchedule, TrainConfig
 from s2l_pipeline.core.selection import SelectionOptions, cluster_table
@@ -214,11 +215,16 @@ def data_summary(scale: StudyScale, paths: dict[str, Path]) -> dict:
     """What the report states about the data: sizes, answer mixes, and that nothing overlaps."""
     test = pl.read_parquet(paths["test"]).filter(pl.col("domain") == "in_domain")
     val = pl.read_parquet(paths["validation"])
-    out: dict = {"test_rows": test.height, "validation_rows": val.height, "pools": {}}
+    # Per pool and test set, in test order: which items the primary endpoint keeps (1).
+    out: dict = {"test_rows": test.height, "validation_rows": val.height, "pools": {}, "masks": {}}
     for name, _ in scale.pools:
         pool = pl.read_parquet(paths[f"pool_{name}"])
         shared = set(pool["example_id"]) & (set(test["example_id"]) | set(val["example_id"]))
         modes = collapse_answers(pool)
+        out["masks"][name] = {
+            s: pack_correct(~part["answer"].is_in(modes[s]))
+            for (s,), part in test.group_by("source", maintain_order=True)
+        }
         out["pools"][name] = {
             "rows": dict(sorted(pool.group_by("source").len().iter_rows())),
             "modes": modes,
