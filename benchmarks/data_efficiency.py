@@ -21,7 +21,7 @@ Dagster assets and `s2l select` call; this file only plans cells and records res
 Cells run in ``--workers`` processes of one thread each (small models scale poorly over
 threads). Results go to ``<out>/results.jsonl`` as each cell finishes, so a crash resumes
 where it stopped; every cell is an MLflow run in the experiment ``s2l-data-efficiency``.
-The report (docs/results.md, docs/results_accuracy_vs_budget.png) is rewritten from the
+The report (docs/results_learns.md, docs/results_learns.png) is rewritten from the
 results between the generated markers; text outside them is kept.
 """
 
@@ -155,7 +155,7 @@ SCALES: dict[str, Scale] = {
         gsm8k_seeds=(0, 1, 2),
         workers=1,
     ),
-    # Issue 15's regime, where the 0.84M target learns (docs/results.md, "Finding a regime"):
+    # Issue 15's regime, where the 0.84M target learns (docs/results_learns.md, "Finding a regime"):
     # three families at the mixture's settings (two-term sums), 2,000 rows each, 30 epochs; the
     # proxy 6.7x smaller than the target; every in-domain test problem (300 per family) judged.
     # Results are committed and the run resumes from them, sitting after sitting.
@@ -677,7 +677,7 @@ def context(
 
 def tuned_lr(scale: Scale, results: dict) -> float:
     """The learning rate with the lowest validation NLL on a random 20%: with 50 rows per family
-    accuracy moves by a point from noise alone, NLL far less (docs/results.md)."""
+    accuracy moves by a point from noise alone, NLL far less (docs/results_learns.md)."""
     scores = []
     for lr in scale.lr_grid:
         m = results[tuning_cell(scale, lr).key]["metrics"]
@@ -756,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="default: data/benchmarks/<scale>")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--tracking-uri", default=None, help="default: the project's local MLflow")
-    p.add_argument("--report", type=Path, default=ROOT / "docs" / "results.md")
+    p.add_argument("--report", type=Path, default=ROOT / "docs" / "results_learns.md")
     p.add_argument("--report-only", action="store_true")
     p.add_argument(
         "--results", type=Path, default=None, help="results file (default: the scale's own)"

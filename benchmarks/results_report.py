@@ -1,4 +1,4 @@
-"""docs/results.md from a data-efficiency run: tables (mean +- std over seeds), plot, claims.
+"""A data-efficiency run's page (docs/results_learns.md): tables over seeds, plot, claims.
 
 Only the part between the generated markers is rewritten; the discussion around it is kept.
 """

@@ -191,7 +191,7 @@ def test_benchmark_workers_die_with_the_benchmark(tmp_path: Path) -> None:
 
 
 def test_seed_reading_of_the_committed_study_matches_the_page() -> None:
-    """The per-seed numbers docs/results.md quotes come from the committed results as
+    """The per-seed numbers docs/results_learns.md quotes come from the committed results as
     seed_stats.py reads them (paired by seed, t over seeds, sign-flip, Holm)."""
     stats = _load("seed_stats")
     rows = stats.comparisons(stats.main_cells(stats.DEFAULT), "in_domain")
@@ -200,7 +200,7 @@ def test_seed_reading_of_the_committed_study_matches_the_page() -> None:
     assert lp10["seeds"] == lp20["seeds"] == 5
     assert lp10["low"] < 0 < lp10["high"] and lp20["low"] < 0 < lp20["high"]
     assert lp20["p_sign_flip"] == 2 / 32  # as low as five seeds go
-    page = (PROJECT_ROOT / "docs" / "results.md").read_text()
+    page = (PROJECT_ROOT / "docs" / "results_learns.md").read_text()
     for r in (lp10, lp20):
         quoted = f"[{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]".replace("+-", "-")
         assert quoted in page, quoted
