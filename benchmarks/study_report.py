@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from s2l_pipeline.core.evaluation.endpoints import primary_endpoint
 from s2l_pipeline.core.evaluation.stats import (
     holm,
     paired_bootstrap,
@@ -48,13 +49,25 @@ def cells(results: list[dict], **match) -> list[dict]:
 
 def primary(result: dict) -> float:
     """In-domain accuracy without the collapse answers, each family weighing the same."""
-    scores = result["off_mode"]
-    return float(np.mean([s["accuracy"] for s in scores.values()]))
+    return primary_endpoint(result["off_mode"])
 
 
 def floor(result: dict) -> float:
     """The primary endpoint of a model answering every family's next commonest answer."""
     return float(np.mean([s["floor"] for s in result["off_mode"].values()]))
+
+
+def current(results: list[dict], meta: dict) -> list[dict]:
+    """The test cells trained with each pool's chosen settings (earlier choices' cells stay in
+    the results file, counted on the page as superseded)."""
+    chosen = meta.get("chosen", {})
+    return [
+        r
+        for r in results
+        if r["cell"]["judge"] == "test"
+        and (r["cell"]["lr"], r["cell"]["epochs"])
+        == tuple(chosen.get(r["cell"]["mixture"], {}).get(k) for k in ("lr", "epochs"))
+    ]
 
 
 def by_seed(results: list[dict], pool: str, method: str, budget: float) -> dict[int, dict]:
@@ -267,11 +280,12 @@ def tuning_table(results: list[dict], meta: dict) -> str:
         )
         lines.append(
             f"| {c['mixture']} | {c['lr']:g} | {c['epochs']:g}{mark} | "
-            f"{m['in_domain_mean_nll']:.3f} | {100 * m['in_domain_accuracy']:.1f} |\n"
+            f"{m['in_domain_mean_nll']:.3f} | {100 * m['in_domain_accuracy']:.1f} "
+            f"| {100 * primary(r):.1f} |\n"
         )
     return (
-        "| pool | learning rate | epochs | validation NLL | validation accuracy, % |\n"
-        "|---|---|---|---|---|\n" + "".join(lines)
+        "| pool | learning rate | epochs | validation NLL | validation accuracy, % "
+        "| validation primary, % |\n|---|---|---|---|---|---|\n" + "".join(lines)
     )
 
 
@@ -349,10 +363,11 @@ def generated(results: list[dict], meta: dict, image: str) -> str:
         + "; ".join(f"`{a}`: {ARM_NOTES.get(a, '')}" for a in scale["arms"])
         + ".",
         "- " + base_line(meta).strip(),
-        f"- Chosen on validation (lowest in-domain NLL of a random {100 * scale['budget']:g}%, "
-        f"seed 0): {chosen}.",
+        f"- Chosen on validation (best primary endpoint of a random {100 * scale['budget']:g}%, "
+        f"seed 0; ties by NLL): {chosen}.",
         f"- {len(results)} cells so far, {cpu:.1f} CPU hours in cells, {wall:.1f} wall hours "
-        f"over {len(meta.get('sittings', []))} sittings.",
+        f"over {len(meta.get('sittings', []))} sittings; {meta.get('superseded', 0)} test cells "
+        "of an earlier choice of settings are kept in the results file and left out here.",
         "",
         "### The data",
         "",
@@ -397,7 +412,10 @@ def generated(results: list[dict], meta: dict, image: str) -> str:
 
 
 def write_study_report(results_path: Path, meta_path: Path, report: Path) -> None:
-    results, meta = load(results_path, meta_path)
+    everything, meta = load(results_path, meta_path)
+    tuning = [r for r in everything if r["cell"]["judge"] == "validation"]
+    results = tuning + current(everything, meta)
+    meta = {**meta, "superseded": len(everything) - len(results)}
     report.parent.mkdir(parents=True, exist_ok=True)
     image = report.with_name(PLOT if report.name == "results.md" else report.stem + ".png")
     found = comparisons(results, meta)

@@ -80,3 +80,11 @@ def top_prediction(preds: pl.DataFrame) -> TopPrediction:
     stripped = preds.select(p=pl.col("prediction").str.strip_chars())
     counts = stripped.group_by("p").len().sort(["len", "p"], descending=[True, False])
     return TopPrediction(counts["p"][0], counts["len"][0] / preds.height, preds.height)
+
+
+def primary_endpoint(off_mode: dict[str, dict]) -> float:
+    """The mean over sets of their off-mode accuracy (stored ``OffModeScore`` dicts): every
+    family weighs the same, whatever its size in the pool."""
+    if not off_mode:
+        raise ValueError("no set has an off-mode score")
+    return sum(s["accuracy"] for s in off_mode.values()) / len(off_mode)
