@@ -51,7 +51,11 @@ from s2l_pipeline.core.data.ingest import (
     split_heldout,
 )
 from s2l_pipeline.core.data.schema import EVAL_SCHEMA
-from s2l_pipeline.core.evaluation.endpoints import off_mode_scores, top_prediction
+from s2l_pipeline.core.evaluation.endpoints import (
+    off_mode_scores,
+    top_prediction,
+    top_predictions,
+)
 from s2l_pipeline.core.evaluation.model_eval import headline
 from s2l_pipeline.core.evaluation.stats import pack_correct
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun
@@ -540,6 +544,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict:
         "checkpoint_sha256": trained.final.sha256,
         # The commonest in-domain generation and its share: a share near 1 is a collapse.
         "top_prediction": top_prediction(in_domain).to_dict(),
+        "top_prediction_by_set": {k: v.to_dict() for k, v in top_predictions(in_domain).items()},
         "off_mode": {name: score.to_dict() for name, score in off_mode.items()},
         "order": asdict(trained.order) if trained.order else None,
     }

@@ -26,6 +26,7 @@ benchmarks/study_report.py.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -37,6 +38,7 @@ import polars as pl
 
 from s2l_pipeline.core.data.generator import (
     FAMILIES_BY_NAME,
+    OOD_FAMILIES,
     TRAIN_FAMILIES,
     Family,
     allocate,
@@ -44,6 +46,7 @@ from s2l_pipeline.core.data.generator import (
     draw_distinct,
     generate_mixture,
     generate_ood,
+    table_problem_keys,
 )
 from s2l_pipeline.core.data.schema import EVAL_SCHEMA
 from s2l_pipeline.core.evaluation.endpoints import (
@@ -110,6 +113,17 @@ class StudyScale:
         ("imbalanced", (0.1, 0.2, 0.7)),
     )
     ood_per_family: int = 100
+    # The base's families: the mixture's others, less basic_arithmetic and decimal_chain_sum,
+    # whose sums pose chain_sum's problems (two thirds of its test problems, by problem key).
+    pretrain_families: tuple[str, ...] = (
+        "products",
+        "lcm",
+        "leg_counting",
+        "fraction_simplification",
+        "base_conversion",
+        "count_bits",
+        "spell_backward",
+    )
     pretrain_size: int = 24_000
     pretrain_epochs: float = 2.0
     pretrain_lr: float = 2e-3
@@ -248,18 +262,37 @@ def _mode_shares(table: pl.DataFrame, modes: dict[str, list[str]]) -> dict[str, 
 
 
 def pretrain_families(scale: StudyScale) -> tuple[Family, ...]:
-    """The mixture's families that the study does not use (the OOD sets are kept out too)."""
-    return tuple(f for f in TRAIN_FAMILIES if f.name not in scale.families)
+    """The base's families, at the mixture's settings; none may be the study's or an OOD set."""
+    clash = set(scale.pretrain_families) & (set(scale.families) | {f.name for f in OOD_FAMILIES})
+    if clash:
+        raise ValueError(f"pretraining families {sorted(clash)} are the study's or OOD sets")
+    return tuple(f for f in TRAIN_FAMILIES if f.name in scale.pretrain_families)
+
+
+def study_problem_keys(paths: dict[str, Path]) -> frozenset[str]:
+    """Every problem the study tests, validates or trains on: the base may pose none."""
+    cols = ["source", "prompt", "metadata"]
+    raw = pl.concat([pl.read_parquet(p, columns=cols) for p in paths.values()])
+    return frozenset(table_problem_keys(raw))
 
 
 def pretrained_base(scale: StudyScale, out: Path, eval_opts: EvalOptions, paths: dict) -> dict:
     """Pretrain the base on disjoint families once (cached), and read it zero-shot on the
     study's test sets: its own cell, the floor fine-tuning starts from."""
-    record_path = out / "base.json"
+    settings = [scale.pretrain_families, scale.pretrain_size, scale.pretrain_epochs]
+    settings += [scale.pretrain_lr, scale.base, scale.batch_size, scale.max_length]
+    record_path = out / f"base_{hashlib.sha256(repr(settings).encode()).hexdigest()[:12]}.json"
     if record_path.exists():
         return json.loads(record_path.read_text())
     t0 = time.perf_counter()
-    corpus, _ = generate_mixture(scale.pretrain_size, 0, 0, pretrain_families(scale))
+    study_keys = study_problem_keys(paths)
+    families = pretrain_families(scale)
+    corpus, _ = generate_mixture(
+        scale.pretrain_size, 0, 0, families, exclude=study_keys, keep_metadata=True
+    )
+    shared = table_problem_keys(corpus) & study_keys
+    if shared:  # the exclusion above makes this impossible; a check that can fail
+        raise AssertionError(f"{len(shared)} pretraining problems are study problems")
     run = TrainRun(
         model=ModelSpec("embedded", scale.base, 512, 0),
         train=TrainConfig(
@@ -284,6 +317,7 @@ def pretrained_base(scale: StudyScale, out: Path, eval_opts: EvalOptions, paths:
     record = {
         "model_dir": str(store.fetch_dir(trained.final.uri)),
         "families": [f.name for f in pretrain_families(scale)],
+        "problems_shared_with_study": len(shared),
         "rows": corpus.height,
         "train_steps": trained.final.step,
         "n_parameters": trained.n_parameters,
@@ -450,12 +484,47 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+DATA_FIELDS = (
+    "families",
+    "family_settings",
+    "draw_seed",
+    "test_per_family",
+    "val_per_family",
+    "pool_size",
+    "pools",
+    "ood_per_family",
+)
+
+
+def check_out_folder(scale: StudyScale, out: Path) -> None:
+    """An out folder holds one study's data: a scale that draws other data needs another."""
+    path = out / "data_settings.json"
+    mine = json.dumps({k: getattr(scale, k) for k in DATA_FIELDS}, sort_keys=True, default=str)
+    if not path.exists():
+        path.write_text(mine)
+    elif path.read_text() != mine:
+        raise SystemExit(f"{out} holds another draw's data ({path}); pass a new --out")
+
+
+def fingerprint(paths: dict[str, Path], base: dict) -> dict:
+    """What every result of a results file was made from: the tables and the base."""
+    hashes = {k: table_hash(pl.read_parquet(p)) for k, p in sorted(paths.items())}
+    return {"data": hashes, "base_sha256": base["checkpoint_sha256"]}
+
+
 def run_study(scale, args, out, results, results_path, meta, meta_path, phases) -> None:
     """Prepare data, base, proxies and diagnostics (cached), then run the phases' cells."""
     t0, done_before = time.perf_counter(), len(results)
+    check_out_folder(scale, out)
     paths = prepare_data(scale, out)
     eval_opts = EvalOptions(scale.max_new_tokens, scale.eval_batch_size, scale.max_length)
     base = pretrained_base(scale, out, eval_opts, paths)
+    made_from = fingerprint(paths, base)
+    if meta.get("made_from", made_from) != made_from:
+        raise SystemExit(
+            f"{results_path} was made from other data or another base than {out} holds: "
+            "move it away (or pass --results) to start a new study"
+        )
     print(f"base: {base['n_parameters']} parameters, {base['train_steps']} steps", flush=True)
     proxies, premises = {}, {}
     for pool, _ in scale.pools:
@@ -484,6 +553,7 @@ def run_study(scale, args, out, results, results_path, meta, meta_path, phases) 
             "proxies": {k: asdict(v[0]) for k, v in proxies.items()},
             "premise": premises,
             "chosen": {k: {"lr": v[0], "epochs": v[1]} for k, v in choice.items()},
+            "made_from": made_from,
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "sittings": [*before, sitting],
         }

@@ -43,3 +43,38 @@ def test_off_mode_accuracy_drops_the_items_a_collapsed_model_gets_free() -> None
     top = top_prediction(preds.filter(pl.col("eval_set") == "gcd"))
     assert (top.prediction, top.share, top.items) == ("1", 1.0, 6)
     assert top_prediction(preds).share == pytest.approx(0.6)
+
+
+def test_top_prediction_reads_the_first_line_per_family() -> None:
+    from s2l_pipeline.core.evaluation.endpoints import top_predictions
+
+    preds = pl.DataFrame(
+        {
+            "eval_set": ["gcd"] * 4 + ["eq"] * 4,
+            "prediction": [" 1\nmore", "1", "1 ", "2", "5", "6", "7", "8"],
+        }
+    )
+    tops = top_predictions(preds)
+    # gcd collapsed to "1" (read as the scorer reads it); eq did not.
+    assert (tops["gcd"].prediction, tops["gcd"].share) == ("1", 0.75)
+    assert tops["eq"].share == 0.25
+
+
+def test_a_mixture_can_leave_out_another_draws_problems() -> None:
+    """The study's base pretrains without posing any study problem; basic_arithmetic's sums
+    are chain_sum's problems, so without the exclusion they overlap (the check can fail)."""
+    from s2l_pipeline.core.data.generator import (
+        FAMILIES_BY_NAME,
+        Family,
+        draw_distinct,
+        generate_mixture,
+        table_problem_keys,
+    )
+
+    chain = Family("chain_sum", 1.0, {**FAMILIES_BY_NAME["chain_sum"].kwargs, "max_terms": 2})
+    study = frozenset(table_problem_keys(draw_distinct(chain, 300, 22)))
+    arithmetic = (FAMILIES_BY_NAME["basic_arithmetic"],)
+    plain, _ = generate_mixture(400, 0, 0, arithmetic, keep_metadata=True)
+    assert table_problem_keys(plain) & study  # the overlap the exclusion exists for
+    kept, _ = generate_mixture(400, 0, 0, arithmetic, exclude=study, keep_metadata=True)
+    assert kept.height == 400 and not table_problem_keys(kept) & study

@@ -52,9 +52,16 @@ def test_selection_study_smoke_every_phase_resumes_and_reports(tmp_path: Path) -
         assert not set(pool["example_id"]) & set(test["example_id"])
         counts = dict(pool.group_by("source").len().iter_rows())
         assert [counts[f] for f in scale.families] == study.allocate(scale.pool_size, list(shares))
+    # The base poses no study problem, and no family whose problems are the study's.
+    assert meta["base"]["problems_shared_with_study"] == 0
+    assert not {"basic_arithmetic", "decimal_chain_sum", *scale.families} & set(
+        meta["base"]["families"]
+    )
     # Every target fine-tuned from the base, in a uniform shuffle, and kept its collapse check.
     for r in results:
-        assert r["order"]["order"] == "shuffle" and "share" in r["top_prediction"]
+        assert r["order"]["order"] == "shuffle" and set(r["top_prediction_by_set"]) == set(
+            scale.families
+        )
         assert (
             r["cell"]["target"] == "pretrained"
             and r["n_parameters"] == meta["base"]["n_parameters"]
@@ -88,6 +95,10 @@ def test_selection_study_smoke_every_phase_resumes_and_reports(tmp_path: Path) -
     assert (out / "results.jsonl").read_text() == before
     meta = json.loads((out / "results.meta.json").read_text())
     assert [s["cells_run"] for s in meta["sittings"]] == [len(results), 0]
+    # Results of other data are refused, not mixed in.
+    other = tmp_path / "other"
+    with pytest.raises(SystemExit, match="other data or another base"):
+        study.main([*args[:2], "--out", str(other), "--results", str(out / "results.jsonl")])
 
 
 def test_committed_study_page_quotes_its_generated_numbers() -> None:

@@ -181,20 +181,33 @@ def generate_mixture(
     seed: int = 0,
     heldout_per_family: int = 300,
     families: tuple[Family, ...] = TRAIN_FAMILIES,
+    exclude: frozenset[str] = frozenset(),
+    keep_metadata: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(train, in-domain held-out) for the embedded mixture; same arguments, same bytes."""
-    train_items, held_items = draw_mixture(size, seed, heldout_per_family, families)
+    """(train, in-domain held-out) for the embedded mixture; same arguments, same bytes.
+    ``exclude``: problem keys no training row may pose (another draw's test problems);
+    ``keep_metadata``: train keeps each item's metadata (JSON), which problem keys read."""
+    train_items, held_items = draw_mixture(size, seed, heldout_per_family, families, exclude)
     train_parts, held_parts = [], []
     for family, train, held in zip(families, train_items, held_items, strict=True):
         log.info("family %s: %d train, %d held out", family.name, len(train), len(held))
         train_parts.append(pl.DataFrame(_rows(train, family.name)))
         held_parts.append(_eval_frame(held, family.name, "in_domain"))
-    train_df = as_raw_table(pl.concat(train_parts))
+    train_df = _raw(pl.concat(train_parts), keep_metadata)
     return train_df, pl.concat(held_parts)
 
 
+def _raw(df: pl.DataFrame, keep_metadata: bool) -> pl.DataFrame:
+    raw = as_raw_table(df)
+    return raw.with_columns(df["metadata"]) if keep_metadata else raw
+
+
 def draw_mixture(
-    size: int, seed: int, heldout_per_family: int, families: tuple[Family, ...]
+    size: int,
+    seed: int,
+    heldout_per_family: int,
+    families: tuple[Family, ...],
+    exclude: frozenset[str] = frozenset(),
 ) -> tuple[list[list[dict]], list[list[dict]]]:
     """(train entries, held-out entries) per family: every family's test problems are drawn
     first, and none of them is trained on in any family or wording."""
@@ -204,7 +217,7 @@ def draw_mixture(
         draw_family(f, heldout_per_family, s + _HELDOUT_SEED_OFFSET, distinct_problems=True)
         for f, s in zip(families, seeds, strict=True)
     ]
-    exclude = frozenset(
+    exclude = exclude | frozenset(
         problem_key(f.name, e) for f, items in zip(families, held, strict=True) for e in items
     )
     train = [draw_family(f, n, s, exclude) for f, n, s in zip(families, counts, seeds, strict=True)]
@@ -236,12 +249,21 @@ def generate_ood(
 
 
 def draw_distinct(family: Family, n: int, seed: int) -> pl.DataFrame:
-    """``n`` rows of one family in RAW_SCHEMA, no two posing the same problem: one draw that a
-    study splits at random into test, validation and pool, so all three share its answer mix."""
+    """``n`` rows of one family in RAW_SCHEMA plus their metadata, no two posing the same
+    problem: one draw that a study splits at random into test, validation and pool, so all
+    three share its answer mix."""
     items = draw_family(
         family, n, _family_seed(seed, 0) + _HELDOUT_SEED_OFFSET, distinct_problems=True
     )
-    return as_raw_table(pl.DataFrame(_rows(items, family.name)))
+    return _raw(pl.DataFrame(_rows(items, family.name)), keep_metadata=True)
+
+
+def table_problem_keys(raw: pl.DataFrame) -> set[str]:
+    """The problem keys of generated rows (``source`` is the family, ``metadata`` JSON)."""
+    return {
+        problem_key(src, {"question": q, "metadata": json.loads(m) if m else {}})
+        for src, q, m in raw.select("source", "prompt", "metadata").iter_rows()
+    }
 
 
 def as_eval_rows(raw: pl.DataFrame, domain: str) -> pl.DataFrame:

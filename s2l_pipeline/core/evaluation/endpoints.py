@@ -33,7 +33,8 @@ def collapse_answers(pool: pl.DataFrame) -> dict[str, list[str]]:
 @dataclass(frozen=True)
 class OffModeScore:
     """Accuracy on one set's items whose answer is none of its collapse answers, and the floor
-    there: the share of those items that the next commonest answer would get right."""
+    there: the share of those items that their own commonest answer gets right (the best any
+    one answer does, an upper bound on a model that gives one answer to the family)."""
 
     accuracy: float
     items: int
@@ -74,12 +75,21 @@ class TopPrediction:
 
 
 def top_prediction(preds: pl.DataFrame) -> TopPrediction:
-    """The commonest stripped prediction of ``preds`` (ties: the smallest string)."""
+    """The commonest answer of ``preds`` (ties: the smallest string), read as reasoning-gym's
+    scorers read a generation: its first line, stripped."""
     if not preds.height:
         return TopPrediction("", 0.0, 0)
-    stripped = preds.select(p=pl.col("prediction").str.strip_chars())
-    counts = stripped.group_by("p").len().sort(["len", "p"], descending=[True, False])
+    first = pl.col("prediction").str.strip_chars().str.split("\n").list.first().str.strip_chars()
+    counts = preds.select(p=first).group_by("p").len().sort(["len", "p"], descending=[True, False])
     return TopPrediction(counts["p"][0], counts["len"][0] / preds.height, preds.height)
+
+
+def top_predictions(preds: pl.DataFrame) -> dict[str, TopPrediction]:
+    """:func:`top_prediction` per evaluation set: a model can collapse on one family alone."""
+    return {
+        name: top_prediction(part)
+        for (name,), part in preds.group_by("eval_set", maintain_order=True)
+    }
 
 
 def primary_endpoint(off_mode: dict[str, dict]) -> float:
