@@ -95,10 +95,14 @@ def test_selection_study_smoke_every_phase_resumes_and_reports(tmp_path: Path) -
     assert (out / "results.jsonl").read_text() == before
     meta = json.loads((out / "results.meta.json").read_text())
     assert [s["cells_run"] for s in meta["sittings"]] == [len(results), 0]
-    # Results of other data are refused, not mixed in.
-    other = tmp_path / "other"
+    # Results made from other data or another base are refused, not mixed in.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "results.jsonl").write_text(before)
+    meta["made_from"]["base_sha256"] = "another base"
+    (elsewhere / "results.meta.json").write_text(json.dumps(meta))
     with pytest.raises(SystemExit, match="other data or another base"):
-        study.main([*args[:2], "--out", str(other), "--results", str(out / "results.jsonl")])
+        study.main([*args, "--results", str(elsewhere / "results.jsonl")])
 
 
 def test_committed_study_page_quotes_its_generated_numbers() -> None:
