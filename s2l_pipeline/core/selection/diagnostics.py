@@ -191,7 +191,9 @@ def premise_on_pool(
     rows = rows[keep]
     features = matrix(rows, pick_steps(rows, steps, "trained"))
     sources = rows["source"].to_numpy() if "source" in rows.columns else None
-    answers = rows["answer"].to_numpy() if "answer" in rows.columns else None
+    # Chat rows and other free text have no answer: the same-answer control is then not run.
+    has_answers = "answer" in rows.columns and rows["answer"].null_count() == 0
+    answers = rows["answer"].to_numpy() if has_answers else None
     labels = rows["cluster"].to_numpy()
     return premise_report(
         model, enc.subset(keep), labels, features, seed=seed, sources=sources, answers=answers
