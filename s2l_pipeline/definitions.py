@@ -33,6 +33,7 @@ from .defs.resources import (
 )
 from .defs.selection import clusters_group_similar_gradients
 from .defs.sensors import (
+    mlflow_cancel_closer,
     mlflow_run_closer,
     proxy_retrain_schedule,
     proxy_retrain_sensor,
@@ -95,7 +96,7 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     resources=resources(),
     jobs=[s2l_job, reselect_job, proxy_retrain_job],
-    sensors=[shard_sensor, proxy_retrain_sensor, mlflow_run_closer],
+    sensors=[shard_sensor, proxy_retrain_sensor, mlflow_run_closer, mlflow_cancel_closer],
     schedules=[reselection_schedule, proxy_retrain_schedule],
     executor=EXECUTOR,
 )

@@ -37,3 +37,65 @@ def test_killed_while_creating_the_store_then_runs_work(tmp_path: Path, delay: f
     with mlflow_run(uri, "exp", "after-the-crash", {"k": "v"}) as run:
         run.log_metrics({"m": 1.0})
     assert run.client.get_run(run.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("status", ["CANCELED", "FAILURE"])
+def test_closer_sensors_mark_a_dead_runs_mlflow_runs_killed(
+    tmp_path: Path, monkeypatch, status: str
+) -> None:
+    """A canceled or failed Dagster run whose step died with its MLflow run open: the matching
+    sensor marks that run KILLED and leaves other Dagster runs' MLflow runs alone (unit test;
+    the live cancel and SIGKILL tests drive the same sensors through the daemon)."""
+    import dagster as dg
+    from mlflow.tracking import MlflowClient
+
+    from s2l_pipeline.defs.resources import MlflowTracking
+    from s2l_pipeline.defs.sensors import mlflow_cancel_closer, mlflow_run_closer
+
+    monkeypatch.setenv("S2L_DATA_DIR", str(tmp_path))
+    mlflow = MlflowTracking()
+    uri = mlflow.resolved_uri()
+
+    @dg.op
+    def step() -> None:
+        if status == "FAILURE":
+            raise RuntimeError("the step dies")
+
+    @dg.job
+    def job() -> None:
+        step()
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    run = result.dagster_run
+    other = "another-dagster-run"
+    for dagster_run_id in (run.run_id, other):
+        with pytest.raises(KeyboardInterrupt):
+            with mlflow_run(uri, mlflow.experiment, "proxy", {"dagster.run_id": dagster_run_id}):
+                raise KeyboardInterrupt
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(mlflow.experiment)
+    # Reopen both as a SIGKILLed step would have left them.
+    for r in client.search_runs([exp.experiment_id]):
+        client.update_run(r.info.run_id, status="RUNNING")
+    if status == "CANCELED":
+        instance.report_run_canceled(run)
+        event = instance.get_records_for_run(run.run_id).records[-1].event_log_entry
+        sensor = mlflow_cancel_closer
+    else:
+        event = [e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"][-1]
+        sensor = mlflow_run_closer
+    dagster_event = event.dagster_event if hasattr(event, "dagster_event") else event
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run.run_id),
+        resources={"mlflow": mlflow},
+    )
+    sensor(context)
+    statuses = {
+        r.data.tags["dagster.run_id"]: r.info.status
+        for r in client.search_runs([exp.experiment_id])
+    }
+    assert statuses == {run.run_id: "KILLED", other: "RUNNING"}

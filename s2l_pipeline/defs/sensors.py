@@ -140,6 +140,12 @@ proxy_retrain_schedule = dg.ScheduleDefinition(
 )
 
 
+def _close_orphaned_mlflow_runs(context, mlflow: MlflowTracking) -> None:
+    closed = mlflow.end_orphaned_runs(context.dagster_run.run_id)
+    if closed:
+        context.log.info(f"run {context.dagster_run.run_id}: MLflow runs {closed} marked KILLED")
+
+
 @dg.run_failure_sensor(
     name="mlflow_run_closer",
     minimum_interval_seconds=10,
@@ -148,6 +154,16 @@ proxy_retrain_schedule = dg.ScheduleDefinition(
     "run worker killed by SIGKILL or the OOM killer cannot close them itself).",
 )
 def mlflow_run_closer(context: dg.RunFailureSensorContext, mlflow: MlflowTracking) -> None:
-    closed = mlflow.end_orphaned_runs(context.dagster_run.run_id)
-    if closed:
-        context.log.info(f"run {context.dagster_run.run_id}: MLflow runs {closed} marked KILLED")
+    _close_orphaned_mlflow_runs(context, mlflow)
+
+
+@dg.run_status_sensor(
+    name="mlflow_cancel_closer",
+    run_status=dg.DagsterRunStatus.CANCELED,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks KILLED the MLflow runs a canceled Dagster run left RUNNING: a step "
+    "stopped before it could close its run (its process ended first, or the store was busy).",
+)
+def mlflow_cancel_closer(context: dg.RunStatusSensorContext, mlflow: MlflowTracking) -> None:
+    _close_orphaned_mlflow_runs(context, mlflow)
