@@ -42,7 +42,7 @@ import numpy as np
 import polars as pl
 
 from s2l_pipeline.core.data.eval_sets import EvalFile, build_eval_sets, first_rows_per_set
-from s2l_pipeline.core.data.generator import FAMILIES_BY_NAME, TRAIN_FAMILIES, Family
+from s2l_pipeline.core.data.generator import TRAIN_FAMILIES, Family, families_with_settings
 from s2l_pipeline.core.data.ingest import (
     DatasetSpec,
     EmbeddedSource,
@@ -249,12 +249,7 @@ def scale_families(scale: Scale) -> tuple[Family, ...]:
     """The scale's task families with its setting changes, equal weights when chosen."""
     if scale.families is None:
         return TRAIN_FAMILIES
-    changes: dict[str, dict] = {}
-    for name, key, value in scale.family_settings:
-        changes.setdefault(name, {})[key] = value
-    return tuple(
-        Family(n, 1.0, {**FAMILIES_BY_NAME[n].kwargs, **changes.get(n, {})}) for n in scale.families
-    )
+    return families_with_settings(scale.families, scale.family_settings)
 
 
 def mixture_spec(scale: Scale, mixture: str) -> DatasetSpec:
@@ -364,21 +359,27 @@ def scored_proxy(
 
 
 def premise_diagnostics(scale: Scale, out: Path, proxy: ProxyRecord) -> dict:
+    """The premise diagnostic on the scale's training pool (see :func:`pool_premise`)."""
+    return pool_premise(prepare_data(scale, proxy.mixture, out)["train"], proxy, scale.clusters)
+
+
+def pool_premise(pool_path: Path, proxy: ProxyRecord, clusters: int) -> dict:
     """Does S2L's premise hold on this pool? Gradient similarity within trajectory clusters
-    against random pairs, and silhouette, for our clustering and the paper's (cached)."""
+    against random pairs, with the same-source and same-answer controls, for our clustering
+    and the paper's (cached beside the trajectories)."""
     path = Path(proxy.trajectories).with_suffix(".premise.json")
     if path.exists():
         return json.loads(path.read_text())
     traj = _read(proxy.trajectories)
-    data = _read(str(prepare_data(scale, proxy.mixture, out)["train"]))
+    data = _read(str(pool_path))
     last = Path(proxy.tokenizer_dir).parent / f"step_{max(steps_of(traj))}"
     found = {}
     for name, opts in (
-        ("s2l", SelectionOptions(clusters=scale.clusters)),
+        ("s2l", SelectionOptions(clusters=clusters)),
         ("s2l_paper", SelectionOptions(**PAPER_S2L)),
     ):
-        clusters, summary = cluster_table(traj, data, 0, opts)
-        report = premise_on_pool(traj, data, clusters, last, proxy.max_length)
+        table, summary = cluster_table(traj, data, 0, opts)
+        report = premise_on_pool(traj, data, table, last, proxy.max_length)
         found[name] = {**report.to_dict(), "clusters": summary.clusters}
     path.write_text(json.dumps(found, indent=1))
     return found
@@ -567,6 +568,28 @@ def _init_worker(threads: int) -> None:
 
 
 # ---------------------------------------------------------------------------- orchestration
+
+
+def write_meta(
+    meta_path: Path, fields: dict, before: list, t0: float, cells_run: int, workers: int
+) -> None:
+    """The results' meta file with this sitting appended, replaced atomically: written after
+    every cell, so a sitting cut short is still counted."""
+    sitting = {
+        "ended": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "cells_run": cells_run,
+        "workers": workers,
+        "cpus": os.cpu_count(),
+    }
+    new = {
+        **fields,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "sittings": [*before, sitting],
+    }
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(new, indent=1) + "\n")
+    tmp.replace(meta_path)
 
 
 def load_results(path: Path) -> dict[str, dict]:
@@ -813,25 +836,14 @@ def main(argv: list[str] | None = None) -> int:
 
         def save_meta() -> None:
             """Written after every cell, so a sitting cut short is still counted."""
-            sitting = {
-                "ended": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "wall_seconds": round(time.perf_counter() - t0, 1),
-                "cells_run": len(results) - done_before,
-                "workers": args.workers,
-                "cpus": os.cpu_count(),
-            }
-            new = {
+            fields = {
                 "scale": asdict(scale),
                 "lr": lr,
                 "proxies": {f"{k[0]}/{k[1]}": asdict(v) for k, v in proxies.items()},
                 "premise": premise,
                 "floor": floor,
-                "command": " ".join([Path(sys.executable).name, *sys.argv]),
-                "sittings": [*before, sitting],
             }
-            tmp = meta_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(new, indent=1) + "\n")
-            tmp.replace(meta_path)
+            write_meta(meta_path, fields, before, t0, len(results) - done_before, args.workers)
 
         tuning = [tuning_cell(scale, x) for x in scale.lr_grid]
         run_cells(tuning, ctxs, args, results, results_path, save_meta)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -37,13 +36,13 @@ from pathlib import Path
 import polars as pl
 
 from s2l_pipeline.core.data.generator import (
-    FAMILIES_BY_NAME,
     OOD_FAMILIES,
     TRAIN_FAMILIES,
     Family,
     allocate,
     as_eval_rows,
     draw_distinct,
+    families_with_settings,
     generate_mixture,
     generate_ood,
     table_problem_keys,
@@ -59,14 +58,10 @@ from s2l_pipeline.core.evaluation.model_eval import headline
 from s2l_pipeline.core.evaluation.stats import pack_correct
 from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun
 from s2l_pipeline.core.lm.train_config import CheckpointSchedule, TrainConfig
-from s2l_pipeline.core.selection import SelectionOptions, cluster_table
-from s2l_pipeline.core.selection.common import PAPER_S2L
-from s2l_pipeline.core.selection.diagnostics import premise_on_pool
 from s2l_pipeline.core.stages.models import EvalOptions, TrainingRows, evaluate_model, fit_target
 from s2l_pipeline.core.support.hashing import table_hash
 from s2l_pipeline.core.support.storage import ArtifactStore
 from s2l_pipeline.core.support.tracking import local_tracking_uri
-from s2l_pipeline.core.trajectories import steps_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_efficiency import (  # noqa: E402
@@ -75,8 +70,10 @@ from data_efficiency import (  # noqa: E402
     ProxySettings,
     embeddings_for,
     load_results,
+    pool_premise,
     run_cells,
     scored_proxy,
+    write_meta,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,15 +178,6 @@ SCALES: dict[str, StudyScale] = {
 # ---------------------------------------------------------------------------- data
 
 
-def study_families(scale: StudyScale) -> tuple[Family, ...]:
-    changes: dict[str, dict] = {}
-    for name, key, value in scale.family_settings:
-        changes.setdefault(name, {})[key] = value
-    return tuple(
-        Family(n, 1.0, {**FAMILIES_BY_NAME[n].kwargs, **changes.get(n, {})}) for n in scale.families
-    )
-
-
 def pool_counts(scale: StudyScale) -> dict[str, list[int]]:
     """Rows per family of each pool (largest remainder: exact totals)."""
     return {name: allocate(scale.pool_size, list(shares)) for name, shares in scale.pools}
@@ -205,7 +193,7 @@ def prepare_data(scale: StudyScale, out: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     counts = pool_counts(scale)
     tests, vals, pools = [], [], {p: [] for p, _ in scale.pools}
-    for i, family in enumerate(study_families(scale)):
+    for i, family in enumerate(families_with_settings(scale.families, scale.family_settings)):
         most = max(c[i] for c in counts.values())
         n = scale.test_per_family + scale.val_per_family + most
         drawn = draw_distinct(family, n, scale.draw_seed)
@@ -333,25 +321,6 @@ def pretrained_base(scale: StudyScale, out: Path, eval_opts: EvalOptions, paths:
 
 
 # ---------------------------------------------------------------------------- proxies
-
-
-def premise(scale: StudyScale, pool_path: Path, proxy, out: Path) -> dict:
-    """The gradient diagnostic per clustering, with the same-source and same-answer controls."""
-    path = Path(proxy.trajectories).with_suffix(".premise.json")
-    if path.exists():
-        return json.loads(path.read_text())
-    traj, data = pl.read_parquet(proxy.trajectories), pl.read_parquet(pool_path)
-    last = Path(proxy.tokenizer_dir).parent / f"step_{max(steps_of(traj))}"
-    found = {}
-    for name, opts in (
-        ("s2l", SelectionOptions(clusters=scale.clusters)),
-        ("s2l_paper", SelectionOptions(**PAPER_S2L)),
-    ):
-        clusters, summary = cluster_table(traj, data, 0, opts)
-        report = premise_on_pool(traj, data, clusters, last, proxy.max_length)
-        found[name] = {**report.to_dict(), "clusters": summary.clusters}
-    path.write_text(json.dumps(found, indent=1))
-    return found
 
 
 # ---------------------------------------------------------------------------- cells
@@ -531,21 +500,13 @@ def run_study(scale, args, out, results, results_path, meta, meta_path, phases) 
         pool_path = paths[f"pool_{pool}"]
         proxy = scored_proxy(pool_path, pool, scale.proxy, scale.max_length, out)
         proxies[pool] = (proxy, embeddings_for(proxy, pool_path, out))
-        premises[pool] = premise(scale, pool_path, proxy, out)
+        premises[pool] = pool_premise(pool_path, proxy, scale.clusters)
     ctxs = contexts(scale, out, paths, base, proxies)
     choice: dict[str, tuple[float, float]] = {}
     before = meta.get("sittings", [])
 
     def save_meta() -> None:
-        """Written after every cell, so a sitting cut short is still counted."""
-        sitting = {
-            "ended": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "wall_seconds": round(time.perf_counter() - t0, 1),
-            "cells_run": len(results) - done_before,
-            "workers": args.workers,
-            "cpus": os.cpu_count(),
-        }
-        new = {
+        fields = {
             "scale_name": args.scale,
             "scale": asdict(scale),
             "data": data_summary(scale, paths),
@@ -554,12 +515,8 @@ def run_study(scale, args, out, results, results_path, meta, meta_path, phases) 
             "premise": premises,
             "chosen": {k: {"lr": v[0], "epochs": v[1]} for k, v in choice.items()},
             "made_from": made_from,
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "sittings": [*before, sitting],
         }
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(new, indent=1) + "\n")
-        tmp.replace(meta_path)
+        write_meta(meta_path, fields, before, t0, len(results) - done_before, args.workers)
 
     tuning = [c for pool, _ in scale.pools for c in tuning_cells(scale, pool)]
     if "tuning" in phases:

@@ -70,9 +70,9 @@ def test_closer_sensors_mark_a_dead_runs_mlflow_runs_killed(
     run = result.dagster_run
     other = "another-dagster-run"
     for dagster_run_id in (run.run_id, other):
-        with pytest.raises(KeyboardInterrupt):
-            with mlflow_run(uri, mlflow.experiment, "proxy", {"dagster.run_id": dagster_run_id}):
-                raise KeyboardInterrupt
+        tags = {"dagster.run_id": dagster_run_id}
+        with pytest.raises(KeyboardInterrupt), mlflow_run(uri, mlflow.experiment, "proxy", tags):
+            raise KeyboardInterrupt
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(mlflow.experiment)
     # Reopen both as a SIGKILLed step would have left them.

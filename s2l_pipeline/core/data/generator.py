@@ -111,6 +111,19 @@ OOD_FAMILIES: tuple[Family, ...] = (
 FAMILIES_BY_NAME = {f.name: f for f in TRAIN_FAMILIES + OOD_FAMILIES}
 
 
+def families_with_settings(
+    names: tuple[str, ...], settings: tuple[tuple[str, str, object], ...] = ()
+) -> tuple[Family, ...]:
+    """Named families at equal weights, each with its (family, key, value) setting changes:
+    how a benchmark widens a family without redefining it."""
+    changes: dict[str, dict] = {}
+    for name, key, value in settings:
+        changes.setdefault(name, {})[key] = value
+    return tuple(
+        Family(n, 1.0, {**FAMILIES_BY_NAME[n].kwargs, **changes.get(n, {})}) for n in names
+    )
+
+
 def allocate(total: int, weights: list[float]) -> list[int]:
     """Split ``total`` by weights with the largest-remainder rule: exact sum, deterministic."""
     wsum = sum(weights)
