@@ -420,9 +420,9 @@ def premise_table(meta: dict) -> str:
     for name, r in found.items():
         sil = _num(r["silhouette"])
         lines.append(
-            f"| {name} | {r.get('clusters', '?')} | {r['within_cluster_cosine']:.3f} "
+            f"| {name} | {r.get('clusters', '?')} | {_num(r['within_cluster_cosine'])} "
             f"({r['within_pairs']} pairs) | {r['random_pair_cosine']:.3f} ({r['random_pairs']} "
-            f"pairs) | {r['gap']:+.3f} | {_num(r.get('same_source_cosine'))} "
+            f"pairs) | {_num(r['gap'])} | {_num(r.get('same_source_cosine'))} "
             f"| {sil} ({r['silhouette_sample']}) |"
         )
     return "\n".join(lines) + "\n"

@@ -405,6 +405,11 @@ def test_premise_diagnostic_tells_real_clusters_from_shuffled_ones(tiny_run) -> 
     other = real.within_cluster_other_answer_cosine
     assert other is None or -1 <= other <= 1
     assert abs(fake.gap) < real.gap / 2 and fake.silhouette < 0.05
+    # One row per cluster: no pair to compare within a cluster, said as None (not NaN).
+    alone = clusters.with_columns(pl.int_range(pl.len()).alias("cluster"))
+    lonely = premise_on_pool(traj, data, alone.head(40), model_dir, max_length)
+    assert lonely.within_pairs == 0 and lonely.within_cluster_cosine is None
+    assert lonely.gap is None and lonely.random_pair_cosine == lonely.random_pair_cosine
     [check] = [
         e
         for e in result.get_asset_check_evaluations()

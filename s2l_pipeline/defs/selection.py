@@ -189,12 +189,13 @@ def clusters_group_similar_gradients(
         seed=trajectory_clusters.seed,
     )
     values = report.to_dict()
-    same = report.same_source_cosine
+    same, within = report.same_source_cosine, report.within_cluster_cosine
+    within_text = "- (no cluster had two sampled rows)" if within is None else f"{within:.3f}"
     return dg.AssetCheckResult(
-        passed=report.gap > 0,
+        passed=report.gap is not None and report.gap > 0,
         severity=dg.AssetCheckSeverity.WARN,
         description=(
-            f"gradient cosine within clusters {report.within_cluster_cosine:.3f} vs random "
+            f"gradient cosine within clusters {within_text} vs random "
             f"pairs {report.random_pair_cosine:.3f} (one source: "
             f"{'-' if same is None else f'{same:.3f}'}); "
             f"silhouette {report.silhouette}"

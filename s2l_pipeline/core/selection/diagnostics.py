@@ -21,9 +21,10 @@ import polars as pl
 class PremiseReport:
     """The diagnostic's numbers; ``gap`` > 0 means clusters group similar gradients."""
 
-    within_cluster_cosine: float
+    # None when no sampled cluster held two rows (a tiny pool): there is nothing to compare.
+    within_cluster_cosine: float | None
     random_pair_cosine: float
-    gap: float
+    gap: float | None
     # Random pairs from one source: clusters must beat this to add more than the source does.
     same_source_cosine: float | None
     # The same-answer control: short responses may group gradients by the answer they share.
@@ -144,11 +145,11 @@ def premise_report(
     silhouette = None
     if len(np.unique(labels)) >= 2 and n_sil > len(np.unique(labels)):
         silhouette = float(silhouette_score(features, labels, sample_size=n_sil, random_state=seed))
-    w, r = float(within.mean()), float(random_pairs.mean())
+    w, r = _mean(within), float(random_pairs.mean())
     return PremiseReport(
         within_cluster_cosine=w,
         random_pair_cosine=r,
-        gap=w - r,
+        gap=None if w is None else w - r,
         same_source_cosine=same_source,
         same_answer_cosine=same_answer,
         within_cluster_other_answer_cosine=other_answer,
