@@ -102,13 +102,19 @@ def cmd_select(args: argparse.Namespace) -> int:
         embedding_clusters=args.embedding_clusters,
         knn=args.knn,
         min_cluster_size=args.min_cluster_size,
+        zip_k1=args.zip_k1,
+        zip_k2=args.zip_k2,
+        zip_k3=args.zip_k3,
     )
     budget = parse_budget(args.budget)
     clusters = None
     if args.clusters_out:  # wanted whatever the method: made here, not inside the selection
         clusters, _ = cluster_table(traj, data, args.seed, opts)
         clusters.write_parquet(args.clusters_out)
-    chosen = choose_subset(args.method, traj, data, budget, args.seed, opts, clusters)
+    proxy = Path(args.proxy) if args.proxy else None
+    chosen = choose_subset(
+        args.method, traj, data, budget, args.seed, opts, clusters, None, proxy, args.max_length
+    )
     wrote = _write_selected(chosen.ids, origins, args.out)
     info = {"out": args.out, "selected": chosen.ids.height, "wrote": wrote, **chosen.info}
     print(json.dumps(info, default=str))
@@ -498,6 +504,22 @@ def parser() -> argparse.ArgumentParser:
         help="learning_percentage: K of the MiniLM K-means",
     )
     s.add_argument("--knn", type=int, default=d.knn, help="facility_location: neighbours per point")
+    s.add_argument(
+        "--proxy",
+        help="ifd: the proxy checkpoint folder that scored the trajectories (safetensors)",
+    )
+    s.add_argument(
+        "--max-length",
+        type=int,
+        help="ifd: tokens per row the proxy scored (default: the model's longest)",
+    )
+    for k in ("k1", "k2", "k3"):
+        s.add_argument(
+            f"--zip-{k}",
+            type=int,
+            default=getattr(d, f"zip_{k}"),
+            help=f"zip: stage {k[1]} size ({getattr(d, f'zip_{k}')})",
+        )
     s.add_argument(
         "--min-cluster-size",
         type=int,

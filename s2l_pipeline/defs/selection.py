@@ -229,6 +229,9 @@ class SelectionConfig(dg.Config):
         description="s2l: clusters with fewer members are skipped and only fill a shortfall "
         "(official code: 3); 1 takes every cluster, tiny ones whole.",
     )
+    zip_k1: int = Field(SelectionOptions.zip_k1, description="zip: stage 1 candidates.")
+    zip_k2: int = Field(SelectionOptions.zip_k2, description="zip: stage 2 candidates kept.")
+    zip_k3: int = Field(SelectionOptions.zip_k3, description="zip: rows added per round.")
 
     def changes(self) -> dict:
         """What selection sets on top of the clustering's options."""
@@ -239,10 +242,17 @@ class SelectionConfig(dg.Config):
             "embedding_clusters": self.embedding_clusters,
             "knn": self.knn,
             "min_cluster_size": self.min_cluster_size,
+            "zip_k1": self.zip_k1,
+            "zip_k2": self.zip_k2,
+            "zip_k3": self.zip_k3,
         }
 
 
 SelectionConfig = profiled(SelectionConfig, "selected_subset")  # the deployment's scale
+
+# What choosing cost, beside the training it saves: the selector's CPU time, and for the
+# methods that run the proxy once more, that pass's CPU time and FLOPs.
+SELECTION_COST = ("selection_cpu_seconds", "model_cpu_seconds", "selection_flops")
 
 
 @dg.asset(
@@ -281,7 +291,8 @@ def selected_subset(
     with mlflow.run(context, "selected_subset", {"training_pool": pool_hash}) as mt:
         mt.set_tags({"selection_method": m.method, **lineage_tags(m.lineage)})
         mt.log_params({"method": m.method, "budget": m.budget, "seed": m.seed})
-        mt.log_metrics({"selected_rows": m.subset.rows, "pool_rows": done.pool_rows})
+        cost = {k: m.info[k] for k in SELECTION_COST if m.info.get(k) is not None}
+        mt.log_metrics({"selected_rows": m.subset.rows, "pool_rows": done.pool_rows, **cost})
         mt.log_dict(m.lineage, "lineage.json")
         m = dataclasses.replace(m, mlflow_run_id=mt.run_id)
         meta_ml = mlflow_metadata(mt)

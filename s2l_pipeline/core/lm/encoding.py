@@ -23,6 +23,7 @@ from .chat_template import Segment, chat_segments, plain_segments, turns_of
 PROMPT_TEMPLATES = {
     "math": "{prompt}\nAnswer: ",
     "summarization": "Findings: {prompt}\nImpression: ",
+    "response_only": "{prompt}",  # IFD's second pass: the response with nothing before it
 }
 
 

@@ -6,6 +6,7 @@ select`` command both call, so the CLI runs exactly the code the assets run.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,12 +17,15 @@ from . import (
     embedding_cluster_random,
     facility_location,
     high_learnability,
+    ifd,
     learning_percentage,
     least_confidence,
+    longest,
     middle_perplexity,
     random_sample,
     s2l,
     stratified_random,
+    zip_compression,
 )
 from .budget import parse_budget, resolve_budget
 from .common import (
@@ -43,10 +47,15 @@ METHODS = {
     "embedding_cluster_random": embedding_cluster_random.select,
     "cartography": cartography.select,
     "facility_location": facility_location.select,
+    "longest": longest.select,
+    "ifd": ifd.select,
+    "zip": zip_compression.select,
 }
 
 # The methods that cluster MiniLM embeddings of the texts, and take them precomputed.
 EMBEDDING_METHODS = ("learning_percentage", "embedding_cluster_random")
+# The methods that run the proxy once more (beside its trajectories).
+MODEL_METHODS = ("ifd",)
 
 CLUSTER_SCHEMA = {"example_id": pl.String, "cluster": pl.Int64, "distance": pl.Float32}
 
@@ -97,12 +106,16 @@ def choose(
     opts: SelectionOptions | None = None,
     clusters: pl.DataFrame | None = None,
     embeddings: np.ndarray | None = None,
+    response_losses: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """The chosen example ids (in trajectory order) with their S2L cluster when known.
 
     ``embeddings`` (for ``EMBEDDING_METHODS``), one row per usable trajectory row, saves
-    re-embedding the same texts when one dataset is selected from many times.
+    re-embedding the same texts when one dataset is selected from many times;
+    ``response_losses`` (example_id, response_loss) feeds ``ifd``. The info's
+    ``selection_cpu_seconds`` is the selector's own CPU time.
     """
+    t0 = time.process_time()
     if method not in METHODS:
         raise SelectionInputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     opts = opts or SelectionOptions()
@@ -116,6 +129,8 @@ def choose(
                 f"embeddings have {len(embeddings)} rows for {usable.height} usable trajectories"
             )
         extra["embeddings"] = embeddings
+    if method in MODEL_METHODS and response_losses is not None:
+        extra["response_losses"] = _aligned_losses(usable, response_losses)
     sel: Selection = METHODS[method](usable, data, n_budget, seed, opts, **extra)
     if len(sel.rows) != n_budget or len(np.unique(sel.rows)) != n_budget:
         raise AssertionError(f"{method} chose {len(sel.rows)} rows for a budget of {n_budget}")
@@ -130,8 +145,23 @@ def choose(
         "budget": n_budget,
         "pool": usable.height,
         "excluded_unscorable": trajectories.height - usable.height,
+        "selection_cpu_seconds": round(time.process_time() - t0, 3),
     }
     return out, info
+
+
+def _aligned_losses(usable: pl.DataFrame, losses: pl.DataFrame) -> np.ndarray:
+    aligned = usable.select("example_id").join(
+        losses.select("example_id", "response_loss"),
+        on="example_id",
+        how="left",
+        maintain_order="left",
+    )["response_loss"]
+    if aligned.null_count():
+        raise SelectionInputError(
+            f"{aligned.null_count()} examples have no response loss: the losses are stale"
+        )
+    return aligned.to_numpy().astype(np.float64)
 
 
 def _aligned_clusters(usable: pl.DataFrame, clusters: pl.DataFrame | None) -> np.ndarray | None:
@@ -155,6 +185,7 @@ def _aligned_clusters(usable: pl.DataFrame, clusters: pl.DataFrame | None) -> np
 __all__ = [
     "EMBEDDING_METHODS",
     "METHODS",
+    "MODEL_METHODS",
     "ClusterSummary",
     "Selection",
     "SelectionInputError",

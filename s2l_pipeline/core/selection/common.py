@@ -30,6 +30,11 @@ class SelectionOptions:
     lp_variant: str = "lp1"  # 'lp1' or 'lp_app'
     embedding_clusters: int = 1000  # learning percentage: K of the sentence-embedding K-means
     knn: int = 20  # facility location: neighbours per point in the sparse graph
+    # ZIP's three stages: candidates by standing ratio, kept after scoring with the set, added
+    # one by one per round (the paper's defaults).
+    zip_k1: int = 10_000
+    zip_k2: int = 200
+    zip_k3: int = 100
 
 
 # The official code's S2L (BigML-CS-UCLA/S2L, schedules/s2l.py): the budget split over

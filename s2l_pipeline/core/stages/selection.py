@@ -9,12 +9,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from ..selection import ClusterSummary, SelectionOptions, choose, cluster_table
+from ..selection import (
+    MODEL_METHODS,
+    ClusterSummary,
+    SelectionInputError,
+    SelectionOptions,
+    choose,
+    cluster_table,
+)
 from ..selection.common import pick_steps
+from ..selection.ifd import response_losses
 from ..selection.learning_percentage import epoch1_from_schedule
 from ..selection.pool import assemble_pool
 from ..selection.report import compare_counts
@@ -119,11 +128,22 @@ def choose_subset(
     opts: SelectionOptions,
     clusters: pl.DataFrame | None = None,
     embeddings: np.ndarray | None = None,
+    proxy_dir: Path | None = None,
+    max_length: int | None = None,
 ) -> Chosen:
-    """Select ``budget`` examples; S2L clusters the trajectories first unless given clusters."""
+    """Select ``budget`` examples; S2L clusters the trajectories first unless given clusters;
+    ``ifd`` runs the proxy in ``proxy_dir`` over the responses alone (its cost in the info)."""
     if clusters is None and method == "s2l":
         clusters, _ = cluster_table(trajectories, data, seed, opts)
-    ids, info = choose(method, trajectories, data, budget, seed, opts, clusters, embeddings)
+    alone, cost = None, {}
+    if method in MODEL_METHODS:
+        if proxy_dir is None or data is None:
+            raise SelectionInputError(f"{method} runs the proxy: give its checkpoint and the data")
+        found = response_losses(proxy_dir, data, max_length)
+        alone, cost = found.table, {"model_cpu_seconds": round(found.cpu_seconds, 3)}
+        cost["selection_flops"] = found.flops
+    ids, info = choose(method, trajectories, data, budget, seed, opts, clusters, embeddings, alone)
+    info = {**info, **cost}
     rows = None
     if data is not None:
         rows = data.join(ids.select("example_id"), on="example_id", how="semi")
@@ -172,7 +192,19 @@ def make_subset(
     traj = read_table(pool.trajectories, store)
     cluster_rows = read_table(clusters.clusters, store)
     opts = selection_options(clusters, proxy, traj, **changes)
-    chosen = choose_subset(method, traj, data, budget, seed, opts, cluster_rows)
+    proxy_dir = store.fetch_dir(proxy.final.uri) if method in MODEL_METHODS else None
+    chosen = choose_subset(
+        method,
+        traj,
+        data,
+        budget,
+        seed,
+        opts,
+        cluster_rows,
+        None,
+        proxy_dir,
+        proxy.train.max_length,
+    )
     subset = chosen.rows
     version = table_hash(subset)
     ref = write_table(subset, store, f"selected_subset/{version[:16]}/subset.parquet", version)
