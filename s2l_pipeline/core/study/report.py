@@ -1,0 +1,250 @@
+"""What a selection study's cells add up to: curves, paired intervals, the smallest budget
+within epsilon of full data, the best method per budget, and a recommendation in words.
+
+The seed is the unit of replication: each (method, budget, seed) cell gives one score, and a
+comparison pairs cells of the same seed (the same target initialisation and data order), so
+every interval here comes from per-seed differences (t, seeds - 1 degrees of freedom).
+Scores are fractions (accuracy or ROUGE-L); differences are reported in points (x100).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..evaluation.stats import per_seed_difference
+
+FULL = "full"  # the method name of full-data cells (budget 1.0)
+BASELINE = "random"
+
+
+@dataclass(frozen=True)
+class StudyCell:
+    """One finished cell: its score on the validation split, and its NLL there."""
+
+    method: str
+    budget: float
+    seed: int
+    score: float
+    nll: float | None = None
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    method: str
+    budget: float
+    mean: float
+    seeds: int
+    nll: float | None
+
+
+@dataclass(frozen=True)
+class Paired:
+    """``method`` at ``budget`` minus a reference, in points, over the seeds both have."""
+
+    method: str
+    budget: float
+    against: str
+    difference: float
+    low: float
+    high: float
+    one_sided_low: float  # the one-sided (level) lower bound, for non-inferiority
+    minimum_detectable: float
+    seeds: int
+    p: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StudyReport:
+    curve: list[CurvePoint]
+    vs_random: list[Paired]
+    vs_full: list[Paired]
+    epsilon: float
+    smallest_budget_within_epsilon: dict[str, float | None]
+    best_by_budget: dict[float, str]
+    not_monotone: list[str]
+    recommendation: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["best_by_budget"] = {str(k): v for k, v in self.best_by_budget.items()}
+        return out
+
+
+def _by_key(cells: Iterable[StudyCell]) -> dict[tuple[str, float], dict[int, StudyCell]]:
+    found: dict[tuple[str, float], dict[int, StudyCell]] = defaultdict(dict)
+    for c in cells:
+        found[(c.method, float(c.budget))][c.seed] = c
+    return found
+
+
+def curve(cells: Iterable[StudyCell]) -> list[CurvePoint]:
+    """Mean score (and NLL) per method and budget, over its seeds."""
+    out = []
+    for (method, budget), by_seed in sorted(_by_key(cells).items()):
+        seeds = dict(sorted(by_seed.items()))  # one summation order, whatever the input's
+        nlls = [c.nll for c in seeds.values() if c.nll is not None]
+        out.append(
+            CurvePoint(
+                method,
+                budget,
+                float(np.mean([c.score for c in seeds.values()])),
+                len(seeds),
+                float(np.mean(nlls)) if nlls else None,
+            )
+        )
+    return out
+
+
+def paired(
+    cells: Iterable[StudyCell],
+    method: str,
+    budget: float,
+    against: str,
+    against_budget: float,
+    level: float = 0.95,
+) -> Paired | None:
+    """``method`` at ``budget`` minus ``against`` at ``against_budget``, seed by seed; None
+    with fewer than two shared seeds."""
+    by = _by_key(cells)
+    a, b = by.get((method, float(budget)), {}), by.get((against, float(against_budget)), {})
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    x = np.array([a[s].score for s in seeds]) * 100
+    y = np.array([b[s].score for s in seeds]) * 100
+    d = per_seed_difference(x, y, level=level)
+    one_sided = per_seed_difference(x, y, level=1 - 2 * (1 - level)).low
+    return Paired(
+        method,
+        float(budget),
+        against,
+        d.difference,
+        d.low,
+        d.high,
+        one_sided,
+        d.minimum_detectable,
+        d.seeds,
+        d.p_sign_flip,
+    )
+
+
+def smallest_within_epsilon(vs_full: list[Paired], epsilon: float) -> dict[str, float | None]:
+    """Per method, the smallest budget whose one-sided lower bound against full data lies
+    above -epsilon (non-inferiority at the level): None when no budget does."""
+    out: dict[str, float | None] = {}
+    for p in sorted(vs_full, key=lambda p: (p.method, p.budget)):
+        out.setdefault(p.method, None)
+        if out[p.method] is None and p.one_sided_low > -epsilon:
+            out[p.method] = p.budget
+    return out
+
+
+def best_by_budget(points: list[CurvePoint]) -> dict[float, str]:
+    """The method of highest mean score at each budget (ties: the first name)."""
+    best: dict[float, str] = {}
+    for p in sorted(points, key=lambda p: (p.budget, -p.mean, p.method)):
+        if p.method != FULL:
+            best.setdefault(p.budget, p.method)
+    return best
+
+
+def not_monotone(cells: Iterable[StudyCell], points: list[CurvePoint]) -> list[str]:
+    """Where a method scores lower at a larger budget: each drop, with whether the seeds call
+    it real (a paired interval below zero) or within the noise."""
+    cells = list(cells)
+    notes = []
+    by_method: dict[str, list[CurvePoint]] = defaultdict(list)
+    for p in points:
+        if p.method != FULL:
+            by_method[p.method].append(p)
+    for method, pts in sorted(by_method.items()):
+        pts.sort(key=lambda p: p.budget)
+        for lo, hi in zip(pts, pts[1:], strict=False):
+            if hi.mean >= lo.mean:
+                continue
+            d = paired(cells, method, hi.budget, method, lo.budget)
+            real = d is not None and d.high < 0
+            notes.append(
+                f"{method} at {_pct(hi.budget)} scores {100 * (lo.mean - hi.mean):.1f} points "
+                f"below {_pct(lo.budget)} ({'a real drop' if real else 'within the noise'})"
+            )
+    return notes
+
+
+def build_report(cells: Iterable[StudyCell], epsilon: float = 1.0) -> StudyReport:
+    """Every comparison the study can make from its finished cells."""
+    cells = list(cells)
+    points = curve(cells)
+    keys = sorted({(p.method, p.budget) for p in points if p.method != FULL})
+    vs_random = [
+        d for m, b in keys if m != BASELINE and (d := paired(cells, m, b, BASELINE, b)) is not None
+    ]
+    vs_full = [d for m, b in keys if (d := paired(cells, m, b, FULL, 1.0)) is not None]
+    report = StudyReport(
+        curve=points,
+        vs_random=vs_random,
+        vs_full=vs_full,
+        epsilon=epsilon,
+        smallest_budget_within_epsilon=smallest_within_epsilon(vs_full, epsilon),
+        best_by_budget=best_by_budget(points),
+        not_monotone=not_monotone(cells, points),
+    )
+    report.recommendation = recommend(report)
+    return report
+
+
+def recommend(r: StudyReport) -> list[str]:
+    """A few plain sentences, each with the confidence behind it."""
+    out = []
+    within = {m: b for m, b in r.smallest_budget_within_epsilon.items() if b is not None}
+    if not r.vs_full:
+        out.append("No full-data cells: how small the budget may go is not measured.")
+    elif within:
+        budget = min(within.values())
+        methods = sorted(m for m, b in within.items() if b == budget)
+        seeds = min(p.seeds for p in r.vs_full if p.method in methods and p.budget == budget)
+        out.append(
+            f"On this data, {' and '.join(methods)} at {_pct(budget)} of the pool "
+            f"{'is' if len(methods) == 1 else 'are'} within {r.epsilon:g} point"
+            f"{'' if r.epsilon == 1 else 's'} of full data (one-sided 95%, {seeds} seeds)."
+        )
+    else:
+        out.append(
+            f"No budget studied comes within {r.epsilon:g} point"
+            f"{'' if r.epsilon == 1 else 's'} of full data with 95% confidence: train on "
+            "more, or run more seeds."
+        )
+    wins = [p for p in r.vs_random if p.low > 0]
+    losses = [p for p in r.vs_random if p.high < 0]
+    if r.vs_random:
+        detectable = max(p.minimum_detectable for p in r.vs_random)
+        if wins:
+            best = max(wins, key=lambda p: p.difference)
+            out.append(
+                f"{best.method} at {_pct(best.budget)} beats random by {best.difference:+.1f} points "
+                f"[{best.low:+.1f}, {best.high:+.1f}] ({best.seeds} seeds); "
+                f"{len(wins)} of {len(r.vs_random)} comparisons beat random (95% intervals, "
+                "not corrected for their number)."
+            )
+        else:
+            out.append(
+                "No selector beats random by more than the "
+                f"{detectable:.1f}-point difference this study can detect."
+            )
+        if losses:
+            names = ", ".join(f"{p.method} at {_pct(p.budget)}" for p in losses)
+            out.append(f"Worse than random: {names}.")
+    if r.not_monotone:
+        out.append(f"The curve is not monotone: {'; '.join(r.not_monotone)}.")
+    return out
+
+
+def _pct(budget: float) -> str:
+    return f"{100 * budget:g}%"
