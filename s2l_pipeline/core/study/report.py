@@ -229,7 +229,8 @@ def recommend(r: StudyReport) -> list[str]:
             best = max(wins, key=lambda p: p.difference)
             out.append(
                 f"{best.method} at {_pct(best.budget)} beats random by "
-                f"{best.difference:+.1f} points [{best.low:+.1f}, {best.high:+.1f}] ({best.seeds} seeds); "
+                f"{best.difference:+.1f} points [{best.low:+.1f}, {best.high:+.1f}] "
+                f"({best.seeds} seeds); "
                 f"{len(wins)} of {len(r.vs_random)} comparisons beat random (95% intervals, "
                 "not corrected for their number)."
             )
