@@ -121,7 +121,7 @@ def choose(
     opts = opts or SelectionOptions()
     usable = usable_rows(trajectories)
     n_budget = resolve_budget(budget, usable.height)
-    labels = _aligned_clusters(usable, clusters)
+    labels = None if clusters is None else _aligned(usable, clusters, "cluster", "cluster table")
     extra: dict = {"labels": labels} if method == "s2l" else {}
     if method in EMBEDDING_METHODS and embeddings is not None:
         if len(embeddings) != usable.height:
@@ -130,7 +130,8 @@ def choose(
             )
         extra["embeddings"] = embeddings
     if method in MODEL_METHODS and response_losses is not None:
-        extra["response_losses"] = _aligned_losses(usable, response_losses)
+        losses = _aligned(usable, response_losses, "response_loss", "loss table")
+        extra["response_losses"] = losses.astype(np.float64)
     sel: Selection = METHODS[method](usable, data, n_budget, seed, opts, **extra)
     if len(sel.rows) != n_budget or len(np.unique(sel.rows)) != n_budget:
         raise AssertionError(f"{method} chose {len(sel.rows)} rows for a budget of {n_budget}")
@@ -150,34 +151,16 @@ def choose(
     return out, info
 
 
-def _aligned_losses(usable: pl.DataFrame, losses: pl.DataFrame) -> np.ndarray:
+def _aligned(usable: pl.DataFrame, table: pl.DataFrame, column: str, what: str) -> np.ndarray:
+    """``table``'s ``column`` in the usable rows' order; an id it lacks means it is stale."""
+    if table.height == usable.height and table["example_id"].equals(usable["example_id"]):
+        return table[column].to_numpy()  # same rows, same order: no join (cheap at 10M)
     aligned = usable.select("example_id").join(
-        losses.select("example_id", "response_loss"),
-        on="example_id",
-        how="left",
-        maintain_order="left",
-    )["response_loss"]
+        table.select("example_id", column), on="example_id", how="left", maintain_order="left"
+    )[column]
     if aligned.null_count():
         raise SelectionInputError(
-            f"{aligned.null_count()} examples have no response loss: the losses are stale"
-        )
-    return aligned.to_numpy().astype(np.float64)
-
-
-def _aligned_clusters(usable: pl.DataFrame, clusters: pl.DataFrame | None) -> np.ndarray | None:
-    if clusters is None:
-        return None
-    if clusters.height == usable.height and clusters["example_id"].equals(usable["example_id"]):
-        return clusters["cluster"].to_numpy()  # same rows, same order: no join (cheap at 10M)
-    aligned = usable.select("example_id").join(
-        clusters.select("example_id", "cluster"),
-        on="example_id",
-        how="left",
-        maintain_order="left",
-    )["cluster"]
-    if aligned.null_count():
-        raise SelectionInputError(
-            f"{aligned.null_count()} examples have no cluster: the cluster table is stale"
+            f"{aligned.null_count()} examples have no {column}: the {what} is stale"
         )
     return aligned.to_numpy()
 
