@@ -33,7 +33,7 @@ ARM_NOTES = {
     "stratified_random": "the paper's split over sources, uniform inside, no trajectories",
     "s2l": "S2L with our settings, K = 100 over the whole pool",
     "s2l_paper": "S2L as the paper runs it, per source, K = 100",
-    "learning_percentage": "hardest first inside MiniLM clusters",
+    "learning_percentage": "the hardest rows inside each MiniLM cluster (training order is shuffled, as for every arm)",
     "embedding_cluster_random": "learning percentage's MiniLM clusters, random inside",
 }
 
@@ -160,6 +160,48 @@ def comparisons(results: list[dict], meta: dict) -> list[Comparison]:
         at = [c for c in found if c.budget == budget]
         adjusted |= holm({_label(c): c.t.p_sign_flip for c in at})
     return [_with(c, p_holm=adjusted[_label(c)]) for c in found]
+
+
+def split_table(results: list[dict], meta: dict) -> str:
+    """What trajectories add once the budget is split over sources: each S2L form minus
+    stratified random (the same split, uniform inside), paired by seed; and how many rows of
+    each family the arms train on, since the split itself changes the mix."""
+    scale, lines = meta["scale"], []
+    for pool, _ in scale["pools"]:
+        for budget in sorted({r["cell"]["budget"] for r in cells(results, mixture=pool)} - {1.0}):
+            ref = by_seed(results, pool, "stratified_random", budget)
+            for method in ("s2l_paper", "s2l"):
+                arm = by_seed(results, pool, method, budget)
+                seeds = sorted(set(arm) & set(ref))
+                if len(seeds) < 2:
+                    continue
+                a = np.array([primary(arm[s]) for s in seeds]) * 100
+                b = np.array([primary(ref[s]) for s in seeds]) * 100
+                d = per_seed_difference(a, b)
+                lines.append(
+                    f"| {pool} | {100 * budget:g}% | {method} | {len(seeds)} | {_ci(d)} "
+                    f"| {d.p_sign_flip:.3f} |\n"
+                )
+    mix = []
+    for pool, _ in scale["pools"]:
+        for budget in sorted({r["cell"]["budget"] for r in cells(results, mixture=pool)} - {1.0}):
+            for method in scale["arms"]:
+                arm = by_seed(results, pool, method, budget)
+                if not arm:
+                    continue
+                rows = {
+                    f: np.mean([r["composition"].get(f, 0) for r in arm.values()])
+                    for f in scale["families"]
+                }
+                counts = ", ".join(f"{f} {v:.0f}" for f, v in rows.items())
+                mix.append(f"| {pool} | {100 * budget:g}% | {method} | {counts} |\n")
+    return (
+        "| pool | budget | S2L form | seeds | minus stratified random, points [95% t] "
+        "| sign-flip p |\n|---|---|---|---|---|---|\n"
+        + "".join(lines)
+        + "\nRows per family in the subsets (mean over seeds):\n\n"
+        "| pool | budget | selector | rows per family |\n|---|---|---|---|\n" + "".join(mix)
+    )
 
 
 def _label(c: Comparison) -> str:
@@ -453,6 +495,10 @@ def generated(results: list[dict], meta: dict, image: str) -> str:
             ]
     parts += [
         f"![each selector minus random, by pool]({image})",
+        "",
+        "### What the trajectories add beyond the split over sources",
+        "",
+        split_table(results, meta),
         "",
         "### Full data against random",
         "",
