@@ -33,7 +33,9 @@ ARM_NOTES = {
     "stratified_random": "the paper's split over sources, uniform inside, no trajectories",
     "s2l": "S2L with our settings, K = 100 over the whole pool",
     "s2l_paper": "S2L as the paper runs it, per source, K = 100",
-    "learning_percentage": "the hardest rows inside each MiniLM cluster (training order is shuffled, as for every arm)",
+    "learning_percentage": (
+        "the hardest rows inside each MiniLM cluster (training order is shuffled, as for every arm)"
+    ),
     "embedding_cluster_random": "learning percentage's MiniLM clusters, random inside",
 }
 
