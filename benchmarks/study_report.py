@@ -104,6 +104,22 @@ def item_scores(result: dict, masks: dict[str, str]) -> np.ndarray:
     return np.concatenate([p * total / (len(parts) * n) for p, n in zip(parts, sizes, strict=True)])
 
 
+def paired_primary(arm: dict[int, dict], ref: dict[int, dict]):
+    """(seeds, arm's and ref's primary endpoint in points, their per-seed difference) over the
+    seeds both ran; None under two seeds."""
+    seeds = sorted(set(arm) & set(ref))
+    if len(seeds) < 2:
+        return None
+    a = np.array([primary(arm[s]) for s in seeds]) * 100
+    b = np.array([primary(ref[s]) for s in seeds]) * 100
+    return seeds, a, b, per_seed_difference(a, b)
+
+
+def budgets_of(results: list[dict], pool: str) -> list[float]:
+    """The subset budgets a pool's cells ran, full data left out."""
+    return sorted({r["cell"]["budget"] for r in cells(results, mixture=pool)} - {1.0})
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One selector against random on one pool and budget, paired by seed."""
@@ -122,11 +138,9 @@ class Comparison:
 
 def compare(results: list[dict], meta: dict, pool: str, method: str, budget: float):
     arm, base = by_seed(results, pool, method, budget), by_seed(results, pool, BASELINE, budget)
-    seeds = sorted(set(arm) & set(base))
-    if len(seeds) < 2:
+    if (found := paired_primary(arm, base)) is None:
         return None
-    a = np.array([primary(arm[s]) for s in seeds]) * 100
-    b = np.array([primary(base[s]) for s in seeds]) * 100
+    seeds, a, b, t = found
     nll_a = np.array([arm[s]["metrics"]["in_domain_mean_nll"] for s in seeds])
     nll_b = np.array([base[s]["metrics"]["in_domain_mean_nll"] for s in seeds])
     masks = meta["data"]["masks"][pool]
@@ -139,7 +153,7 @@ def compare(results: list[dict], meta: dict, pool: str, method: str, budget: flo
         seeds,
         float(a.mean()),
         float(b.mean()),
-        per_seed_difference(a, b),
+        t,
         per_seed_difference(nll_a, nll_b),
         paired_bootstrap(items_a, items_b, resamples=2000),
     )
@@ -170,23 +184,20 @@ def split_table(results: list[dict], meta: dict) -> str:
     each family the arms train on, since the split itself changes the mix."""
     scale, lines = meta["scale"], []
     for pool, _ in scale["pools"]:
-        for budget in sorted({r["cell"]["budget"] for r in cells(results, mixture=pool)} - {1.0}):
+        for budget in budgets_of(results, pool):
             ref = by_seed(results, pool, "stratified_random", budget)
             for method in ("s2l_paper", "s2l"):
-                arm = by_seed(results, pool, method, budget)
-                seeds = sorted(set(arm) & set(ref))
-                if len(seeds) < 2:
+                found = paired_primary(by_seed(results, pool, method, budget), ref)
+                if found is None:
                     continue
-                a = np.array([primary(arm[s]) for s in seeds]) * 100
-                b = np.array([primary(ref[s]) for s in seeds]) * 100
-                d = per_seed_difference(a, b)
+                seeds, _, _, d = found
                 lines.append(
                     f"| {pool} | {100 * budget:g}% | {method} | {len(seeds)} | {_ci(d)} "
                     f"| {d.p_sign_flip:.3f} |\n"
                 )
     mix = []
     for pool, _ in scale["pools"]:
-        for budget in sorted({r["cell"]["budget"] for r in cells(results, mixture=pool)} - {1.0}):
+        for budget in budgets_of(results, pool):
             for method in scale["arms"]:
                 arm = by_seed(results, pool, method, budget)
                 if not arm:
@@ -270,13 +281,10 @@ def full_table(results: list[dict], meta: dict) -> str:
     scale, lines = meta["scale"], []
     for pool, _ in scale["pools"]:
         full = by_seed(results, pool, "full", 1.0)
-        base = by_seed(results, pool, BASELINE, scale["budget"])
-        seeds = sorted(set(full) & set(base))
-        if len(seeds) < 2:
+        found = paired_primary(full, by_seed(results, pool, BASELINE, scale["budget"]))
+        if found is None:
             continue
-        a = np.array([primary(full[s]) for s in seeds]) * 100
-        b = np.array([primary(base[s]) for s in seeds]) * 100
-        d = per_seed_difference(a, b)
+        seeds, a, b, d = found
         lines.append(
             f"| {pool} | {len(seeds)} | {a.mean():.1f} | {b.mean():.1f} | {_ci(d)} "
             f"| {d.p_sign_flip:.3f} |\n"
