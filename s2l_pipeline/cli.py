@@ -137,10 +137,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run the whole graph at the deployment's scale, recorded in the Dagster instance."""
+def use_profile_and_quiet_logs(args: argparse.Namespace) -> str:
+    """Set the run's profile (before the definitions load) and keep third-party notices off
+    the console unless --verbose; returns the profile."""
     import os
-    import signal
 
     deployed = os.environ.get("S2L_PROFILE") or "default"
     profile = args.profile or deployed
@@ -170,7 +170,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         for name in ("mlflow", "alembic", "urllib3", "httpx", "datasets"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    return profile
 
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the whole graph at the deployment's scale, recorded in the Dagster instance."""
+    import os
+    import signal
+
+    import dagster as dg
+
+    profile = use_profile_and_quiet_logs(args)
     from .console import failed_checks
     from .definitions import defs
     from .defs.recovery import owner_tags, sweep_dead_runs
@@ -592,6 +602,10 @@ def parser() -> argparse.ArgumentParser:
         "--artifact-root", help="the artifact store (default: S2L_ARTIFACT_ROOT or data/artifacts)"
     )
     x.set_defaults(func=cmd_export)
+
+    from .study_cli import add_parser as add_study_parser
+
+    add_study_parser(sub)
 
     lin = sub.add_parser(
         "lineage", help="print the data, proxy and selection behind an asset or MLflow run"

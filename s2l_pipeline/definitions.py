@@ -18,9 +18,13 @@ from .defs.data import (
 from .defs.jobs import (
     EXECUTOR,
     MAIN_ASSETS,
+    STUDY_ASSETS,
     proxy_retrain_job,
     reselect_job,
     s2l_job,
+    study_cells_job,
+    study_prep_job,
+    study_report_job,
     whole_graph_hint,
 )
 from .defs.preflight import inputs_fit_the_run
@@ -49,7 +53,7 @@ from .defs.trajectories import (
 )
 
 # The main graph (defs/jobs.py) and the shards, which arrive one file at a time.
-ASSETS = [*MAIN_ASSETS, shard_inventory, data_shard, shard_trajectories]
+ASSETS = [*MAIN_ASSETS, shard_inventory, data_shard, shard_trajectories, *STUDY_ASSETS]
 CHECKS = [
     raw_dataset_rows_valid,
     inputs_fit_the_run,
@@ -95,7 +99,14 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     resources=resources(),
-    jobs=[s2l_job, reselect_job, proxy_retrain_job],
+    jobs=[
+        s2l_job,
+        reselect_job,
+        proxy_retrain_job,
+        study_prep_job,
+        study_cells_job,
+        study_report_job,
+    ],
     sensors=[shard_sensor, proxy_retrain_sensor, mlflow_run_closer, mlflow_cancel_closer],
     schedules=[reselection_schedule, proxy_retrain_schedule],
     executor=EXECUTOR,

@@ -163,3 +163,78 @@ def test_multiprocess_gives_each_gpu_step_its_own_gpu_and_the_same_bytes(tmp_pat
     assert devices == {"0", "1"}, devices  # both GPUs used, each step holding one
     pids = {run.workers[k][-1]["pid"] for k in gpu_steps}
     assert len(pids) == len(gpu_steps)  # every step its own process
+
+
+def _study(env: dict[str, str], args: list[str], log: Path) -> dict:
+    """`s2l study` in a deployment's environment, as a user runs it; its summary line."""
+    import json
+    import subprocess
+
+    from .conftest import s2l_cmd
+
+    done = subprocess.run(
+        [*s2l_cmd(), "study", *args], env=env, cwd=env["DAGSTER_HOME"], capture_output=True,
+        text=True, timeout=900,
+    )  # fmt: skip
+    log.write_text(done.stderr)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _cell_runs(home: Path) -> list[tuple[float, float, dict]]:
+    """(start, end, worker metadata) of each study cell's run in the instance at ``home``."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name="study_cells_job"))
+    out = []
+    for rec in records:
+        assert rec.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        [mat] = [
+            e.dagster_event.event_specific_data.materialization
+            for e in instance.all_logs(rec.dagster_run.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+        ]
+        out.append((rec.start_time, rec.end_time, mat.metadata["worker"].value))
+    return out
+
+
+def test_study_cells_run_two_at_a_time_each_on_its_own_gpu(tmp_path: Path) -> None:
+    """`s2l study --parallel 2` on a multiprocess deployment with two GPUs: cells overlap in
+    time, each holding GPU 0 or 1 through the lease."""
+    env = deployment_env(
+        tmp_path / "multi", "multiprocess", S2L_GPUS="2", S2L_GPU_LEASE_DIR=str(tmp_path),
+        OMP_NUM_THREADS="1",
+    )  # fmt: skip
+    out = _study(
+        env,
+        ["--methods", "random", "--budgets", "0.2", "--seeds", "2", "--parallel", "2"],
+        tmp_path / "study.log",
+    )
+    assert out["cells"] == 4 and not out["failed_cells"]
+    runs = _cell_runs(Path(env["DAGSTER_HOME"]))
+    assert len(runs) == 4
+    assert {w["CUDA_VISIBLE_DEVICES"] for _, _, w in runs} == {"0", "1"}
+    assert {w["executor"] for _, _, w in runs} == {"multiprocess"}
+    overlapping = [
+        (a, b) for i, a in enumerate(runs) for b in runs[i + 1 :] if a[0] < b[1] and b[0] < a[1]
+    ]
+    assert overlapping, "no two cells ran at once"
+
+
+def test_study_cells_run_as_ray_jobs(ray_address: str, tmp_path: Path) -> None:
+    """`s2l study` on a Ray deployment: each cell's GPU step is a Ray job given one GPU."""
+    env = deployment_env(tmp_path / "ray", "ray", RAY_ADDRESS=ray_address, OMP_NUM_THREADS="2")
+    out = _study(
+        env,
+        ["--methods", "random", "--budgets", "0.2", "--seeds", "1", "--parallel", "2"],
+        tmp_path / "study.log",
+    )
+    assert out["cells"] == 2 and not out["failed_cells"] and out["recommendation"]
+    runs = _cell_runs(Path(env["DAGSTER_HOME"]))
+    assert len(runs) == 2
+    for _, _, worker in runs:
+        assert worker["executor"] == "ray"
+        assert worker["ray_job"].startswith("dagster-step-")
+        assert worker["CUDA_VISIBLE_DEVICES"] in ("0", "1")

@@ -28,8 +28,11 @@ def test_every_yaml_block_is_valid_run_config() -> None:
     blocks = readme_yaml_blocks()
     assert blocks, "the README shows run config"
     job = defs.resolve_job_def("s2l_job")
+    study = defs.resolve_job_def("study_cells_job")
     for block in blocks:
-        dg.validate_run_config(job, block)  # raises, naming the bad key, when invalid
+        # The study's settings are run config of its cells' job; the rest of the main job's.
+        target = study if set(block.get("ops", {})) == {"study_cells"} else job
+        dg.validate_run_config(target, block)  # raises, naming the bad key, when invalid
 
 
 def _lines(path: Path) -> list[str]:

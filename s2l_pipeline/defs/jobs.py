@@ -7,6 +7,7 @@ from .executors import deployment_executor, lost_worker_retry_policy
 from .profiles import active_profile
 from .proxy import proxy_checkpoints
 from .selection import selected_subset, training_pool, trajectory_clusters
+from .study import study_cells, study_report, study_split
 from .target import target_evaluation, target_model
 from .trajectories import loss_trajectories
 
@@ -54,6 +55,42 @@ proxy_retrain_job = dg.define_asset_job(
     executor_def=EXECUTOR,
     op_retry_policy=lost_worker_retry_policy(),
     description="Retrain the proxy on the pool as it is now (the retrain policy's schedule).",
+)
+
+# The study (defs/study.py): what its cells need, the cells one partition per run, the report.
+STUDY_PREP_ASSETS = [
+    raw_dataset,
+    proxy_checkpoints,
+    loss_trajectories,
+    training_pool,
+    trajectory_clusters,
+    study_split,
+]
+STUDY_ASSETS = [study_split, study_cells, study_report]
+
+study_prep_job = dg.define_asset_job(
+    "study_prep_job",
+    selection=dg.AssetSelection.assets(*STUDY_PREP_ASSETS),
+    executor_def=EXECUTOR,
+    op_retry_policy=lost_worker_retry_policy(),
+    description="What a selection study's cells need: the proxy, its trajectories, the pool "
+    "and the validation split.",
+)
+
+study_cells_job = dg.define_asset_job(
+    "study_cells_job",
+    selection=dg.AssetSelection.assets(study_cells),
+    executor_def=EXECUTOR,
+    op_retry_policy=lost_worker_retry_policy(),
+    description="One cell of the study (launch with the tag dagster/partition=<method>-<budget>-"
+    "<seed>, or backfill study_cells' partitions from the UI).",
+)
+
+study_report_job = dg.define_asset_job(
+    "study_report_job",
+    selection=dg.AssetSelection.assets(study_report),
+    executor_def=EXECUTOR,
+    description="The study's report over every finished cell.",
 )
 
 

@@ -148,7 +148,9 @@ class MlflowTracking(dg.ConfigurableResource):
         context: dg.AssetExecutionContext | dg.OpExecutionContext,
         asset: str,
         upstream_versions: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
     ) -> Iterator[Tracker]:
+        """An MLflow run for this step (nested under ``parent_run_id`` when given)."""
         tags = {
             "dagster.run_id": context.run.run_id,
             "dagster.asset_key": asset,
@@ -158,9 +160,19 @@ class MlflowTracking(dg.ConfigurableResource):
             tags["dagster.partition"] = context.partition_key
         for name, version in (upstream_versions or {}).items():
             tags[f"upstream.{name}.data_version"] = version
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
         uri = self.reachable_uri(context)
         with mlflow_run(uri, self.experiment, f"{asset}-{context.run.run_id[:8]}", tags) as tracker:
             yield tracker
+
+    def existing(self, context, run_id: str) -> Tracker:
+        """A run made earlier (a study's parent run), to add to."""
+        from mlflow.tracking import MlflowClient
+
+        uri = self.reachable_uri(context)
+        client = MlflowClient(tracking_uri=uri)
+        return Tracker(client, run_id, client.get_run(run_id).info.experiment_id, uri)
 
 
 def mlflow_metadata(tracker: Tracker) -> dict[str, dg.MetadataValue]:

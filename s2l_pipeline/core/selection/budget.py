@@ -79,12 +79,20 @@ def group_rows(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 def sample_balanced(
-    labels: np.ndarray, budget: int, rng: np.random.Generator, min_cluster_size: int = 1
+    labels: np.ndarray,
+    budget: int,
+    rng: np.random.Generator,
+    min_cluster_size: int = 1,
+    nested_seed: int | None = None,
 ) -> np.ndarray:
     """Row indices: the balanced allocation over clusters of at least ``min_cluster_size``
     members, uniform without replacement inside each; a shortfall is filled uniformly from the
     skipped small clusters' rows first (the official code's rule), then from any row not yet
-    chosen. Sorted."""
+    chosen. Sorted.
+
+    With ``nested_seed`` each cluster takes the prefix of its own seeded permutation: the
+    allocation only grows with the budget, so a larger budget keeps every row of a smaller one.
+    """
     budget = min(budget, len(labels))
     uniq, members = group_rows(labels)
     kept = [i for i in range(len(uniq)) if len(members[i]) >= min_cluster_size]
@@ -94,7 +102,11 @@ def sample_balanced(
     )
     order = sorted(kept, key=lambda i: (len(members[i]), uniq[i]))
     chosen = [
-        members[i] if take[i] == len(members[i]) else rng.choice(members[i], take[i], replace=False)
+        members[i]
+        if take[i] == len(members[i])
+        else _prefix(members[i], take[i], nested_seed, i)
+        if nested_seed is not None
+        else rng.choice(members[i], take[i], replace=False)
         for i in order
         if take[i] > 0
     ]
@@ -109,3 +121,8 @@ def sample_balanced(
         rest = np.setdiff1d(np.arange(len(labels)), picked, assume_unique=True)
         picked = np.sort(np.concatenate([picked, rng.choice(rest, short, replace=False)]))
     return picked
+
+
+def _prefix(members: np.ndarray, take: int, seed: int, group: int) -> np.ndarray:
+    """The first ``take`` of a permutation that depends only on (seed, group), not the budget."""
+    return np.random.default_rng([seed, group]).permutation(members)[:take]

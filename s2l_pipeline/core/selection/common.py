@@ -35,6 +35,10 @@ class SelectionOptions:
     zip_k1: int = 10_000
     zip_k2: int = 200
     zip_k3: int = 100
+    # Subsets that nest across budgets (random: a permutation's prefix; S2L: each cluster's own
+    # permutation's prefix), so a learning curve compares like with like. Off by default: the
+    # committed study's draws stay as they were.
+    nested: bool = False
 
 
 # The official code's S2L (BigML-CS-UCLA/S2L, schedules/s2l.py): the budget split over

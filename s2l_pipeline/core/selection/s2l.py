@@ -59,11 +59,13 @@ def sample(
     budget: int,
     seed: int,
     min_cluster_size: int = 1,
+    nested: bool = False,
 ) -> np.ndarray:
-    """Balanced sampling over clusters, inside strata when given; sorted row indices."""
+    """Balanced sampling over clusters, inside strata when given; sorted row indices.
+    ``nested``: each cluster's rows are a prefix of its own permutation (see sample_balanced)."""
     rng = np.random.default_rng(seed)
     if strata is None:
-        return sample_balanced(labels, budget, rng, min_cluster_size)
+        return sample_balanced(labels, budget, rng, min_cluster_size, seed if nested else None)
     names, members = group_rows(strata)
     take = balanced_allocation([len(m) for m in members], budget, names.tolist())
     order = sorted(range(len(names)), key=lambda i: (len(members[i]), names[i]))
@@ -72,7 +74,10 @@ def sample(
         if take[i] == len(members[i]):
             parts.append(members[i])
         elif take[i] > 0:
-            local = sample_balanced(labels[members[i]], int(take[i]), rng, min_cluster_size)
+            nested_seed = int(np.random.default_rng([seed, i]).integers(2**31)) if nested else None
+            local = sample_balanced(
+                labels[members[i]], int(take[i]), rng, min_cluster_size, nested_seed
+            )
             parts.append(members[i][local])
     rows = np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
     short = min(budget, len(labels)) - len(rows)
@@ -94,7 +99,7 @@ def select(
     if labels is None:
         labels = cluster(traj, data, seed, opts).labels
     strata = strata_of(traj, data, opts.stratify_by)
-    rows = sample(labels, strata, budget, seed, opts.min_cluster_size)
+    rows = sample(labels, strata, budget, seed, opts.min_cluster_size, opts.nested)
     sizes = np.unique(labels, return_counts=True)[1]
     info = {"clusters": int(len(sizes))}
     if opts.min_cluster_size > 1:

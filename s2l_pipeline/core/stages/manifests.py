@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from ..lm.fit import TrainedModel
 from ..selection.common import SelectionOptions
+from ..study.cells import CellResult
 from ..support.storage import ArtifactStore
 from ..support.tables import TableRef
 from ..trajectories import ScoringUnit
@@ -190,6 +191,36 @@ class EvaluationManifest(Manifest):
     lineage: dict
     headline: dict[str, float]
     metric_by_set: dict = field(default_factory=dict)  # set -> 'accuracy (number)', 'ROUGE-L' ...
+
+
+@dataclass(frozen=True)
+class StudySplitManifest(Manifest):
+    """What a study's cells select from and are judged on, and its MLflow parent run."""
+
+    train: TableRef
+    trajectories: TableRef
+    validation: TableRef
+    study_id: str
+    validation_share: float
+    seed: int
+    lineage: dict
+    mlflow_parent_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyCellManifest(CellResult, Manifest):
+    mlflow_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyReportManifest(Manifest):
+    report: TableRef | None  # the curve as a table
+    report_json: str  # uri of the whole report (JSON)
+    report_md: str  # uri of the report a person reads
+    plot: str  # uri of the PNG
+    study_id: str
+    cells: int
+    recommendation: list[str]
 
 
 # --- the scoring graph's inner values (loss_trajectories' ops pass these to each other)

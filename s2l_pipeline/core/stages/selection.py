@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,14 +134,17 @@ def choose_subset(
 ) -> Chosen:
     """Select ``budget`` examples; S2L clusters the trajectories first unless given clusters;
     ``ifd`` runs the proxy in ``proxy_dir`` over the responses alone (its cost in the info)."""
-    if clusters is None and method == "s2l":
-        clusters, _ = cluster_table(trajectories, data, seed, opts)
     alone, cost = None, {}
+    if clusters is None and method == "s2l":
+        t0 = time.process_time()
+        clusters, _ = cluster_table(trajectories, data, seed, opts)
+        cost["clustering_cpu_seconds"] = round(time.process_time() - t0, 3)
     if method in MODEL_METHODS:
         if proxy_dir is None or data is None:
             raise SelectionInputError(f"{method} runs the proxy: give its checkpoint and the data")
         found = response_losses(proxy_dir, data, max_length)
-        alone, cost = found.table, {"model_cpu_seconds": round(found.cpu_seconds, 3)}
+        alone = found.table
+        cost["model_cpu_seconds"] = round(found.cpu_seconds, 3)
         cost["selection_flops"] = found.flops
     ids, info = choose(method, trajectories, data, budget, seed, opts, clusters, embeddings, alone)
     info = {**info, **cost}

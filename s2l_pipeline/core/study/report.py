@@ -30,6 +30,7 @@ class StudyCell:
     seed: int
     score: float
     nll: float | None = None
+    floor: float | None = None  # the most common training answer's score on the same split
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class CurvePoint:
     mean: float
     seeds: int
     nll: float | None
+    floor: float | None = None  # mean over the seeds of each cell's most-common-answer score
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class StudyReport:
     best_by_budget: dict[float, str]
     not_monotone: list[str]
     recommendation: list[str] = field(default_factory=list)
+    floor: float | None = None  # answering every row with the most common answer (full data's)
+    seeds: int = 0  # the fewest seeds behind any curve point
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -90,6 +94,7 @@ def curve(cells: Iterable[StudyCell]) -> list[CurvePoint]:
     for (method, budget), by_seed in sorted(_by_key(cells).items()):
         seeds = dict(sorted(by_seed.items()))  # one summation order, whatever the input's
         nlls = [c.nll for c in seeds.values() if c.nll is not None]
+        floors = [c.floor for c in seeds.values() if c.floor is not None]
         out.append(
             CurvePoint(
                 method,
@@ -97,6 +102,7 @@ def curve(cells: Iterable[StudyCell]) -> list[CurvePoint]:
                 float(np.mean([c.score for c in seeds.values()])),
                 len(seeds),
                 float(np.mean(nlls)) if nlls else None,
+                float(np.mean(floors)) if floors else None,
             )
         )
     return out
@@ -188,6 +194,8 @@ def build_report(cells: Iterable[StudyCell], epsilon: float = 1.0) -> StudyRepor
     ]
     vs_full = [d for m, b in keys if (d := paired(cells, m, b, FULL, 1.0)) is not None]
     report = StudyReport(
+        floor=study_floor(cells),
+        seeds=min((p.seeds for p in points), default=0),
         curve=points,
         vs_random=vs_random,
         vs_full=vs_full,
@@ -200,9 +208,41 @@ def build_report(cells: Iterable[StudyCell], epsilon: float = 1.0) -> StudyRepor
     return report
 
 
+MIN_SEEDS = 3  # fewer seeds give intervals too wide (or, at the floor, degenerate) to trust
+
+
+def study_floor(cells: list[StudyCell]) -> float | None:
+    """The most common training answer's score: full data's when the study has it."""
+    full = [c.floor for c in cells if c.method == FULL and c.floor is not None]
+    every = [c.floor for c in cells if c.floor is not None]
+    found = full or every
+    return float(np.mean(found)) if found else None
+
+
 def recommend(r: StudyReport) -> list[str]:
-    """A few plain sentences, each with the confidence behind it."""
+    """A few plain sentences, each with the confidence behind it; a study whose target does
+    not beat the most common answer, or that has too few seeds, says so first."""
     out = []
+    judged = [p for p in r.curve if p.floor is not None]
+    at_floor = [p for p in judged if p.mean <= p.floor]
+    if judged and len(at_floor) == len(judged):
+        out.append(
+            "No method at any budget scores above answering every row with its training "
+            "rows' most common answer: the study target has not learned this task at this "
+            "scale, so the comparisons below say nothing about the data. Train the study "
+            "target longer, or a larger one."
+        )
+    elif at_floor:
+        names = ", ".join(
+            f"{p.method} at {_pct(p.budget)} ({100 * p.mean:.1f} vs {100 * p.floor:.1f})"
+            for p in at_floor
+        )
+        out.append(f"At or below the most-common-answer floor: {names}.")
+    if r.seeds < MIN_SEEDS:
+        out.append(
+            f"Only {r.seeds} seed{'s' if r.seeds != 1 else ''} per cell: run {MIN_SEEDS} or "
+            "more (--seeds) before trusting any interval below."
+        )
     within = {m: b for m, b in r.smallest_budget_within_epsilon.items() if b is not None}
     if not r.vs_full:
         out.append("No full-data cells: how small the budget may go is not measured.")

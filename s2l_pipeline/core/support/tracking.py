@@ -179,3 +179,21 @@ def end_orphaned_runs(tracking_uri: str, experiment: str, tag: str, value: str) 
     for run in runs:
         client.set_terminated(run.info.run_id, status="KILLED")
     return [r.info.run_id for r in runs]
+
+
+def find_run(tracking_uri: str, experiment: str, tag: str, value: str) -> str | None:
+    """The oldest run tagged ``tag=value`` (a study's parent run), or None."""
+    from mlflow.tracking import MlflowClient
+
+    ensure_sqlite_store(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{tag}` = '{value}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None

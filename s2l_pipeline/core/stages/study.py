@@ -1,0 +1,194 @@
+"""Study stages: the validation split, one cell (select, train the study target, judge it on
+the split), and the report over every finished cell."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from ..evaluation.sanity import answer_floor, modal_answers
+from ..lm.fit import TrainRun
+from ..lm.train_config import TrainHooks
+from ..selection import MODEL_METHODS, SelectionOptions
+from ..study.cells import CellResult, CellSpec, parse_cell_key, validation_score
+from ..study.report import FULL, StudyReport, build_report
+from ..study.split import carve_validation
+from ..support.hashing import table_hash
+from ..support.storage import ArtifactStore
+from ..support.tables import read_table, write_table
+from .manifests import ModelManifest, PoolManifest, StudyCellManifest, StudySplitManifest
+from .models import EvalOptions, TrainingRows, evaluate_model, fit_target
+from .selection import choose_subset
+
+
+def make_study_split(
+    pool: PoolManifest, share: float, max_rows: int, seed: int, store: ArtifactStore
+) -> tuple[StudySplitManifest, pl.DataFrame]:
+    """The pool's rows less a validation split per source; (manifest, validation table)."""
+    split = carve_validation(
+        read_table(pool.train, store), read_table(pool.trajectories, store), share, max_rows, seed
+    )
+    train_hash, val_hash = table_hash(split.train), table_hash(split.validation)
+    traj_hash = table_hash(split.trajectories)
+    study_id = _digest([train_hash, traj_hash, val_hash])[:16]
+    prefix = f"study_split/{study_id}"
+    manifest = StudySplitManifest(
+        train=write_table(split.train, store, f"{prefix}/train.parquet", train_hash),
+        trajectories=write_table(split.trajectories, store, f"{prefix}/traj.parquet", traj_hash),
+        validation=write_table(split.validation, store, f"{prefix}/validation.parquet", val_hash),
+        study_id=study_id,
+        validation_share=share,
+        seed=seed,
+        lineage={**pool.lineage, "study_split": {"study_id": study_id, "validation": val_hash}},
+    )
+    return manifest, split.validation
+
+
+def _digest(parts: list) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cell_run(run: TrainRun, seed: int) -> TrainRun:
+    """The study target's recipe with the cell's seed (initialisation and data order)."""
+    model = dataclasses.replace(run.model, seed=seed)
+    return dataclasses.replace(run, model=model, train=dataclasses.replace(run.train, seed=seed))
+
+
+def recipe_id(run: TrainRun, opts: SelectionOptions, eval_opts: EvalOptions) -> str:
+    """The settings every cell of one study shares (the seed aside), hashed."""
+    return _digest([dataclasses.asdict(cell_run(run, 0)), dataclasses.asdict(opts),
+                    dataclasses.asdict(eval_opts)])[:12]  # fmt: skip
+
+
+def _result_key(split: StudySplitManifest, recipe: str, key: str) -> str:
+    return f"study_cells/{split.study_id}/{recipe}/{key}.json"
+
+
+def cached_cell(
+    split: StudySplitManifest, recipe: str, key: str, store: ArtifactStore
+) -> StudyCellManifest | None:
+    """A cell finished before with the same split and settings: its result, reused."""
+    path = _result_key(split, recipe, key)
+    if not store.exists(path):
+        return None
+    return StudyCellManifest.from_dict(json.loads(store.read_text(path)))
+
+
+def run_study_cell(
+    key: str,
+    split: StudySplitManifest,
+    proxy: ModelManifest,
+    opts: SelectionOptions,
+    run: TrainRun,
+    eval_opts: EvalOptions,
+    store: ArtifactStore,
+    work_root: Path,
+    hooks: TrainHooks | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> StudyCellManifest:
+    """Select the cell's rows, train the study target on them, score it on the validation
+    split; the result is kept in the store, so the cell is never run twice."""
+    spec = parse_cell_key(key)
+    recipe = recipe_id(run, opts, eval_opts)
+    found = cached_cell(split, recipe, key, store)
+    if found is not None:
+        return found
+    data = read_table(split.train, store)
+    traj = read_table(split.trajectories, store)
+    rows, cost = _cell_rows(spec, data, traj, opts, proxy, store)
+    rows_hash = table_hash(rows)
+    ids_uri = write_table(
+        rows.select("example_id"), store, f"study_cells/training_ids/{rows_hash[:16]}.parquet"
+    ).uri
+    tokenizer_dir = store.fetch_dir(proxy.checkpoints[0].uri)
+    t0 = time.perf_counter()
+    trained = fit_target(
+        TrainingRows(rows, rows_hash), cell_run(run, spec.seed), store, work_root, hooks,
+        tokenizer_dir,
+    )  # fmt: skip
+    train_s = time.perf_counter() - t0
+    validation = read_table(split.validation, store)
+    t0 = time.perf_counter()
+    preds, metrics = evaluate_model(trained.final.uri, validation, eval_opts, store, progress)
+    eval_s = time.perf_counter() - t0
+    floors = answer_floor(validation, modal_answers(rows))
+    floor = floors["floor_accuracy"].drop_nulls()
+    score, nll, metric, per_set = validation_score(metrics)
+    version = table_hash(preds)
+    pred_ref = write_table(preds, store, f"study_cells/predictions/{version[:16]}.parquet", version)
+    result = StudyCellManifest(
+        **dataclasses.asdict(
+            CellResult(
+                key=key,
+                method=spec.method,
+                budget=spec.budget,
+                seed=spec.seed,
+                study_id=split.study_id,
+                recipe=recipe,
+                rows=rows.height,
+                score=score,
+                nll=nll,
+                metric=metric,
+                per_set=per_set,
+                floor=float(floor.mean()) if floor.len() else None,
+                nested=opts.nested,
+                train_seconds=round(train_s, 3),
+                eval_seconds=round(eval_s, 3),
+                train_tokens=trained.train_tokens,
+                epochs=float(trained.train.epochs),
+                target_parameters=trained.n_parameters,
+                checkpoint_uri=trained.final.uri,
+                predictions_uri=pred_ref.uri,
+                training_ids_uri=ids_uri,
+                rows_hash=rows_hash,
+                **cost,
+            )
+        )
+    )
+    store.write_text(
+        _result_key(split, recipe, key), json.dumps(result.to_dict(), indent=1, sort_keys=True)
+    )
+    return result
+
+
+def _cell_rows(
+    spec: CellSpec,
+    data: pl.DataFrame,
+    traj: pl.DataFrame,
+    opts: SelectionOptions,
+    proxy: ModelManifest,
+    store: ArtifactStore,
+) -> tuple[pl.DataFrame, dict]:
+    """The rows the cell's method chooses (all of them for full data), and the selection's
+    own cost."""
+    if spec.method == FULL:
+        return data.join(traj.select("example_id"), on="example_id", how="semi"), {}
+    proxy_dir = store.fetch_dir(proxy.final.uri) if spec.method in MODEL_METHODS else None
+    chosen = choose_subset(
+        spec.method, traj, data, spec.budget, spec.seed, opts, None, None, proxy_dir,
+        proxy.train.max_length,
+    )  # fmt: skip
+    info = chosen.info
+    parts = ("selection_cpu_seconds", "model_cpu_seconds", "clustering_cpu_seconds")
+    cpu = sum(info.get(k, 0.0) for k in parts)
+    cost = {"selection_cpu_seconds": round(cpu, 3)}
+    cost["selection_flops"] = float(info.get("selection_flops", 0.0))
+    return chosen.rows.drop("cluster", strict=False), cost
+
+
+def study_report(cells: list[CellResult], epsilon: float) -> StudyReport:
+    """The report over finished cells of one study (one split, one recipe)."""
+    return build_report([c.study_cell() for c in cells], epsilon)
+
+
+def proxy_flops(proxy: ModelManifest) -> float:
+    """The proxy's training (6 x parameters x tokens x epochs) and its scoring of every
+    checkpoint (2 x parameters x tokens each): the cost trajectory selectors share."""
+    n, tokens = proxy.n_parameters, proxy.train_tokens
+    return 6.0 * n * tokens * proxy.train.epochs + 2.0 * n * tokens * len(proxy.checkpoints)

@@ -1,0 +1,111 @@
+"""A study's cells: one (method, budget, seed) each, named by a partition key, and what a
+finished cell measured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from .report import FULL, StudyCell
+
+NESTING_METHODS = ("random", "s2l")  # subsets nest across budgets with the `nested` option
+
+
+@dataclass(frozen=True, order=True)
+class CellSpec:
+    method: str
+    budget: float  # a fraction of the study's training rows; 1.0 for full data
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """The partition key, e.g. 's2l-0.1-0' (method names hold no '-')."""
+        return f"{self.method}-{self.budget:g}-{self.seed}"
+
+
+def parse_cell_key(key: str) -> CellSpec:
+    """'learning_percentage-0.05-2' -> CellSpec; a clear error for anything else."""
+    parts = key.rsplit("-", 2)
+    try:
+        method, budget, seed = parts[0], float(parts[1]), int(parts[2])
+    except (IndexError, ValueError):
+        raise ValueError(
+            f"study cell {key!r}: expected <method>-<budget fraction>-<seed>, e.g. s2l-0.1-0"
+        ) from None
+    if not 0 < budget <= 1 or (method == FULL and budget != 1):
+        raise ValueError(f"study cell {key!r}: budget must be a fraction in (0, 1] (full: 1)")
+    return CellSpec(method, budget, seed)
+
+
+def study_grid(
+    methods: list[str], budgets: list[float], seeds: int, full: bool = True
+) -> list[CellSpec]:
+    """Every cell of the grid, plus full data once per seed (what 'within epsilon' compares
+    with); 'random' is added when missing, since every method is compared with it."""
+    bad = [b for b in budgets if not 0 < b < 1]
+    if bad:
+        raise ValueError(f"--budgets are fractions of the pool in (0, 1); not {bad}")
+    if seeds < 1:
+        raise ValueError("--seeds: at least 1 (2 or more for any interval)")
+    names = list(dict.fromkeys([*methods, "random"]))
+    cells = [CellSpec(m, float(b), s) for m in names for b in sorted(budgets) for s in range(seeds)]
+    if full:
+        cells += [CellSpec(FULL, 1.0, s) for s in range(seeds)]
+    return cells
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One finished cell: its score on the validation split and what it cost."""
+
+    key: str
+    method: str
+    budget: float
+    seed: int
+    study_id: str  # the split it was judged on
+    recipe: str  # the target recipe, evaluation and selection settings, hashed
+    rows: int
+    score: float  # mean over the validation sets of accuracy (math) or ROUGE-L (summaries)
+    nll: float
+    metric: str
+    per_set: dict = field(default_factory=dict)
+    floor: float | None = None  # the most common training answer's accuracy (math sets)
+    nested: bool = False
+    selection_cpu_seconds: float = 0.0
+    selection_flops: float = 0.0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    train_tokens: int = 0  # tokens per epoch
+    epochs: float = 0.0
+    target_parameters: int = 0
+    checkpoint_uri: str = ""
+    predictions_uri: str = ""
+    training_ids_uri: str = ""
+    rows_hash: str = ""
+
+    def study_cell(self) -> StudyCell:
+        return StudyCell(self.method, self.budget, self.seed, self.score, self.nll, self.floor)
+
+    @property
+    def train_flops(self) -> float:
+        """6 x parameters x tokens seen: the usual estimate of a training run's FLOPs."""
+        return 6.0 * self.target_parameters * self.train_tokens * self.epochs
+
+
+def validation_score(metrics: pl.DataFrame) -> tuple[float, float, str, dict]:
+    """(score, NLL, metric name, per set): each set weighs the same; a math set gives its
+    accuracy, a summarization set its ROUGE-L."""
+    per_set = {}
+    for r in metrics.iter_rows(named=True):
+        per_set[r["eval_set"]] = float(r["accuracy"] if r["task"] == "math" else r["rougeL"])
+    tasks = set(metrics["task"].to_list())
+    metric = (
+        "accuracy"
+        if tasks == {"math"}
+        else "ROUGE-L"
+        if tasks == {"summarization"}
+        else ("accuracy / ROUGE-L")
+    )
+    score = sum(per_set.values()) / len(per_set)
+    return score, float(metrics["mean_nll"].mean()), metric, dict(sorted(per_set.items()))

@@ -1,0 +1,329 @@
+"""The selection study as assets: a validation split of the pool, one cell per (method,
+budget, seed), and the report over every finished cell (group ``study``)."""
+
+import dataclasses
+import json
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from ..core.stages import study as stage
+from ..core.stages.manifests import (
+    ClustersManifest,
+    ModelManifest,
+    PoolManifest,
+    StudyCellManifest,
+    StudyReportManifest,
+    StudySplitManifest,
+    read_manifest,
+)
+from ..core.stages.models import EvalOptions
+from ..core.stages.selection import selection_options
+from ..core.study.cells import parse_cell_key
+from ..core.study.render import costs, report_markdown, study_plot_png
+from ..core.support.plots import markdown_image
+from ..core.support.tables import read_table, write_table
+from ..core.support.tracking import find_run
+from .executors import cpu_step_tags, gpu_retry_policy, gpu_step_tags, on_gpu
+from .metadata import md
+from .profiles import profiled
+from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
+from .runtime import training_hooks
+from .selection import SelectionConfig
+from .target import EvaluationConfig, TargetConfig
+
+# One key per cell, '<method>-<budget>-<seed>' (Dagster's multi-partitions hold two dimensions;
+# a cell has three). `s2l study` adds the keys of its grid; the UI can add more.
+STUDY_CELLS = dg.DynamicPartitionsDefinition(name="study_cells")
+STUDY_TAG = "s2l.study_id"
+
+
+class StudySplitConfig(dg.Config):
+    validation_share: float = Field(0.1, description="Share of each source held out.")
+    max_validation_rows: int = Field(
+        500, description="At most this many validation rows in all (split over the sources)."
+    )
+    seed: int = Field(0, description="Which rows are held out (a seeded hash of the ids).")
+
+
+@dg.asset(
+    op_tags=cpu_step_tags(),
+    group_name="study",
+    kinds={"polars", "parquet", "mlflow"},
+    code_version="1",
+    description="The study's validation split, carved per source from the training pool (never "
+    "a test set), and the pool less those rows, which the cells select from.",
+)
+def study_split(
+    context: dg.AssetExecutionContext,
+    config: StudySplitConfig,
+    training_pool: PoolManifest,
+    artifact_store: ArtifactStoreResource,
+    mlflow: MlflowTracking,
+) -> dg.Output[StudySplitManifest]:
+    store = artifact_store.store()
+    try:
+        m, validation = stage.make_study_split(
+            training_pool, config.validation_share, config.max_validation_rows, config.seed, store
+        )
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    uri = mlflow.reachable_uri(context)
+    parent = find_run(uri, mlflow.experiment, STUDY_TAG, m.study_id)
+    if parent is None:  # one parent run per study; its cells nest under it
+        with mlflow.run(
+            context, "study", {"training_pool": training_pool.train.content_hash}
+        ) as mt:
+            mt.set_tags({STUDY_TAG: m.study_id, "s2l.role": "study"})
+            mt.log_params(
+                {"validation_rows": m.validation.rows, "train_rows": m.train.rows,
+                 "validation_share": m.validation_share, "seed": m.seed}
+            )  # fmt: skip
+            parent = mt.run_id
+    m = dataclasses.replace(m, mlflow_parent_run_id=parent)
+    sets = validation.group_by("eval_set", "task", "answer_type").len().sort("eval_set")
+    context.log.info(
+        f"study {m.study_id}: {m.validation.rows} validation rows, {m.train.rows} to select from"
+    )
+    return dg.Output(
+        m,
+        data_version=dg.DataVersion(m.study_id),
+        metadata={
+            "study_id": m.study_id,
+            "validation_rows": m.validation.rows,
+            "train_rows": m.train.rows,
+            "validation_sets": md(sets),
+            "mlflow_parent_run_id": parent,
+            "lineage": dg.MetadataValue.json(m.lineage),
+        },
+    )
+
+
+class StudyCellConfig(TargetConfig):
+    """The study target: the deployment's target recipe by default (the same fields); set a
+    cheaper one here (fewer epochs, a smaller size) for a cheaper study. ``seed`` is the cell's."""
+
+    nested: bool = Field(
+        True, description="Subsets that nest across budgets (random, S2L): like with like."
+    )
+    max_new_tokens: int = EvaluationConfig.model_fields["max_new_tokens"].default
+    eval_batch_size: int = EvaluationConfig.model_fields["batch_size"].default
+    eval_max_length: int = EvaluationConfig.model_fields["max_length"].default
+    lp_variant: str = SelectionConfig.model_fields["lp_variant"].default
+    embedding_clusters: int = SelectionConfig.model_fields["embedding_clusters"].default
+    min_cluster_size: int = SelectionConfig.model_fields["min_cluster_size"].default
+    zip_k1: int = SelectionConfig.model_fields["zip_k1"].default
+    zip_k2: int = SelectionConfig.model_fields["zip_k2"].default
+    zip_k3: int = SelectionConfig.model_fields["zip_k3"].default
+
+    def eval_options(self) -> EvalOptions:
+        return EvalOptions(self.max_new_tokens, self.eval_batch_size, self.eval_max_length)
+
+    def selection_changes(self) -> dict:
+        return {
+            "nested": self.nested,
+            "lp_variant": self.lp_variant,
+            "embedding_clusters": self.embedding_clusters,
+            "min_cluster_size": self.min_cluster_size,
+            "zip_k1": self.zip_k1,
+            "zip_k2": self.zip_k2,
+            "zip_k3": self.zip_k3,
+        }
+
+
+StudyCellConfig = profiled(StudyCellConfig, "study_cells")  # the deployment's scale
+
+
+@dg.asset(
+    op_tags=gpu_step_tags(),
+    retry_policy=gpu_retry_policy(),
+    group_name="study",
+    kinds={"pytorch", "parquet"},
+    code_version="1",
+    pool="gpu",
+    partitions_def=STUDY_CELLS,
+    description="One cell of the study: its method chooses its budget of study_split's rows, "
+    "the study target trains on them (with the cell's seed), and is judged on the validation "
+    "split; a finished cell is reused, never run twice.",
+)
+@on_gpu
+def study_cells(
+    context: dg.AssetExecutionContext,
+    config: StudyCellConfig,
+    study_split: StudySplitManifest,
+    proxy_checkpoints: ModelManifest,
+    trajectory_clusters: ClustersManifest,
+    artifact_store: ArtifactStoreResource,
+    mlflow: MlflowTracking,
+) -> dg.Output[StudyCellManifest]:
+    store, key = artifact_store.store(), context.partition_key
+    try:
+        spec = parse_cell_key(key)
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    traj = read_table(study_split.trajectories, store)
+    opts = selection_options(
+        trajectory_clusters, proxy_checkpoints, traj, **config.selection_changes()
+    )
+    run, eval_opts = config.to_run(), config.eval_options()
+    found = stage.cached_cell(study_split, stage.recipe_id(run, opts, eval_opts), key, store)
+    if found is not None:
+        context.log.info(f"{key}: finished before (score {100 * found.score:.1f}); reused")
+        return _cell_output(found, reused=True)
+    upstream = {"study_split": study_split.study_id, "proxy": proxy_checkpoints.fingerprint}
+    with mlflow.run(context, "study_cells", upstream, study_split.mlflow_parent_run_id) as mt:
+        mt.set_tags({STUDY_TAG: study_split.study_id, "selection_method": spec.method})
+        mt.log_params({"method": spec.method, "budget": spec.budget, "seed": spec.seed,
+                       "nested": opts.nested})  # fmt: skip
+        try:
+            cell = stage.run_study_cell(
+                key, study_split, proxy_checkpoints, opts, run, eval_opts, store,
+                artifact_store.work_path("study_cells"), training_hooks(context, mt),
+                context.log.info,
+            )  # fmt: skip
+        except ValueError as exc:  # a budget too small for the method, say: this cell only
+            raise dg.Failure(description=f"{key}: {exc}", allow_retries=False) from exc
+        cell = dataclasses.replace(cell, mlflow_run_id=mt.run_id)
+        mt.log_metrics(
+            {"score": cell.score, "nll": cell.nll, "rows": cell.rows,
+             "train_seconds": cell.train_seconds, "eval_seconds": cell.eval_seconds,
+             "selection_cpu_seconds": cell.selection_cpu_seconds,
+             "selection_flops": cell.selection_flops,
+             **({"floor": cell.floor} if cell.floor is not None else {})}
+        )  # fmt: skip
+        mt.log_dict(cell.to_dict(), "study_cell.json")
+        meta_ml = mlflow_metadata(mt)
+    context.log.info(f"{key}: {cell.rows} rows, {cell.metric} {100 * cell.score:.1f}")
+    out = _cell_output(cell, reused=False)
+    return out.with_metadata({**out.metadata, **meta_ml})
+
+
+def _cell_output(cell: StudyCellManifest, reused: bool) -> dg.Output[StudyCellManifest]:
+    return dg.Output(
+        cell,
+        data_version=dg.DataVersion(f"{cell.study_id}-{cell.recipe}-{cell.rows_hash[:16]}"),
+        metadata={
+            "method": cell.method,
+            "budget": cell.budget,
+            "seed": cell.seed,
+            "study_id": cell.study_id,
+            "recipe": cell.recipe,
+            "dagster/row_count": cell.rows,
+            "score": dg.MetadataValue.float(cell.score),
+            "nll": dg.MetadataValue.float(cell.nll),
+            "metric": cell.metric,
+            "floor": dg.MetadataValue.float(cell.floor if cell.floor is not None else float("nan")),
+            "per_set": dg.MetadataValue.json(cell.per_set),
+            "train_seconds": cell.train_seconds,
+            "selection_cpu_seconds": cell.selection_cpu_seconds,
+            "reused": reused,
+            "predictions_path": dg.MetadataValue.path(cell.predictions_uri),
+        },
+    )
+
+
+class StudyReportConfig(dg.Config):
+    epsilon: float = Field(
+        1.0, description="Points of score a budget may lose against full data and still count."
+    )
+
+
+def finished_cells(instance: dg.DagsterInstance, store, study_id: str) -> list[StudyCellManifest]:
+    """Every cell of this study stored by a finished run (the instance's partition keys)."""
+    found = []
+    for key in instance.get_dynamic_partitions(STUDY_CELLS.name):
+        cell = read_manifest(store, StudyCellManifest, "study_cells", key)
+        if cell is not None and cell.study_id == study_id:
+            found.append(cell)
+    return found
+
+
+@dg.asset(
+    op_tags=cpu_step_tags(),
+    group_name="study",
+    kinds={"matplotlib", "mlflow"},
+    code_version="1",
+    deps=[study_cells],
+    description="What the finished cells add up to: score and NLL against budget, seed-paired "
+    "intervals against random and full data, the smallest budget within epsilon of full, the "
+    "best method per budget, and a recommendation in words.",
+)
+def study_report(
+    context: dg.AssetExecutionContext,
+    config: StudyReportConfig,
+    study_split: StudySplitManifest,
+    proxy_checkpoints: ModelManifest,
+    artifact_store: ArtifactStoreResource,
+    mlflow: MlflowTracking,
+) -> dg.Output[StudyReportManifest]:
+    store = artifact_store.store()
+    every = finished_cells(context.instance, store, study_split.study_id)
+    if not every:
+        raise dg.Failure(
+            description=f"study {study_split.study_id}: no finished cell yet; materialize "
+            "study_cells partitions first (s2l study, or a backfill in the UI)",
+            allow_retries=False,
+        )
+    recipes: dict[str, int] = {}
+    for c in every:
+        recipes[c.recipe] = recipes.get(c.recipe, 0) + 1
+    recipe = max(recipes, key=lambda r: (recipes[r], r))
+    cells = sorted((c for c in every if c.recipe == recipe), key=lambda c: c.key)
+    if len(cells) < len(every):
+        context.log.warning(
+            f"{len(every) - len(cells)} cells trained with other settings left out "
+            f"(recipes {sorted(recipes)}); reporting recipe {recipe}"
+        )
+    report = stage.study_report(cells, config.epsilon)
+    text = report_markdown(
+        report, cells, study_split.study_id, study_split.validation.rows,
+        stage.proxy_flops(proxy_checkpoints),
+    )  # fmt: skip
+    png = study_plot_png(report, cells)
+    prefix = f"study_report/{study_split.study_id}/{recipe}"
+    body = {**report.to_dict(), "costs": costs(cells), "cells": [c.to_dict() for c in cells]}
+    json_uri = store.write_text(f"{prefix}/report.json", json.dumps(body, indent=1, default=str))
+    md_uri = store.write_text(f"{prefix}/report.md", text)
+    with store.writing(f"{prefix}/plot.png") as path:
+        path.write_bytes(png)
+    table = pl.DataFrame([dataclasses.asdict(p) for p in report.curve])
+    m = StudyReportManifest(
+        report=write_table(table, store, f"{prefix}/curve.parquet"),
+        report_json=json_uri,
+        report_md=md_uri,
+        plot=store.uri(f"{prefix}/plot.png"),
+        study_id=study_split.study_id,
+        cells=len(cells),
+        recommendation=report.recommendation,
+    )
+    meta_ml = {}
+    if study_split.mlflow_parent_run_id:  # the study's parent run holds the report
+        mt = mlflow.existing(context, study_split.mlflow_parent_run_id)
+        mt.log_artifact(store.fetch(md_uri), "study_report")
+        mt.log_artifact(store.fetch(json_uri), "study_report")
+        mt.log_artifact(store.fetch(m.plot), "study_report")
+        mt.set_tags({"recommendation": " ".join(report.recommendation)})
+        mt.log_metrics({"cells": len(cells)})
+        meta_ml = mlflow_metadata(mt)
+    for line in report.recommendation:
+        context.log.info(line)
+    return dg.Output(
+        m,
+        metadata={
+            "plot": dg.MetadataValue.md(markdown_image(png, "score and NLL against budget")),
+            "recommendation": dg.MetadataValue.md(
+                "\n".join(f"- {s}" for s in report.recommendation)
+            ),
+            "report": dg.MetadataValue.md(text),
+            "report_path": dg.MetadataValue.path(md_uri),
+            "cells": len(cells),
+            "smallest_budget_within_epsilon": dg.MetadataValue.json(
+                report.smallest_budget_within_epsilon
+            ),
+            "best_by_budget": dg.MetadataValue.json(
+                {str(k): v for k, v in report.best_by_budget.items()}
+            ),
+            **meta_ml,
+        },
+    )

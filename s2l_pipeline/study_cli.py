@@ -1,0 +1,364 @@
+"""``s2l study``: the selection study's cells as Dagster runs, several at once, then its report.
+
+The cells' upstream (proxy, trajectories, pool, validation split) runs first in this process;
+each cell is then its own run of ``study_cells_job`` (``dagster job execute``, on the
+deployment's executor), at most ``--parallel`` at a time; the report runs last, here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .core.selection import METHODS
+from .core.study.cells import CellSpec, study_grid
+from .core.study.estimate import StepTimes, cell_seconds, study_seconds
+
+CELL_JOB = "study_cells_job"
+
+
+def _say(text: str) -> None:
+    print(f"s2l study: {text}", file=sys.stderr, flush=True)
+
+
+def _methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"--methods: unknown {unknown}; known: {', '.join(sorted(METHODS))}")
+    return names
+
+
+def _budgets(text: str) -> list[float]:
+    try:
+        return [float(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--budgets: fractions separated by commas, e.g. 0.05,0.1; not {text!r}"
+        ) from None
+
+
+def default_parallel() -> int:
+    """Cells at once: one per GPU the multiprocess executor shares out, else one."""
+    from .defs.executors import active_executor, gpu_count
+
+    return gpu_count() if active_executor() == "multiprocess" else 1
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .cli import (
+        _failures,
+        _run_config_file,
+        _with_log_level,
+        _with_overrides,
+        config_mistakes,
+        use_profile_and_quiet_logs,
+    )
+
+    grid = study_grid(_methods(args.methods), _budgets(args.budgets), args.seeds)
+    if not os.environ.get("DAGSTER_HOME"):
+        raise ValueError(
+            "a study keeps its cells in the Dagster instance: set DAGSTER_HOME (e.g. "
+            "DAGSTER_HOME=$PWD), so a rerun reuses the finished cells and the UI shows them"
+        )
+    use_profile_and_quiet_logs(args)
+    import dagster as dg
+
+    from .definitions import defs
+    from .defs.recovery import owner_tags, sweep_dead_runs
+
+    instance = dg.DagsterInstance.get()
+    mlflow = defs.resources["mlflow"]
+    sweep_dead_runs(instance, on_dead=mlflow.end_orphaned_runs, say=_say)
+    config = _with_log_level(_with_overrides(_run_config_file(args.config), args), args)
+    ops = config.get("ops", {})
+    cell_ops = {k: v for k, v in ops.items() if k == "study_cells"}
+    report_ops = {"study_report": {"config": {"epsilon": args.epsilon}}}
+    prep_config = {**config, "ops": {k: v for k, v in ops.items() if k not in ("study_cells",)}}
+    prep = defs.resolve_job_def("study_prep_job")
+    cell_job = defs.resolve_job_def(CELL_JOB)
+    mistakes = config_mistakes(prep, prep_config) + config_mistakes(
+        cell_job, {"ops": cell_ops} if cell_ops else {}
+    )
+    if mistakes:
+        for line in mistakes:
+            _say(f"config: {line}")
+        return 2
+    if not args.verbose:
+        from .console import step_console
+
+        prep = prep.with_logger_defs({"console": step_console})
+    _say(f"{len(grid)} cells: {_grid_text(grid)}; first the proxy, its trajectories and the split")
+    result = prep.execute_in_process(
+        run_config=prep_config, instance=instance, raise_on_error=False, tags=owner_tags()
+    )
+    if not result.success:
+        for step, reason in _failures(result).items():
+            _say(f"step {step} failed: {reason}")
+        return 1
+    split = result.output_for_node("study_split")
+    proxy = result.output_for_node("proxy_checkpoints")
+    store = defs.resources["artifact_store"].store()
+
+    todo, done = _pending(grid, split, proxy, cell_ops, store)
+    parallel = args.parallel or default_parallel()
+    slots = instance.get_concurrency_config().pool_config.default_pool_limit
+    if slots is not None and parallel > slots:
+        _say(
+            f"{parallel} cells at once, but this instance lets {slots} GPU step"
+            f"{'s' if slots != 1 else ''} run at a time (dagster.yaml concurrency: pools: "
+            "default_limit): the others wait for the gpu pool; set it to your GPU count"
+        )
+    lanes = min(parallel, slots) if slots is not None else parallel
+    times = _measure(split, proxy, cell_ops, store)
+    pool_rows, val_rows = split.train.rows, split.validation.rows
+    seconds = {c.key: cell_seconds(c, pool_rows, val_rows, times) for c in todo}
+    hours = study_seconds(list(seconds.values()), lanes) / 3600
+    _say(
+        f"{len(grid)} cells, {len(done)} finished before (reused), {len(todo)} to run, "
+        f"{parallel} at a time: about {_hours(hours)} (measured here: a target step "
+        f"{times.train_step_s:.2f} s for {times.rows_per_step} rows, a validation row "
+        f"{times.eval_row_s:.3f} s; {pool_rows} rows to select from, {val_rows} validation rows)"
+    )
+    if hours > args.max_hours and not args.go_past_max_hours:
+        _say(
+            f"refused: the estimate ({_hours(hours)}) is past --max-hours {args.max_hours:g}; "
+            "fewer cells (--methods, --budgets, --seeds), a cheaper study target (--config "
+            "ops: study_cells: config: epochs/size), more --parallel, or --go-past-max-hours"
+        )
+        return 2
+    instance.add_dynamic_partitions("study_cells", [c.key for c in grid])
+    t0 = time.monotonic()
+    failed = _run_cells(todo, cell_ops, parallel, seconds, instance, store, split)
+    took = time.monotonic() - t0
+    if todo:
+        _say(f"{len(todo)} cells ran in {_hours(took / 3600)} (estimated {_hours(hours)})")
+    report = defs.resolve_job_def("study_report_job")
+    if not args.verbose:
+        from .console import step_console
+
+        report = report.with_logger_defs({"console": step_console})
+    out = report.execute_in_process(
+        run_config=_with_log_level({"ops": report_ops}, args),
+        instance=instance,
+        raise_on_error=False,
+        tags=owner_tags(),
+    )
+    if not out.success:
+        for step, reason in _failures(out).items():
+            _say(f"step {step} failed: {reason}")
+        return 1
+    m = out.output_for_node("study_report")
+    _say(f"report: {m.report_md} (plot {m.plot}; {m.cells} cells)")
+    for line in m.recommendation:
+        print(f"  {line}", file=sys.stderr)
+    summary = {
+        "study_id": m.study_id,
+        "cells": m.cells,
+        "failed_cells": failed,
+        "cells_run": len(todo),
+        "cells_reused": len(done),
+        "estimated_seconds": round(hours * 3600, 1),
+        "cells_seconds": round(took, 1),
+        "report": m.report_md,
+        "report_json": m.report_json,
+        "plot": m.plot,
+        "recommendation": m.recommendation,
+    }
+    print(json.dumps(summary))
+    return 1 if failed else 0
+
+
+def _grid_text(grid: list[CellSpec]) -> str:
+    methods = sorted({c.method for c in grid})
+    budgets = sorted({c.budget for c in grid if c.method != "full"})
+    seeds = sorted({c.seed for c in grid})
+    return (
+        f"{', '.join(methods)} x budgets {', '.join(f'{b:g}' for b in budgets)} x "
+        f"{len(seeds)} seeds (full data once per seed)"
+    )
+
+
+def _hours(h: float) -> str:
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def _cell_settings(cell_ops: dict, split, proxy, store):
+    """The cells' config as the asset will see it: (run, selection options, eval options)."""
+    from .core.stages.selection import selection_options
+    from .core.support.tables import read_table
+    from .defs.study import StudyCellConfig
+
+    cfg = StudyCellConfig(**cell_ops.get("study_cells", {}).get("config", {}))
+    from .core.stages.manifests import ClustersManifest, read_manifest
+
+    clusters = read_manifest(store, ClustersManifest, "trajectory_clusters")
+    traj = read_table(split.trajectories, store)
+    opts = selection_options(clusters, proxy, traj, **cfg.selection_changes())
+    return cfg.to_run(), opts, cfg.eval_options()
+
+
+def _pending(grid, split, proxy, cell_ops, store) -> tuple[list[CellSpec], list[CellSpec]]:
+    """(cells to run, cells finished before with this split and these settings)."""
+    from .core.stages import study as stage
+    from .core.stages.manifests import StudyCellManifest, read_manifest
+
+    run, opts, eval_opts = _cell_settings(cell_ops, split, proxy, store)
+    recipe = stage.recipe_id(run, opts, eval_opts)
+    todo, done = [], []
+    for cell in grid:
+        stored = read_manifest(store, StudyCellManifest, "study_cells", cell.key)
+        same = stored is not None and (stored.study_id, stored.recipe) == (split.study_id, recipe)
+        (done if same else todo).append(cell)
+    return todo, done
+
+
+def _measure(split, proxy, cell_ops, store) -> StepTimes:
+    """Step times of this study's target and evaluation, measured on its own rows."""
+    from .core.selection.ifd import response_losses
+    from .core.study.estimate import measure_eval_row, measure_train_step
+    from .core.support.tables import read_table
+
+    run, _, eval_opts = _cell_settings(cell_ops, split, proxy, store)
+    rows = read_table(split.train, store)
+    tokenizer_dir = store.fetch_dir(proxy.checkpoints[0].uri)
+    step = measure_train_step(run, rows, tokenizer_dir)
+    proxy_dir = store.fetch_dir(proxy.final.uri)
+    validation = read_table(split.validation, store)
+    eval_row = measure_eval_row(
+        proxy_dir, validation, eval_opts.max_new_tokens, eval_opts.max_length,
+        eval_opts.batch_size,
+    )  # fmt: skip
+    sample = rows.head(64)
+    found = response_losses(proxy_dir, sample, proxy.train.max_length)
+    return StepTimes(
+        train_step_s=step,
+        eval_row_s=eval_row,
+        proxy_row_s=found.cpu_seconds / max(1, sample.height),
+        rows_per_step=run.train.batch_size * run.train.grad_accum,
+        epochs=run.train.epochs,
+    )
+
+
+def _cell_command(key: str, config_path: Path) -> list[str]:
+    from .defs.recovery import owner_tags
+
+    tags = {"dagster/partition": key, **owner_tags()}
+    return [
+        str(Path(sys.executable).with_name("dagster")),
+        "job", "execute", "-m", "s2l_pipeline.definitions", "-j", CELL_JOB,
+        "--tags", json.dumps(tags), "-c", str(config_path),
+    ]  # fmt: skip
+
+
+def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split) -> list[str]:
+    """Each cell a run of study_cells_job, at most ``parallel`` at once; a line per finished
+    cell with its score and the time left. Returns the cells that failed."""
+    from .core.stages.manifests import StudyCellManifest, read_manifest
+
+    if not todo:
+        return []
+    logs = Path(os.environ.get("S2L_DATA_DIR", "data")).resolve() / "study_logs" / split.study_id
+    logs.mkdir(parents=True, exist_ok=True)
+    config_path = logs / "cells.yaml"
+    config_path.write_text(yaml.safe_dump({"ops": cell_ops} if cell_ops else {}))
+    queue, running, failed, finished = list(todo), {}, [], 0
+    left = sum(seconds[c.key] for c in todo)
+    try:
+        while queue or running:
+            while queue and len(running) < parallel:
+                cell = queue.pop(0)
+                log = (logs / f"{cell.key}.log").open("w")
+                proc = subprocess.Popen(
+                    _cell_command(cell.key, config_path), stdout=log, stderr=subprocess.STDOUT
+                )
+                running[cell.key] = (proc, time.monotonic(), log)
+                _say(f"cell {cell.key} started")
+            time.sleep(0.5)
+            for key, (proc, t0, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[key]
+                finished += 1
+                left -= seconds[key]
+                took = time.monotonic() - t0
+                cell = read_manifest(store, StudyCellManifest, "study_cells", key)
+                ok = proc.returncode == 0 and cell is not None and cell.study_id == split.study_id
+                eta = study_seconds([left], 1) / max(1, min(parallel, len(queue) + len(running)))
+                where = f"{finished}/{len(todo)}"
+                if ok:
+                    _say(
+                        f"cell {where} {key}: {cell.metric} {100 * cell.score:.1f}, NLL "
+                        f"{cell.nll:.3f}, {cell.rows} rows, {took:.0f} s; about "
+                        f"{_hours(eta / 3600)} left"
+                    )
+                else:
+                    failed.append(key)
+                    _say(
+                        f"cell {where} {key} FAILED: {_cell_failure(instance, key)} "
+                        f"(log: {logs / (key + '.log')})"
+                    )
+    except KeyboardInterrupt:
+        for proc, _, _ in running.values():
+            proc.terminate()
+        for proc, _, _ in running.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    return failed
+
+
+def _cell_failure(instance, key: str) -> str:
+    """Why the latest run of this cell failed (its step's error), from the instance."""
+    import dagster as dg
+
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=CELL_JOB, tags={"dagster/partition": key}), limit=1
+    )
+    if not runs:
+        return "its run did not start"
+    for rec in instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        data = rec.dagster_event.step_failure_data
+        if data.user_failure_data and data.user_failure_data.description:
+            return data.user_failure_data.description
+        if data.error:
+            err = data.error.cause or data.error
+            return f"{err.cls_name}: {err.message.strip()}"
+    return f"run {runs[0].run_id} ended {runs[0].status.value}"
+
+
+def add_parser(sub) -> None:
+    st = sub.add_parser(
+        "study",
+        help="will selection help on this data, and how much of it is needed: a grid of "
+        "(method, budget, seed) cells judged on a validation split, and a report",
+    )
+    st.add_argument(
+        "--methods", default="s2l,random", help="comma-separated, e.g. s2l,random,longest"
+    )
+    st.add_argument("--budgets", default="0.05,0.1,0.2,0.4", help="fractions of the pool")
+    st.add_argument("--seeds", type=int, default=3, help="seeds per (method, budget)")
+    st.add_argument("--epsilon", type=float, default=1.0, help="points 'within full data' allows")
+    st.add_argument("--parallel", type=int, help="cells at once (default: S2L_GPUS under "
+                    "multiprocess, else 1)")  # fmt: skip
+    st.add_argument("--max-hours", type=float, default=8.0, help="refuse a longer estimate")
+    st.add_argument("--go-past-max-hours", action="store_true", help="run past --max-hours")
+    from .cli import PROFILES
+
+    st.add_argument("--profile", choices=sorted(PROFILES), help="scale (default: S2L_PROFILE)")
+    st.add_argument("--config", help="YAML run config, as s2l run's (study_cells: the target)")
+    st.add_argument("--data", action="append", help="a training file (as s2l run)")
+    st.add_argument("--fields", help="templates mapping the --data records, as JSON")
+    st.add_argument("--task", choices=["math", "summarization"], help="task of the --data files")
+    st.add_argument("--verbose", action="store_true", help="every Dagster event")
+    st.set_defaults(func=cmd_study, eval=None, budget=None, method=None)

@@ -1,0 +1,208 @@
+"""The selection study as a product feature: nested subsets, the validation split, cells as
+Dagster partitions, the report, and `s2l study` as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from s2l_pipeline.core.selection import SelectionOptions, choose
+from s2l_pipeline.core.study.cells import CellSpec, parse_cell_key, study_grid
+from s2l_pipeline.core.study.report import StudyCell, build_report
+from s2l_pipeline.core.study.split import carve_validation
+
+from .conftest import s2l_cmd, s2l_env
+
+
+def _pool(n: int = 600, sources: int = 3) -> tuple[pl.DataFrame, pl.DataFrame]:
+    rng = np.random.default_rng(1)
+    ids = [f"{i:06x}" for i in range(n)]
+    data = pl.DataFrame(
+        {
+            "example_id": ids,
+            "source": [f"src{i % sources}" for i in range(n)],
+            "prompt": [f"q{i}" for i in range(n)],
+            "response": [f"r {i}" for i in range(n)],
+            "answer": [str(i % 7) for i in range(n)],
+            "task": ["math"] * n,
+        }
+    )
+    # Three loss shapes, so K-means has clusters to find.
+    base = np.repeat(rng.normal(0, 1, (3, 4)), n // 3 + 1, axis=0)[:n] + rng.normal(0, 0.1, (n, 4))
+    traj = pl.DataFrame(
+        {
+            "example_id": ids,
+            **{f"loss_step_{s}": base[:, i] + 3 for i, s in enumerate((0, 1, 2, 3))},
+        }
+    )
+    return data, traj
+
+
+@pytest.mark.parametrize("method", ["random", "s2l"])
+@pytest.mark.parametrize("stratify", [None, "source"])
+def test_nested_subsets_grow_by_adding_rows(method: str, stratify: str | None) -> None:
+    """With `nested`, each larger budget keeps every row of the smaller ones (one seed); the
+    default draws do not promise it (and stay as the committed study drew them)."""
+    data, traj = _pool()
+    opts = SelectionOptions(clusters=6, nested=True, stratify_by=stratify)
+    chosen = [
+        set(choose(method, traj, data, b, 3, opts)[0]["example_id"].to_list())
+        for b in (0.05, 0.1, 0.2, 0.4, 0.7)
+    ]
+    assert [len(c) for c in chosen] == [30, 60, 120, 240, 420]
+    for small, large in zip(chosen, chosen[1:], strict=False):
+        assert small <= large
+    plain = [
+        set(choose(method, traj, data, b, 3, SelectionOptions(clusters=6))[0]["example_id"])
+        for b in (0.1, 0.4)
+    ]
+    assert not plain[0] <= plain[1]  # what nesting fixes: independent draws
+
+
+def test_nested_s2l_still_balances_clusters() -> None:
+    data, traj = _pool()
+    ids, _ = choose("s2l", traj, data, 60, 0, SelectionOptions(clusters=3, nested=True))
+    counts = ids.group_by("cluster").len()["len"].to_list()
+    assert sorted(counts) == [20, 20, 20]
+
+
+def test_validation_split_is_per_source_disjoint_and_order_free() -> None:
+    data, traj = _pool(sources=4)
+    a = carve_validation(data, traj, 0.1, 1000, seed=0)
+    assert a.validation.height == 60 and a.train.height == 540
+    assert set(a.validation["eval_set"].unique()) == {f"validation:src{i}" for i in range(4)}
+    assert a.validation.group_by("eval_set").len()["len"].to_list() == [15] * 4
+    held = set(a.validation["example_id"])
+    assert not held & set(a.train["example_id"]) and not held & set(a.trajectories["example_id"])
+    b = carve_validation(data.reverse(), traj.reverse(), 0.1, 1000, seed=0)
+    assert a.validation.equals(b.validation)  # the ids and seed decide, not row order
+    other = carve_validation(data, traj, 0.1, 1000, seed=1)
+    assert set(other.validation["example_id"]) != held
+    capped = carve_validation(data, traj, 0.1, 20, seed=0)
+    assert capped.validation.height == 20
+    with pytest.raises(ValueError, match="too few to hold out"):
+        carve_validation(data.head(4), traj.head(4), 0.5, 1000, seed=0)
+
+
+def test_cell_keys_round_trip_and_bad_ones_are_named() -> None:
+    grid = study_grid(["s2l", "learning_percentage"], [0.05, 0.2], 2)
+    assert len(grid) == 3 * 2 * 2 + 2  # random joins; full data once per seed
+    assert all(parse_cell_key(c.key) == c for c in grid)
+    assert CellSpec("learning_percentage", 0.05, 1).key == "learning_percentage-0.05-1"
+    for bad in ("s2l-0.1", "s2l-x-0", "s2l-1.5-0", "full-0.5-0"):
+        with pytest.raises(ValueError, match=bad):
+            parse_cell_key(bad)
+    with pytest.raises(ValueError, match="fractions"):
+        study_grid(["s2l"], [5], 2)
+
+
+def test_a_target_at_the_floor_and_too_few_seeds_are_said_first() -> None:
+    cells = [
+        StudyCell(m, b, s, 0.02, 3.0, floor=0.10)
+        for m, b in (("full", 1.0), ("random", 0.1), ("s2l", 0.1))
+        for s in range(2)
+    ]
+    r = build_report(cells)
+    assert r.recommendation[0].startswith("No method at any budget scores above")
+    assert r.recommendation[1].startswith("Only 2 seeds per cell")
+    learned = [StudyCell(c.method, c.budget, c.seed, 0.5, 1.0, 0.1) for c in cells]
+    assert not build_report(learned).recommendation[0].startswith("No method")
+
+
+def test_study_assets_in_process_on_the_tiny_graph(tiny_graph_copy) -> None:
+    """study_split, two cells (partitions of study_cells) and study_report, materialized for
+    real: the validation rows are in neither a cell's training rows nor any test set."""
+    from s2l_pipeline.core.stages.manifests import (
+        EvalSetsManifest,
+        StudyCellManifest,
+        read_manifest,
+    )
+    from s2l_pipeline.core.support.tables import read_table
+    from s2l_pipeline.definitions import ASSETS
+    from s2l_pipeline.defs.profiles import run_config
+    from s2l_pipeline.defs.study import study_cells, study_report, study_split
+
+    _, instance, resources = tiny_graph_copy
+    config = run_config("tiny", assets=[])
+    split = dg.materialize(
+        ASSETS, selection=[study_split], resources=resources, instance=instance, run_config=config
+    )
+    assert split.success
+    keys = ["random-0.2-0", "s2l-0.2-0"]
+    instance.add_dynamic_partitions("study_cells", keys)
+    for key in keys:
+        done = dg.materialize(
+            ASSETS, selection=[study_cells], partition_key=key, resources=resources,
+            instance=instance, run_config=config,
+        )  # fmt: skip
+        assert done.success
+    report = dg.materialize(
+        ASSETS, selection=[study_report], resources=resources, instance=instance,
+        run_config=config,
+    )  # fmt: skip
+    assert report.success
+    [mat] = report.asset_materializations_for_node("study_report")
+    assert (
+        mat.metadata["cells"].value == 2 and "data:image/png;base64" in mat.metadata["plot"].value
+    )
+    store = resources["artifact_store"].store()
+    m = split.output_for_node("study_split")
+    held = set(read_table(m.validation, store)["example_id"])
+    tests = read_table(read_manifest(store, EvalSetsManifest, "eval_sets").eval, store)
+    assert not held & set(tests["example_id"])
+    for key in keys:
+        cell = read_manifest(store, StudyCellManifest, "study_cells", key)
+        trained = set(read_table(cell.training_ids_uri, store)["example_id"])
+        assert cell.rows == len(trained) and not held & trained
+        assert cell.study_id == m.study_id and cell.nested
+
+
+@pytest.mark.slow
+@pytest.mark.live
+def test_s2l_study_as_a_user_runs_it(tmp_path: Path) -> None:
+    """The README's `s2l study` on the tiny embedded data: cells, a report whose recommendation and
+    smallest budget recompute from its cells, each cell's score recomputed from its
+    predictions, then a rerun that reuses every cell and writes the same report bytes."""
+    import shlex
+
+    from .test_readme import readme_commands
+
+    [line] = readme_commands("s2l study")  # the README's command, as written
+    argv = shlex.split(line)
+    env = s2l_env(tmp_path, profile=None)
+    cmd = [*s2l_cmd(), *argv[argv.index(next(a for a in argv if a.endswith("/s2l"))) + 1 :]]
+    first = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = json.loads(first.stdout.strip().splitlines()[-1])
+    assert out["cells"] == 15 and out["cells_run"] == 15 and not out["failed_cells"]
+    assert "15 cells, 0 finished before (reused), 15 to run, 1 at a time: about" in first.stderr
+    assert "cell 15/15" in first.stderr and "report:" in first.stderr
+    body = json.loads(Path(out["report_json"]).read_text())
+    cells = [StudyCell(c["method"], c["budget"], c["seed"], c["score"], c["nll"], c["floor"])
+             for c in body["cells"]]  # fmt: skip
+    again = build_report(cells, epsilon=1.0)
+    assert again.recommendation == out["recommendation"] == body["recommendation"]
+    assert again.smallest_budget_within_epsilon == body["smallest_budget_within_epsilon"]
+    for c in body["cells"]:  # each score from the cell's own predictions
+        preds = pl.read_parquet(c["predictions_uri"])
+        per_set = preds.group_by("eval_set").agg(pl.col("correct").cast(pl.Float64).mean())
+        assert per_set["correct"].mean() == pytest.approx(c["score"])
+        assert preds["eval_set"].str.starts_with("validation:").all()
+    assert Path(out["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report_bytes = Path(out["report_json"]).read_bytes()
+    second = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    out2 = json.loads(second.stdout.strip().splitlines()[-1])
+    assert out2["cells_run"] == 0 and out2["cells_reused"] == 15
+    assert Path(out2["report_json"]).read_bytes() == report_bytes
+    refused = subprocess.run(
+        [*cmd[:-1], "4", "--max-hours", "0.0001"], env=env, cwd=tmp_path, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "past --max-hours 0.0001" in refused.stderr
