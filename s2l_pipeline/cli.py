@@ -105,6 +105,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         zip_k1=args.zip_k1,
         zip_k2=args.zip_k2,
         zip_k3=args.zip_k3,
+        nested=args.nested,
     )
     budget = parse_budget(args.budget)
     clusters = None
@@ -541,6 +542,11 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=d.max_train_points,
         help="K-means trains on all points up to this many",
+    )
+    s.add_argument(
+        "--nested",
+        action="store_true",
+        help="random, s2l: subsets that nest across budgets (a learning curve's points)",
     )
     s.add_argument("--clusters-out", help="write every example's S2L cluster here (Parquet)")
     s.add_argument(

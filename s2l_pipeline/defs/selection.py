@@ -232,6 +232,10 @@ class SelectionConfig(dg.Config):
     zip_k1: int = Field(SelectionOptions.zip_k1, description="zip: stage 1 candidates.")
     zip_k2: int = Field(SelectionOptions.zip_k2, description="zip: stage 2 candidates kept.")
     zip_k3: int = Field(SelectionOptions.zip_k3, description="zip: rows added per round.")
+    nested: bool = Field(
+        SelectionOptions.nested,
+        description="random, s2l: subsets that nest across budgets (one seed's learning curve).",
+    )
 
     def changes(self) -> dict:
         """What selection sets on top of the clustering's options."""
@@ -245,6 +249,7 @@ class SelectionConfig(dg.Config):
             "zip_k1": self.zip_k1,
             "zip_k2": self.zip_k2,
             "zip_k3": self.zip_k3,
+            "nested": self.nested,
         }
 
 

@@ -2,10 +2,8 @@
 budget, seed), and the report over every finished cell (group ``study``)."""
 
 import dataclasses
-import json
 
 import dagster as dg
-import polars as pl
 from pydantic import Field
 
 from ..core.stages import study as stage
@@ -21,9 +19,8 @@ from ..core.stages.manifests import (
 from ..core.stages.models import EvalOptions
 from ..core.stages.selection import selection_options
 from ..core.study.cells import parse_cell_key
-from ..core.study.render import costs, report_markdown, study_plot_png
 from ..core.support.plots import markdown_image
-from ..core.support.tables import read_table, write_table
+from ..core.support.tables import read_table
 from ..core.support.tracking import find_run
 from .executors import cpu_step_tags, gpu_retry_policy, gpu_step_tags, on_gpu
 from .metadata import md
@@ -265,65 +262,35 @@ def study_report(
             "study_cells partitions first (s2l study, or a backfill in the UI)",
             allow_retries=False,
         )
-    recipes: dict[str, int] = {}
-    for c in every:
-        recipes[c.recipe] = recipes.get(c.recipe, 0) + 1
-    recipe = max(recipes, key=lambda r: (recipes[r], r))
-    cells = sorted((c for c in every if c.recipe == recipe), key=lambda c: c.key)
-    if len(cells) < len(every):
-        context.log.warning(
-            f"{len(every) - len(cells)} cells trained with other settings left out "
-            f"(recipes {sorted(recipes)}); reporting recipe {recipe}"
-        )
-    report = stage.study_report(cells, config.epsilon)
-    text = report_markdown(
-        report, cells, study_split.study_id, study_split.validation.rows,
-        stage.proxy_flops(proxy_checkpoints),
-    )  # fmt: skip
-    png = study_plot_png(report, cells)
-    prefix = f"study_report/{study_split.study_id}/{recipe}"
-    body = {**report.to_dict(), "costs": costs(cells), "cells": [c.to_dict() for c in cells]}
-    json_uri = store.write_text(f"{prefix}/report.json", json.dumps(body, indent=1, default=str))
-    md_uri = store.write_text(f"{prefix}/report.md", text)
-    with store.writing(f"{prefix}/plot.png") as path:
-        path.write_bytes(png)
-    table = pl.DataFrame([dataclasses.asdict(p) for p in report.curve])
-    m = StudyReportManifest(
-        report=write_table(table, store, f"{prefix}/curve.parquet"),
-        report_json=json_uri,
-        report_md=md_uri,
-        plot=store.uri(f"{prefix}/plot.png"),
-        study_id=study_split.study_id,
-        cells=len(cells),
-        recommendation=report.recommendation,
-    )
+    done = stage.make_study_report(every, config.epsilon, study_split, proxy_checkpoints, store)
+    m, report = done.manifest, done.report
+    if done.left_out:
+        context.log.warning(f"cells of other settings left out (settings: count): {done.left_out}")
     meta_ml = {}
     if study_split.mlflow_parent_run_id:  # the study's parent run holds the report
         mt = mlflow.existing(context, study_split.mlflow_parent_run_id)
-        mt.log_artifact(store.fetch(md_uri), "study_report")
-        mt.log_artifact(store.fetch(json_uri), "study_report")
-        mt.log_artifact(store.fetch(m.plot), "study_report")
+        for uri in (m.report_md, m.report_json, m.plot):
+            mt.log_artifact(store.fetch(uri), "study_report")
         mt.set_tags({"recommendation": " ".join(report.recommendation)})
-        mt.log_metrics({"cells": len(cells)})
+        mt.log_metrics({"cells": m.cells})
         meta_ml = mlflow_metadata(mt)
     for line in report.recommendation:
         context.log.info(line)
-    return dg.Output(
-        m,
-        metadata={
-            "plot": dg.MetadataValue.md(markdown_image(png, "score and NLL against budget")),
-            "recommendation": dg.MetadataValue.md(
-                "\n".join(f"- {s}" for s in report.recommendation)
-            ),
-            "report": dg.MetadataValue.md(text),
-            "report_path": dg.MetadataValue.path(md_uri),
-            "cells": len(cells),
-            "smallest_budget_within_epsilon": dg.MetadataValue.json(
-                report.smallest_budget_within_epsilon
-            ),
-            "best_by_budget": dg.MetadataValue.json(
-                {str(k): v for k, v in report.best_by_budget.items()}
-            ),
-            **meta_ml,
-        },
-    )
+    return dg.Output(m, metadata={**report_metadata(done), **meta_ml})
+
+
+def report_metadata(done: stage.Report) -> dict:
+    report = done.report
+    return {
+        "plot": dg.MetadataValue.md(markdown_image(done.png, "score and NLL against budget")),
+        "recommendation": dg.MetadataValue.md("\n".join(f"- {s}" for s in report.recommendation)),
+        "report": dg.MetadataValue.md(done.text),
+        "report_path": dg.MetadataValue.path(done.manifest.report_md),
+        "cells": done.manifest.cells,
+        "smallest_budget_within_epsilon": dg.MetadataValue.json(
+            report.smallest_budget_within_epsilon
+        ),
+        "best_by_budget": dg.MetadataValue.json(
+            {str(k): v for k, v in report.best_by_budget.items()}
+        ),
+    }

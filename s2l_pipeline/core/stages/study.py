@@ -7,7 +7,9 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
@@ -17,12 +19,19 @@ from ..lm.fit import TrainRun
 from ..lm.train_config import TrainHooks
 from ..selection import MODEL_METHODS, SelectionOptions
 from ..study.cells import CellResult, CellSpec, parse_cell_key, validation_score
+from ..study.render import costs, report_markdown, study_plot_png
 from ..study.report import FULL, StudyReport, build_report
 from ..study.split import carve_validation
 from ..support.hashing import table_hash
 from ..support.storage import ArtifactStore
 from ..support.tables import read_table, write_table
-from .manifests import ModelManifest, PoolManifest, StudyCellManifest, StudySplitManifest
+from .manifests import (
+    ModelManifest,
+    PoolManifest,
+    StudyCellManifest,
+    StudyReportManifest,
+    StudySplitManifest,
+)
 from .models import EvalOptions, TrainingRows, evaluate_model, fit_target
 from .selection import choose_subset
 
@@ -185,6 +194,50 @@ def _cell_rows(
 def study_report(cells: list[CellResult], epsilon: float) -> StudyReport:
     """The report over finished cells of one study (one split, one recipe)."""
     return build_report([c.study_cell() for c in cells], epsilon)
+
+
+@dataclass(frozen=True)
+class Report:
+    manifest: StudyReportManifest
+    report: StudyReport
+    text: str  # Markdown
+    png: bytes
+    left_out: dict[str, int]  # cells of other settings (recipe -> count), not reported
+
+
+def make_study_report(
+    every: list[CellResult],
+    epsilon: float,
+    split: StudySplitManifest,
+    proxy: ModelManifest,
+    store: ArtifactStore,
+) -> Report:
+    """The report over the cells of the settings most cells share (a study changed halfway
+    is not mixed); written as report.md, report.json and plot.png."""
+    recipes = Counter(c.recipe for c in every)
+    recipe = max(recipes, key=lambda r: (recipes[r], r))
+    cells = sorted((c for c in every if c.recipe == recipe), key=lambda c: c.key)
+    report = study_report(cells, epsilon)
+    text = report_markdown(report, cells, split.study_id, split.validation.rows, proxy_flops(proxy))
+    png = study_plot_png(report, cells)
+    prefix = f"study_report/{split.study_id}/{recipe}"
+    body = {**report.to_dict(), "costs": costs(cells), "cells": [asdict(c) for c in cells]}
+    json_uri = store.write_text(f"{prefix}/report.json", json.dumps(body, indent=1, default=str))
+    md_uri = store.write_text(f"{prefix}/report.md", text)
+    with store.writing(f"{prefix}/plot.png") as path:
+        path.write_bytes(png)
+    curve = pl.DataFrame([asdict(p) for p in report.curve])
+    manifest = StudyReportManifest(
+        report=write_table(curve, store, f"{prefix}/curve.parquet"),
+        report_json=json_uri,
+        report_md=md_uri,
+        plot=store.uri(f"{prefix}/plot.png"),
+        study_id=split.study_id,
+        cells=len(cells),
+        recommendation=report.recommendation,
+    )
+    left_out = {r: n for r, n in recipes.items() if r != recipe}
+    return Report(manifest, report, text, png, left_out)
 
 
 def proxy_flops(proxy: ModelManifest) -> float:
