@@ -271,6 +271,7 @@ def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split) -> lis
     config_path.write_text(yaml.safe_dump({"ops": cell_ops} if cell_ops else {}))
     queue, running, failed, finished = list(todo), {}, [], 0
     left = sum(seconds[c.key] for c in todo)
+    estimated_done, took_done = 0.0, 0.0  # the estimate is rescaled by what cells really took
     try:
         while queue or running:
             while queue and len(running) < parallel:
@@ -290,9 +291,11 @@ def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split) -> lis
                 finished += 1
                 left -= seconds[key]
                 took = time.monotonic() - t0
+                estimated_done, took_done = estimated_done + seconds[key], took_done + took
                 cell = read_manifest(store, StudyCellManifest, "study_cells", key)
                 ok = proc.returncode == 0 and cell is not None and cell.study_id == split.study_id
-                eta = study_seconds([left], 1) / max(1, min(parallel, len(queue) + len(running)))
+                lanes = max(1, min(parallel, len(queue) + len(running)))
+                eta = left * took_done / max(estimated_done, 1e-9) / lanes
                 where = f"{finished}/{len(todo)}"
                 if ok:
                     _say(

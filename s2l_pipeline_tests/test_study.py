@@ -103,16 +103,25 @@ def test_cell_keys_round_trip_and_bad_ones_are_named() -> None:
 
 
 def test_a_target_at_the_floor_and_too_few_seeds_are_said_first() -> None:
+    """A target that never beats the most common answer gets no comparison at all (only what
+    the NLL shows); fewer than 3 seeds are named before any interval."""
     cells = [
-        StudyCell(m, b, s, 0.02, 3.0, floor=0.10)
+        StudyCell(m, b, s, 0.02, 3.0 - b, floor=0.10)
         for m, b in (("full", 1.0), ("random", 0.1), ("s2l", 0.1))
         for s in range(2)
     ]
     r = build_report(cells)
     assert r.recommendation[0].startswith("No method at any budget scores above")
-    assert r.recommendation[1].startswith("Only 2 seeds per cell")
-    learned = [StudyCell(c.method, c.budget, c.seed, 0.5, 1.0, 0.1) for c in cells]
-    assert not build_report(learned).recommendation[0].startswith("No method")
+    assert r.recommendation[1].startswith("Validation NLL (which needs no correct answer) goes")
+    assert len(r.recommendation) == 2
+    rng = np.random.default_rng(0)
+    learned = [StudyCell(c.method, c.budget, c.seed, 0.5 + rng.normal(0, 0.01), 1.0, 0.1)
+               for c in cells]  # fmt: skip
+    text = build_report(learned).recommendation
+    assert text[0].startswith("Only 2 seeds per cell: run 3 or more")
+    same = [StudyCell(c.method, c.budget, c.seed, 0.5, 1.0, 0.1) for c in cells]
+    flat = build_report(same).recommendation
+    assert any("Every seed gave the same difference" in t for t in flat)
 
 
 def test_study_assets_in_process_on_the_tiny_graph(tiny_graph_copy) -> None:
@@ -195,6 +204,7 @@ def test_s2l_study_as_a_user_runs_it(tmp_path: Path) -> None:
         assert per_set["correct"].mean() == pytest.approx(c["score"])
         assert preds["eval_set"].str.starts_with("validation:").all()
     assert Path(out["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _check_mlflow(tmp_path, out["study_id"], 15)
     report_bytes = Path(out["report_json"]).read_bytes()
     second = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -206,3 +216,19 @@ def test_s2l_study_as_a_user_runs_it(tmp_path: Path) -> None:
         text=True, timeout=600,
     )  # fmt: skip
     assert refused.returncode == 2 and "past --max-hours 0.0001" in refused.stderr
+
+
+def _check_mlflow(home: Path, study_id: str, cells: int) -> None:
+    """One parent run for the study holding the report; one child run per cell under it."""
+    from mlflow.tracking import MlflowClient
+
+    from s2l_pipeline.core.support.tracking import local_tracking_uri
+
+    client = MlflowClient(tracking_uri=local_tracking_uri(home / "data"))
+    exp = client.get_experiment_by_name("s2l_pipeline")
+    runs = client.search_runs([exp.experiment_id], f"tags.`s2l.study_id` = '{study_id}'")
+    [parent] = [r for r in runs if r.data.tags.get("s2l.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == cells and all("score" in r.data.metrics for r in children)
+    listed = [a.path for a in client.list_artifacts(parent.info.run_id, "study_report")]
+    assert {"study_report/report.md", "study_report/plot.png"} <= set(listed)

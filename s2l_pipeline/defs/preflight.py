@@ -23,6 +23,13 @@ def _config(run_config: dict, key: str, cls: type):
     return cls(**(node.get("config") or {}))
 
 
+def _planned(context: dg.AssetCheckExecutionContext) -> set[str]:
+    """The assets this run materializes: the budget and the evaluation files are checked only
+    when it selects and evaluates (a study's run does neither)."""
+    keys = context.op_execution_context.job_def.asset_layer.executable_asset_keys
+    return {k.to_user_string() for k in keys}
+
+
 @dg.asset_check(
     op_tags=cpu_step_tags(),
     asset="raw_dataset",
@@ -41,11 +48,15 @@ def inputs_fit_the_run(
     selection = _config(run_config, "selected_subset", SelectionConfig)
     evals = _config(run_config, "eval_sets", EvalSetsConfig).options()
     scoring = _config(run_config, "loss_trajectories.plan_scoring", ScoringConfig).options()
+    planned = _planned(context)
+    if "selected_subset" not in planned:  # the study's run: no budget, its own validation
+        selection = None
+    if "eval_sets" not in planned:
+        evals = None
     keys = materialized_shards(context.instance) if proxy.include_shards else []
     shards = {k: read_manifest(store, ShardManifest, "data_shard", k) for k in keys}
-    found = check_inputs(
-        raw_dataset, shards, selection.budget, evals, proxy.to_run(), scoring, store
-    )
+    budget = selection.budget if selection else None
+    found = check_inputs(raw_dataset, shards, budget, evals, proxy.to_run(), scoring, store)
     if found.unscorable:
         context.log.warning(
             f"{found.unscorable} of {raw_dataset.train.rows} rows have no response token within "
@@ -56,13 +67,13 @@ def inputs_fit_the_run(
         severity=dg.AssetCheckSeverity.ERROR,
         description=" | ".join(found.problems)
         if found.problems
-        else f"budget {selection.budget} of {found.pool_rows} rows, {len(evals.files)} "
+        else f"budget {budget} of {found.pool_rows} rows, {len(evals.files) if evals else 0} "
         f"evaluation files readable, {found.unscorable} rows without a response token within "
         f"max_length {found.max_length}",
         metadata={
             "pool_rows": found.pool_rows,
-            "budget": selection.budget,
-            "eval_files": len(evals.files),
+            "budget": budget or "",
+            "eval_files": len(evals.files) if evals else 0,
             "rows_without_response_tokens": found.unscorable,
             "max_length": found.max_length,
             "problems": len(found.problems),

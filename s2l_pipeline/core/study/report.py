@@ -229,10 +229,11 @@ def recommend(r: StudyReport) -> list[str]:
         out.append(
             "No method at any budget scores above answering every row with its training "
             "rows' most common answer: the study target has not learned this task at this "
-            "scale, so the comparisons below say nothing about the data. Train the study "
-            "target longer, or a larger one."
+            "scale, so its scores say nothing about the data (no comparison of them is made "
+            "here). Train the study target longer, or a larger one."
         )
-    elif at_floor:
+        return out + _nll_sentence(r)
+    if at_floor:
         names = ", ".join(
             f"{p.method} at {_pct(p.budget)} ({100 * p.mean:.1f} vs {100 * p.floor:.1f})"
             for p in at_floor
@@ -274,6 +275,11 @@ def recommend(r: StudyReport) -> list[str]:
                 f"{len(wins)} of {len(r.vs_random)} comparisons beat random (95% intervals, "
                 "not corrected for their number)."
             )
+        elif detectable == 0:
+            out.append(
+                "Every seed gave the same difference from random: the intervals have no width "
+                "and say nothing (a constant score, most likely); look at the predictions."
+            )
         else:
             out.append(
                 "No selector beats random by more than the "
@@ -285,6 +291,20 @@ def recommend(r: StudyReport) -> list[str]:
     if r.not_monotone:
         out.append(f"The curve is not monotone: {'; '.join(r.not_monotone)}.")
     return out
+
+
+def _nll_sentence(r: StudyReport) -> list[str]:
+    """What the validation NLL shows when the scores cannot: whether more data still helps."""
+    pts = [p for p in r.curve if p.nll is not None]
+    if not pts:
+        return []
+    small = min(pts, key=lambda p: (p.budget, p.nll))
+    large = max(pts, key=lambda p: (p.budget, -p.nll))
+    return [
+        f"Validation NLL (which needs no correct answer) goes from {small.nll:.2f} "
+        f"({small.method} at {_pct(small.budget)}) to {large.nll:.2f} ({large.method} at "
+        f"{_pct(large.budget)}); the report's tables compare it per method."
+    ]
 
 
 def _pct(budget: float) -> str:
