@@ -143,6 +143,9 @@ def test_study_assets_in_process_on_the_tiny_graph(tiny_graph_copy) -> None:
         ASSETS, selection=[study_split], resources=resources, instance=instance, run_config=config
     )
     assert split.success
+    [split_mat] = split.asset_materializations_for_node("study_split")
+    shares = split_mat.metadata["reference_accuracy"].value
+    assert shares and set(shares.values()) == {1.0}  # the scorer accepts every reference
     keys = ["random-0.2-0", "s2l-0.2-0"]
     instance.add_dynamic_partitions("study_cells", keys)
     for key in keys:
@@ -232,3 +235,64 @@ def _check_mlflow(home: Path, study_id: str, cells: int) -> None:
     assert len(children) == cells and all("score" in r.data.metrics for r in children)
     listed = [a.path for a in client.list_artifacts(parent.info.run_id, "study_report")]
     assert {"study_report/report.md", "study_report/plot.png"} <= set(listed)
+
+
+def test_a_study_needs_no_evaluation_file_but_a_run_does(tmp_path: Path) -> None:
+    """The blocking preflight check asks for evaluation sets only in a run that evaluates:
+    a study on a user's file (its own validation split) passes it, s2l_job's run does not."""
+    from s2l_pipeline.definitions import ASSETS, CHECKS
+    from s2l_pipeline.defs.data import eval_sets, raw_dataset
+    from s2l_pipeline.defs.profiles import run_config
+
+    from .conftest import FIXTURES
+    from .test_data_assets import make_resources
+
+    resources = make_resources(str(tmp_path / "art"))
+    config = run_config("tiny", assets=[])
+    config["ops"] = {
+        "raw_dataset": {
+            "config": {
+                "embedded": {"enabled": False},
+                "files": [{"path": str(FIXTURES / "gsm8k_train_sample.jsonl")}],
+            }
+        }
+    }
+
+    def check_passed(selection) -> bool:
+        done = dg.materialize(
+            [*ASSETS, *CHECKS], selection=selection, resources=resources, run_config=config,
+            raise_on_error=False,
+        )  # fmt: skip
+        [found] = [
+            e for e in done.get_asset_check_evaluations() if e.check_name == "inputs_fit_the_run"
+        ]
+        return found.passed, found.description
+
+    ok, text = check_passed(dg.AssetSelection.assets(raw_dataset).without_checks()
+                            | dg.AssetSelection.checks_for_assets(raw_dataset))  # fmt: skip
+    assert ok, text
+    ok, text = check_passed(
+        dg.AssetSelection.assets(raw_dataset, eval_sets)
+        | dg.AssetSelection.checks_for_assets(raw_dataset)
+    )
+    assert not ok and "no evaluation set" in text
+
+
+def test_the_summary_floor_scores_the_commonest_training_response() -> None:
+    from s2l_pipeline.core.evaluation.sanity import summary_floor
+
+    train = pl.DataFrame(
+        {
+            "source": ["r"] * 3,
+            "response": ["No acute process.", "No acute process.", "Cardiomegaly."],
+        }
+    )
+    table = pl.DataFrame(
+        {
+            "eval_set": ["validation:r"] * 2,
+            "source": ["r", "r"],
+            "task": ["summarization"] * 2,
+            "response": ["No acute process.", "Small right effusion."],
+        }
+    )
+    assert summary_floor(table, train) == {"validation:r": pytest.approx(0.5)}

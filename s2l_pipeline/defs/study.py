@@ -6,6 +6,7 @@ import dataclasses
 import dagster as dg
 from pydantic import Field
 
+from ..core.evaluation.sanity import reference_accuracy
 from ..core.stages import study as stage
 from ..core.stages.manifests import (
     ClustersManifest,
@@ -80,6 +81,9 @@ def study_split(
             parent = mt.run_id
     m = dataclasses.replace(m, mlflow_parent_run_id=parent)
     sets = validation.group_by("eval_set", "task", "answer_type").len().sort("eval_set")
+    shares, failing = reference_accuracy(validation)  # the scorer must accept the references
+    for name in (n for n, share in shares.items() if share < 0.95):
+        context.log.warning(f"{name}: references judged correct {shares[name]:.0%}: {failing}")
     context.log.info(
         f"study {m.study_id}: {m.validation.rows} validation rows, {m.train.rows} to select from"
     )
@@ -91,6 +95,7 @@ def study_split(
             "validation_rows": m.validation.rows,
             "train_rows": m.train.rows,
             "validation_sets": md(sets),
+            "reference_accuracy": dg.MetadataValue.json(shares),
             "mlflow_parent_run_id": parent,
             "lineage": dg.MetadataValue.json(m.lineage),
         },

@@ -112,3 +112,20 @@ def reference_accuracy(table: pl.DataFrame) -> tuple[dict[str, float], dict[str,
                 {"response_end": r["response"][-120:], "answer": r["answer"]} for r in misses[:3]
             ]
     return dict(sorted(shares.items())), failing
+
+
+def summary_floor(table: pl.DataFrame, train: pl.DataFrame) -> dict[str, float]:
+    """Per summarization set: the ROUGE-L of answering every row with the most common training
+    response of its source (the set's own most common reference when none was trained on)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    out = {}
+    for (name,), part in table.filter(pl.col("task") == "summarization").group_by("eval_set"):
+        pool = train.filter(pl.col("source") == part["source"][0])
+        pool = pool if pool.height else part
+        counts = pool.group_by("response").len().sort(["len", "response"], descending=[True, False])
+        constant = counts["response"][0]
+        scores = [scorer.score(r, constant)["rougeL"].fmeasure for r in part["response"]]
+        out[name] = sum(scores) / len(scores)
+    return dict(sorted(out.items()))

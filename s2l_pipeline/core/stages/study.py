@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..evaluation.sanity import answer_floor, modal_answers
+from ..evaluation.sanity import answer_floor, modal_answers, summary_floor
 from ..lm.fit import TrainRun
 from ..lm.train_config import TrainHooks
 from ..selection import MODEL_METHODS, SelectionOptions
@@ -126,8 +126,13 @@ def run_study_cell(
     t0 = time.perf_counter()
     preds, metrics = evaluate_model(trained.final.uri, validation, eval_opts, store, progress)
     eval_s = time.perf_counter() - t0
-    floors = answer_floor(validation, modal_answers(rows))
-    floor = floors["floor_accuracy"].drop_nulls()
+    floors = dict(
+        answer_floor(validation, modal_answers(rows))
+        .select("eval_set", "floor_accuracy")
+        .iter_rows()
+    )
+    floors.update(summary_floor(validation, rows))  # each set's constant answer, scored
+    floor = pl.Series([v for v in floors.values() if v is not None], dtype=pl.Float64)
     score, nll, metric, per_set = validation_score(metrics)
     version = table_hash(preds)
     pred_ref = write_table(preds, store, f"study_cells/predictions/{version[:16]}.parquet", version)

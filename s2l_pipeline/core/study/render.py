@@ -125,7 +125,8 @@ def report_markdown(
     if proxy_flops is not None and uses_proxy:
         out += [
             "",
-            f"Besides their own cost, {', '.join(uses_proxy)} need the proxy trained and its "
+            f"Besides their own cost, {', '.join(uses_proxy)} "
+            f"{'needs' if len(uses_proxy) == 1 else 'need'} the proxy trained and its "
             f"trajectories scored: about {proxy_flops:.3g} FLOPs (6 x parameters x tokens to "
             "train, 2 x parameters x tokens per scored checkpoint), paid once for every method "
             "and every budget. Training FLOPs are 6 x parameters x tokens x epochs.",
