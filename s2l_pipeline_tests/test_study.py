@@ -296,3 +296,32 @@ def test_the_summary_floor_scores_the_commonest_training_response() -> None:
         }
     )
     assert summary_floor(table, train) == {"validation:r": pytest.approx(0.5)}
+
+
+def test_a_collapsed_target_is_named_and_not_compared() -> None:
+    """One prediction for most rows of a set, more than its commonest reference: collapsed;
+    a set whose references mostly agree is not."""
+    from s2l_pipeline.core.evaluation.sanity import collapsed_sets
+
+    table = pl.DataFrame(
+        {
+            "eval_set": ["a"] * 4 + ["b"] * 4,
+            "task": ["summarization"] * 8,
+            "answer_type": [None] * 8,
+            "response": ["x y", "z w", "q r", "s t", "same", "same", "same", "other"],
+        }
+    )
+    # "a": one string for every row; "b": the references themselves, 3 of 4 alike
+    preds = table.with_columns(
+        prediction=pl.when(pl.col("eval_set") == "a").then(pl.lit("same")).otherwise("response")
+    )
+    assert collapsed_sets(preds, table) == {"a": ("same", 1.0)}
+    cells = [
+        StudyCell(m, b, s, 0.3 + 0.01 * s, 2.0, None, collapsed=True)
+        for m, b in (("full", 1.0), ("random", 0.1))
+        for s in range(3)
+    ]
+    text = build_report(cells).recommendation
+    assert text[0].startswith("Every cell's target answers one string") and len(text) == 2
+    some = [*cells[:3], *(StudyCell(c.method, c.budget, c.seed, c.score, 2.0) for c in cells[3:])]
+    assert build_report(some).recommendation[0].startswith("3 of 6 cells answer one string")

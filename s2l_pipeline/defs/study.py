@@ -217,6 +217,7 @@ def _cell_output(cell: StudyCellManifest, reused: bool) -> dg.Output[StudyCellMa
             "metric": cell.metric,
             "floor": dg.MetadataValue.float(cell.floor if cell.floor is not None else float("nan")),
             "per_set": dg.MetadataValue.json(cell.per_set),
+            "collapsed_sets": dg.MetadataValue.json(cell.collapsed),
             "train_seconds": cell.train_seconds,
             "selection_cpu_seconds": cell.selection_cpu_seconds,
             "reused": reused,

@@ -129,3 +129,16 @@ def summary_floor(table: pl.DataFrame, train: pl.DataFrame) -> dict[str, float]:
         scores = [scorer.score(r, constant)["rougeL"].fmeasure for r in part["response"]]
         out[name] = sum(scores) / len(scores)
     return dict(sorted(out.items()))
+
+
+def collapsed_sets(preds: pl.DataFrame, table: pl.DataFrame) -> dict[str, tuple[str, float]]:
+    """Sets where one prediction covers more than half the rows and more than the most common
+    reference does (a collapsed model, not a set with one common answer): set -> (that
+    prediction, its share)."""
+    refs = table.select("eval_set", "task", "answer_type", prediction=pl.col("response"))
+    ref_share = dict(prediction_modes(refs).select("eval_set", "modal_share").iter_rows())
+    return {
+        r["eval_set"]: (r["modal_prediction"], float(r["modal_share"]))
+        for r in prediction_modes(preds).iter_rows(named=True)
+        if r["modal_share"] > max(0.5, ref_share.get(r["eval_set"], 0.0))
+    }

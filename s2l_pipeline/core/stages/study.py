@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..evaluation.sanity import answer_floor, modal_answers, summary_floor
+from ..evaluation.sanity import answer_floor, collapsed_sets, modal_answers, summary_floor
 from ..lm.fit import TrainRun
 from ..lm.train_config import TrainHooks
 from ..selection import MODEL_METHODS, SelectionOptions
@@ -134,6 +134,9 @@ def run_study_cell(
     floors.update(summary_floor(validation, rows))  # each set's constant answer, scored
     floor = pl.Series([v for v in floors.values() if v is not None], dtype=pl.Float64)
     score, nll, metric, per_set = validation_score(metrics)
+    collapsed = {
+        k: [p, round(share, 4)] for k, (p, share) in collapsed_sets(preds, validation).items()
+    }
     version = table_hash(preds)
     pred_ref = write_table(preds, store, f"study_cells/predictions/{version[:16]}.parquet", version)
     result = StudyCellManifest(
@@ -151,6 +154,7 @@ def run_study_cell(
                 metric=metric,
                 per_set=per_set,
                 floor=float(floor.mean()) if floor.len() else None,
+                collapsed=collapsed,
                 nested=opts.nested,
                 train_seconds=round(train_s, 3),
                 eval_seconds=round(eval_s, 3),

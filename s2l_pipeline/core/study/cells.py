@@ -70,7 +70,8 @@ class CellResult:
     nll: float
     metric: str
     per_set: dict = field(default_factory=dict)
-    floor: float | None = None  # the most common training answer's accuracy (math sets)
+    floor: float | None = None  # each set's constant answer scored (commonest training one)
+    collapsed: dict = field(default_factory=dict)  # set -> [prediction, share]: one answer
     nested: bool = False
     selection_cpu_seconds: float = 0.0
     selection_flops: float = 0.0
@@ -85,7 +86,10 @@ class CellResult:
     rows_hash: str = ""
 
     def study_cell(self) -> StudyCell:
-        return StudyCell(self.method, self.budget, self.seed, self.score, self.nll, self.floor)
+        return StudyCell(
+            self.method, self.budget, self.seed, self.score, self.nll, self.floor,
+            bool(self.collapsed),
+        )  # fmt: skip
 
     @property
     def train_flops(self) -> float:

@@ -31,6 +31,7 @@ class StudyCell:
     score: float
     nll: float | None = None
     floor: float | None = None  # the most common training answer's score on the same split
+    collapsed: bool = False  # one prediction for most rows of a validation set
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class StudyReport:
     recommendation: list[str] = field(default_factory=list)
     floor: float | None = None  # answering every row with the most common answer (full data's)
     seeds: int = 0  # the fewest seeds behind any curve point
+    collapsed: dict[str, int] = field(default_factory=dict)  # "method at budget" -> cells
+    cells: int = 0
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -193,7 +196,13 @@ def build_report(cells: Iterable[StudyCell], epsilon: float = 1.0) -> StudyRepor
         d for m, b in keys if m != BASELINE and (d := paired(cells, m, b, BASELINE, b)) is not None
     ]
     vs_full = [d for m, b in keys if (d := paired(cells, m, b, FULL, 1.0)) is not None]
+    collapsed: dict[str, int] = defaultdict(int)
+    for c in sorted(cells, key=lambda c: (c.method, c.budget)):
+        if c.collapsed:
+            collapsed[f"{c.method} at {_pct(c.budget)}"] += 1
     report = StudyReport(
+        collapsed=dict(collapsed),
+        cells=len(cells),
         floor=study_floor(cells),
         seeds=min((p.seeds for p in points), default=0),
         curve=points,
@@ -223,6 +232,22 @@ def recommend(r: StudyReport) -> list[str]:
     """A few plain sentences, each with the confidence behind it; a study whose target does
     not beat the most common answer, or that has too few seeds, says so first."""
     out = []
+    n_collapsed = sum(r.collapsed.values())
+    if r.cells and n_collapsed == r.cells:
+        out.append(
+            "Every cell's target answers one string to most rows of a validation set (a "
+            "collapsed model): its scores are that string's, not the data's, so no comparison "
+            "of them is made here. Train the study target longer, or a larger one, or allow "
+            "longer generations (max_new_tokens)."
+        )
+        return out + _nll_sentence(r)
+    if n_collapsed:
+        where = ", ".join(f"{k} ({n})" for k, n in r.collapsed.items())
+        out.append(
+            f"{n_collapsed} of {r.cells} cells answer one string to most rows of a validation "
+            f"set (a collapsed model; cells per point): {where}. Their scores are that "
+            "string's; read those points with care."
+        )
     judged = [p for p in r.curve if p.floor is not None]
     at_floor = [p for p in judged if p.mean <= p.floor]
     if judged and len(at_floor) == len(judged):
