@@ -196,8 +196,8 @@ def test_s2l_study_as_a_user_runs_it(tmp_path: Path) -> None:
     assert "15 cells, 0 finished before (reused), 15 to run, 1 at a time: about" in first.stderr
     assert "cell 15/15" in first.stderr and "report:" in first.stderr
     body = json.loads(Path(out["report_json"]).read_text())
-    cells = [StudyCell(c["method"], c["budget"], c["seed"], c["score"], c["nll"], c["floor"])
-             for c in body["cells"]]  # fmt: skip
+    cells = [StudyCell(c["method"], c["budget"], c["seed"], c["score"], c["nll"], c["floor"],
+                       bool(c["collapsed"])) for c in body["cells"]]  # fmt: skip
     again = build_report(cells, epsilon=1.0)
     assert again.recommendation == out["recommendation"] == body["recommendation"]
     assert again.smallest_budget_within_epsilon == body["smallest_budget_within_epsilon"]
@@ -206,6 +206,13 @@ def test_s2l_study_as_a_user_runs_it(tmp_path: Path) -> None:
         per_set = preds.group_by("eval_set").agg(pl.col("correct").cast(pl.Float64).mean())
         assert per_set["correct"].mean() == pytest.approx(c["score"])
         assert preds["eval_set"].str.starts_with("validation:").all()
+        modes = (
+            preds.group_by("eval_set", "prediction")
+            .len()
+            .group_by("eval_set")
+            .agg(share=pl.col("len").max() / pl.col("len").sum())
+        )  # a cell called collapsed gives one text for most rows of some set
+        assert not c["collapsed"] or modes["share"].max() > 0.5
     assert Path(out["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _check_mlflow(tmp_path, out["study_id"], 15)
     report_bytes = Path(out["report_json"]).read_bytes()
