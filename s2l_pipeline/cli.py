@@ -313,19 +313,22 @@ def _check_descriptions(defs) -> dict[str, str]:
 
 def _failures(result) -> dict[str, str]:
     """Step key -> the reason it failed (the user's message, else the error's last line)."""
-    out = {}
-    for event in result.get_step_failure_events():
-        data = event.step_failure_data
-        user = data.user_failure_data
-        error = data.error
-        cause = error.cause if error and error.cause else error
-        text = (user.description if user and user.description else None) or (
-            f"{cause.cls_name}: {cause.message.strip()}" if cause else "unknown error"
-        )
-        if cause and cause.cls_name == "DagsterAssetCheckFailedError":
-            text = "a blocking check failed; nothing after it ran (the check's line says why)"
-        out[event.step_key] = text
-    return out
+    events = result.get_step_failure_events()
+    return {e.step_key: failure_reason(e.step_failure_data) for e in events}
+
+
+def failure_reason(data) -> str:
+    """A step failure (``StepFailureData``) in one line: the user's message, else the error's
+    cause as class and message."""
+    user = data.user_failure_data
+    error = data.error
+    cause = error.cause if error and error.cause else error
+    text = (user.description if user and user.description else None) or (
+        f"{cause.cls_name}: {cause.message.strip()}" if cause else "unknown error"
+    )
+    if cause and cause.cls_name == "DagsterAssetCheckFailedError":
+        text = "a blocking check failed; nothing after it ran (the check's line says why)"
+    return text
 
 
 def _run_config_file(path: str | None) -> dict:

@@ -107,7 +107,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     proxy = result.output_for_node("proxy_checkpoints")
     store = defs.resources["artifact_store"].store()
 
-    todo, done = _pending(grid, split, proxy, cell_ops, store)
+    settings = _cell_settings(cell_ops, split, proxy, store)  # (run, selection, evaluation)
+    todo, done = _pending(grid, split, settings, store)
     parallel = args.parallel or default_parallel()
     slots = instance.get_concurrency_config().pool_config.default_pool_limit
     if slots is not None and parallel > slots:
@@ -117,7 +118,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             "default_limit): the others wait for the gpu pool; set it to your GPU count"
         )
     lanes = min(parallel, slots) if slots is not None else parallel
-    times = _measure(split, proxy, cell_ops, store)
+    times = _measure(split, proxy, settings, store)
     pool_rows, val_rows = split.train.rows, split.validation.rows
     seconds = {c.key: cell_seconds(c, pool_rows, val_rows, times) for c in todo}
     hours = study_seconds(list(seconds.values()), lanes) / 3600
@@ -205,13 +206,12 @@ def _cell_settings(cell_ops: dict, split, proxy, store):
     return cfg.to_run(), opts, cfg.eval_options()
 
 
-def _pending(grid, split, proxy, cell_ops, store) -> tuple[list[CellSpec], list[CellSpec]]:
+def _pending(grid, split, settings, store) -> tuple[list[CellSpec], list[CellSpec]]:
     """(cells to run, cells finished before with this split and these settings)."""
     from .core.stages import study as stage
     from .core.stages.manifests import StudyCellManifest, read_manifest
 
-    run, opts, eval_opts = _cell_settings(cell_ops, split, proxy, store)
-    recipe = stage.recipe_id(run, opts, eval_opts)
+    recipe = stage.recipe_id(*settings)
     todo, done = [], []
     for cell in grid:
         stored = read_manifest(store, StudyCellManifest, "study_cells", cell.key)
@@ -220,13 +220,13 @@ def _pending(grid, split, proxy, cell_ops, store) -> tuple[list[CellSpec], list[
     return todo, done
 
 
-def _measure(split, proxy, cell_ops, store) -> StepTimes:
+def _measure(split, proxy, settings, store) -> StepTimes:
     """Step times of this study's target and evaluation, measured on its own rows."""
     from .core.selection.ifd import response_losses
     from .core.study.estimate import measure_eval_row, measure_train_step
     from .core.support.tables import read_table
 
-    run, _, eval_opts = _cell_settings(cell_ops, split, proxy, store)
+    run, _, eval_opts = settings
     rows = read_table(split.train, store)
     tokenizer_dir = store.fetch_dir(proxy.checkpoints[0].uri)
     step = measure_train_step(run, rows, tokenizer_dir)
@@ -330,13 +330,10 @@ def _cell_failure(instance, key: str) -> str:
     )
     if not runs:
         return "its run did not start"
+    from .cli import failure_reason
+
     for rec in instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        data = rec.dagster_event.step_failure_data
-        if data.user_failure_data and data.user_failure_data.description:
-            return data.user_failure_data.description
-        if data.error:
-            err = data.error.cause or data.error
-            return f"{err.cls_name}: {err.message.strip()}"
+        return failure_reason(rec.dagster_event.step_failure_data)
     return f"run {runs[0].run_id} ended {runs[0].status.value}"
 
 
