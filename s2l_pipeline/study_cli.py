@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from .core.selection import METHODS
+from .core.selection.budget import resolve_budget
 from .core.study.cells import CellSpec, study_grid
 from .core.study.estimate import StepTimes, cell_seconds, study_seconds
 
@@ -107,6 +108,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     proxy = result.output_for_node("proxy_checkpoints")
     store = defs.resources["artifact_store"].store()
 
+    for budget in sorted({c.budget for c in grid}):  # before any cell: each budget has rows
+        resolve_budget(budget, split.train.rows)
     settings = _cell_settings(cell_ops, split, proxy, store)  # (run, selection, evaluation)
     todo, done = _pending(grid, split, settings, store)
     parallel = args.parallel or default_parallel()

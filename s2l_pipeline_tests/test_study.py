@@ -332,3 +332,12 @@ def test_a_collapsed_target_is_named_and_not_compared() -> None:
     assert text[0].startswith("Every cell's target answers one string") and len(text) == 2
     some = [*cells[:3], *(StudyCell(c.method, c.budget, c.seed, c.score, 2.0) for c in cells[3:])]
     assert build_report(some).recommendation[0].startswith("3 of 6 cells answer one string")
+
+
+def test_a_fraction_that_rounds_to_no_rows_is_an_error() -> None:
+    """0.001 of 365 rows was 0 rows: a study's cell then failed deep in training."""
+    from s2l_pipeline.core.selection.budget import resolve_budget
+
+    assert resolve_budget(0.003, 365) == 1
+    with pytest.raises(ValueError, match="0.001 of 365 usable rows is 0 rows"):
+        resolve_budget(0.001, 365)

@@ -16,7 +16,13 @@ def resolve_budget(budget: int | float, n: int) -> int:
     if isinstance(budget, bool) or budget <= 0:
         raise ValueError(f"budget must be a positive count or a fraction in (0, 1], got {budget}")
     if isinstance(budget, float) and budget <= 1.0:
-        return min(n, math.floor(budget * n))
+        count = min(n, math.floor(budget * n))
+        if count == 0 and n > 0:
+            raise ValueError(
+                f"budget {budget:g} of {n} usable rows is 0 rows: give a larger fraction "
+                f"(at least {1 / n:.2g}) or a count"
+            )
+        return count
     if isinstance(budget, float) and not budget.is_integer():
         raise ValueError(f"budget {budget} is neither a fraction in (0, 1] nor a whole count")
     if int(budget) > n:
