@@ -1,7 +1,7 @@
 """Train the tiny test model in its own process; SIGKILL itself at step ``kill_at`` (0: never).
 
 Used by test_training to check that a resume after a real kill gives the same bytes.
-Usage: python kill_during_training.py WORK_DIR KILL_AT
+Usage: python kill_during_training.py WORK_DIR KILL_AT [RESUME_EVERY_S]
 """
 
 import json
@@ -30,7 +30,7 @@ class KillAt(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main(root: Path, kill_at: int) -> None:
+def main(root: Path, kill_at: int, resume_every_s: float | None) -> None:
     train, _ = generate_mixture(256, seed=5, heldout_per_family=1)
     tok = train_bpe_tokenizer(tokenizer_texts(train), 300)
     enc = encode(train, tok, 64)
@@ -47,11 +47,12 @@ def main(root: Path, kill_at: int) -> None:
         CheckpointSchedule(count=6),
         root / "work",
         export,
-        TrainHooks(on_message=lambda m: print(m, flush=True)),
+        TrainHooks(on_message=lambda m: print(m, flush=True), resume_every_s=resume_every_s),
         extra_callbacks=[KillAt(kill_at)] if kill_at else None,
     ).records
     print(json.dumps([r["sha256"] for r in records]))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    every = float(sys.argv[3]) if len(sys.argv) > 3 else None
+    main(Path(sys.argv[1]), int(sys.argv[2]), every)

@@ -197,16 +197,28 @@ def test_sigkill_mid_epoch_resumes_to_the_same_bytes(tmp_path: Path) -> None:
 
     script = Path(__file__).with_name("kill_during_training.py")
 
-    def run(root: Path, kill_at: int) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, str(script), str(root), str(kill_at)]
+    def run(root: Path, kill_at: int, *every: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(script), str(root), str(kill_at), *every]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
     clean = run(tmp_path / "clean", 0)
     assert clean.returncode == 0, clean.stderr[-2000:]
+    expected = json.loads(clean.stdout.strip().splitlines()[-1])
     killed = run(tmp_path / "killed", 14)
     assert killed.returncode == -9
     resumed = run(tmp_path / "killed", 0)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from step 12 of 24" in resumed.stdout
-    last = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert last == json.loads(clean.stdout.strip().splitlines()[-1])
+    assert json.loads(resumed.stdout.strip().splitlines()[-1]) == expected
+
+    # Resume-only saves (here after every step: 0 s apart) lose one step, not the time since
+    # the last kept checkpoint, and change neither the kept checkpoints nor their bytes.
+    killed = run(tmp_path / "often", 14, "0")
+    assert killed.returncode == -9
+    kept = sorted(p.name for p in (tmp_path / "often" / "out").iterdir())
+    resumed = run(tmp_path / "often", 0, "0")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step 13 of 24" in resumed.stdout
+    assert json.loads(resumed.stdout.strip().splitlines()[-1]) == expected
+    assert kept == ["step_0", "step_12", "step_4", "step_8"]  # nothing exported but kept steps
+    assert len(list((tmp_path / "often" / "work").glob("checkpoint-*"))) <= 2

@@ -68,17 +68,26 @@ def total_steps(n_examples: int, cfg: TrainConfig) -> int:
 Exporter = Callable[[object, object, int], dict]
 
 
+# Ten minutes: a save of a small model's weights and optimizer state takes well under a second.
+RESUME_EVERY_S = 600.0
+
+
 class RunCanceled(KeyboardInterrupt):
     """The run was canceled; an interrupt, so orchestrators stop rather than retry."""
 
 
 @dataclass
 class TrainHooks:
-    """What the caller hears from a training run, and how it asks it to stop."""
+    """What the caller hears from a training run, how it asks it to stop, and how much work a
+    crash may cost."""
 
     on_log: Callable[[dict, int], None] | None = None  # Trainer logs (loss, lr) per step
     on_message: Callable[[str], None] | None = None  # resumed from step N, checkpoint kept ...
     should_stop: Callable[[], bool] | None = None  # polled every step; True stops with RunCanceled
+    # Seconds of training between resume-only saves (not exported, not in the lineage): a crash
+    # or kill -9 loses at most this much, not the time since the last kept checkpoint (hours on
+    # a large set when only 2 are kept). None: resume from kept checkpoints only.
+    resume_every_s: float | None = RESUME_EVERY_S
 
     def say(self, text: str) -> None:
         log.info(text)

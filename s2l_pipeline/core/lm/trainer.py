@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,8 @@ class _ExportRegistry:
 
 
 class _ScheduleCallback(TrainerCallback):
-    """Saves and exports at the scheduled steps, reports progress and losses, honours a cancel."""
+    """Saves and exports at the scheduled steps, saves for resuming every ``resume_every_s`` of
+    training between them, reports progress and losses, honours a cancel."""
 
     def __init__(
         self,
@@ -180,8 +182,10 @@ class _ScheduleCallback(TrainerCallback):
         self.export, self.tokenizer, self.hooks = export, tokenizer, hooks
         self.progress: Progress | None = None
         self.last_loss: float | None = None
+        self.last_save = time.monotonic()
 
     def on_train_begin(self, args, state, control, **kw):
+        self.last_save = time.monotonic()
         self.progress = Progress(
             "training",
             self.steps_total,
@@ -194,7 +198,9 @@ class _ScheduleCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self.hooks.should_stop and self.hooks.should_stop():
             raise RunCanceled(f"canceled at step {state.global_step} of {self.steps_total}")
-        if state.global_step in self.keep:
+        every = self.hooks.resume_every_s
+        due = every is not None and time.monotonic() - self.last_save >= every
+        if state.global_step in self.keep or (due and state.global_step < self.steps_total):
             control.should_save = True
         if self.progress:
             loss = "" if self.last_loss is None else f"loss {self.last_loss:.4f}"
@@ -202,6 +208,7 @@ class _ScheduleCallback(TrainerCallback):
         return control
 
     def on_save(self, args, state, control, model=None, **kw):
+        self.last_save = time.monotonic()
         step = state.global_step
         if step in self.keep and step not in self.registry.records:
             self.registry.add(step, self.export(model, self.tokenizer, step))
