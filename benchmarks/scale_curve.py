@@ -3,6 +3,14 @@
     python benchmarks/scale_curve.py --sizes 20000,100000,262144 --work /tmp/scale
     python benchmarks/scale_curve.py --sizes 20000,100000,262144 --work /tmp/scale --short
     python benchmarks/scale_curve.py --sizes 20000,262144,1000000 --work /tmp/scale --data-only
+    python benchmarks/scale_curve.py --sizes 262144 --work /work/scale --keep --kill-after 6000
+
+The full run at 262K rows takes about 10 hours on 2 cores. ``--keep`` reuses the size's
+instance, so a run killed earlier resumes (as a user's `s2l run` does after a kill -9);
+``--kill-after S`` sends SIGKILL to the run's process group after S seconds, so the full run
+can go in parts that each fit a working session. Step times then sum over every run in the
+instance (a killed step counts until the run's last event); the steps before training run again
+in each part, which the per-run lines show.
 
 Each size is a MathInstruct-shaped file (benchmarks/mathinstruct_sized.py) run by the real
 command, `s2l run --data FILE --eval gsm8k_test_sample`, in a fresh Dagster instance, on the
@@ -22,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -100,11 +109,14 @@ def data_only_command(data: Path, home: Path) -> list[str]:
     ]
 
 
-def run_size(rows: int, work: Path, config: str | None) -> dict:
+def run_size(
+    rows: int, work: Path, config: str | None, keep: bool = False, kill_after: float | None = None
+) -> dict:
     data = make_file(rows, work)
     home = work / f"home_{rows}"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
+    if not keep:
+        shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     (home / "config.yaml").write_text(config or "")
     env = {
@@ -120,25 +132,33 @@ def run_size(rows: int, work: Path, config: str | None) -> dict:
     if config is None:
         cmd = data_only_command(data, home)
     start = time.time()
-    with open(home / "stderr.log", "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    with open(home / "stderr.log", "a" if keep else "w") as err:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, start_new_session=True
+        )
         sampler = RssSampler(proc.pid)
         sampler.start()
-        out, _ = proc.communicate()
+        try:
+            out, _ = proc.communicate(timeout=kill_after)
+        except subprocess.TimeoutExpired:  # a kill -9 of the whole run, as a crash would
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
         sampler.done.set()
     wall = time.time() - start
-    if proc.returncode != 0:
+    killed = proc.returncode == -signal.SIGKILL
+    if proc.returncode != 0 and not killed:
         tail = (home / "stderr.log").read_text()[-3000:]
         raise SystemExit(f"{rows} rows: s2l run failed ({proc.returncode}):\n{tail}")
-    summary = json.loads(out.strip().splitlines()[-1]) if config else {}
+    summary = json.loads(out.strip().splitlines()[-1]) if config and not killed else {}
     run_id = summary.get("run_id") or latest_run_id(home)
-    steps = step_times(home, run_id, sampler)
     return {
         "rows": rows,
         "wall_s": wall,
         "peak_rss": max(r for _, r in sampler.samples),
         "summary": summary,
-        "steps": steps,
+        "killed": killed,
+        "run_id": run_id,
+        "steps": step_times(home, [run_id], sampler),
     }
 
 
@@ -148,21 +168,44 @@ def latest_run_id(home: Path) -> str:
     return dg.DagsterInstance.from_config(str(home)).get_runs(limit=1)[0].run_id
 
 
-def step_times(home: Path, run_id: str, sampler: RssSampler) -> dict[str, dict]:
-    """Seconds and peak RSS per op (a graph's mapped steps summed under one name)."""
+def step_times(home: Path, run_ids: list[str], sampler: RssSampler | None) -> dict[str, dict]:
+    """Seconds and peak RSS per op (a graph's mapped steps summed under one name), over
+    ``run_ids``; a step a kill cut short counts until its run's last event."""
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(home))
     out: dict[str, dict] = {}
-    for s in instance.get_run_step_stats(run_id):
-        if s.start_time is None or s.end_time is None:
-            continue
-        name = re.sub(r"\[.*\]$", "", s.step_key)
-        entry = out.setdefault(name, {"seconds": 0.0, "peak_rss": 0, "steps": 0})
-        entry["seconds"] += s.end_time - s.start_time
-        entry["peak_rss"] = max(entry["peak_rss"], sampler.peak(s.start_time, s.end_time))
-        entry["steps"] += 1
+    for run_id in run_ids:
+        last = None
+        for s in instance.get_run_step_stats(run_id):
+            if s.start_time is None:
+                continue
+            if s.end_time is None:
+                last = last or instance.all_logs(run_id)[-1].timestamp
+            end = s.end_time or last
+            name = re.sub(r"\[.*\]$", "", s.step_key)
+            entry = out.setdefault(name, {"seconds": 0.0, "peak_rss": 0, "steps": 0})
+            entry["seconds"] += end - s.start_time
+            if sampler is not None:
+                entry["peak_rss"] = max(entry["peak_rss"], sampler.peak(s.start_time, end))
+            entry["steps"] += 1
     return out
+
+
+def all_parts(home: Path, parts: list[dict]) -> dict:
+    """One size's runs in a kept instance as one: wall time summed, the highest peak."""
+    steps = step_times(home, [p["run_id"] for p in parts], None)
+    for name, entry in steps.items():
+        entry["peak_rss"] = max(p["steps"].get(name, {}).get("peak_rss", 0) for p in parts)
+    return {
+        "rows": parts[-1]["rows"],
+        "wall_s": sum(p["wall_s"] for p in parts),
+        "peak_rss": max(p["peak_rss"] for p in parts),
+        "summary": parts[-1]["summary"],
+        "killed": parts[-1]["killed"],
+        "parts": len(parts),
+        "steps": steps,
+    }
 
 
 def report(results: list[dict]) -> str:
@@ -205,15 +248,25 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/s2l_scale")
     p.add_argument("--short", action="store_true", help="a fifth of an epoch, 2 checkpoints")
     p.add_argument("--data-only", action="store_true", help="raw_dataset, eval_sets, checks")
+    p.add_argument("--keep", action="store_true", help="resume in the size's earlier instance")
+    p.add_argument("--kill-after", type=float, help="SIGKILL the run after this many seconds")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    name = "data_only" if args.data_only else "short" if args.short else "full"
     results = []
     for rows in (int(s) for s in args.sizes.split(",")):
         config = None if args.data_only else SHORT if args.short else FULL
-        result = run_size(rows, work, config)
+        parts_file = work / f"scale_curve_{name}_{rows}_parts.json"
+        parts = json.loads(parts_file.read_text()) if args.keep and parts_file.exists() else []
+        part = run_size(rows, work, config, args.keep, args.kill_after)
+        parts.append(part)
+        parts_file.write_text(json.dumps(parts, indent=1))
+        for i, q in enumerate(parts, 1):
+            end = "killed" if q["killed"] else "finished"
+            print(f"{rows:,} rows, part {i}: {q['wall_s']:.0f} s, {end}", flush=True)
+        result = all_parts(work / f"home_{rows}", parts) if len(parts) > 1 else part
         results.append(result)
-        name = "data_only" if args.data_only else "short" if args.short else "full"
         (work / f"scale_curve_{name}.json").write_text(json.dumps(results, indent=1))
         print(
             f"{rows:,} rows: {result['wall_s']:.0f} s, peak RSS "
