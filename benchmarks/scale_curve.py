@@ -158,7 +158,7 @@ def run_size(
         "summary": summary,
         "killed": killed,
         "run_id": run_id,
-        "steps": step_times(home, [run_id], sampler),
+        "steps": step_times(home, run_id, sampler),
     }
 
 
@@ -168,35 +168,37 @@ def latest_run_id(home: Path) -> str:
     return dg.DagsterInstance.from_config(str(home)).get_runs(limit=1)[0].run_id
 
 
-def step_times(home: Path, run_ids: list[str], sampler: RssSampler | None) -> dict[str, dict]:
-    """Seconds and peak RSS per op (a graph's mapped steps summed under one name), over
-    ``run_ids``; a step a kill cut short counts until its run's last event."""
+def step_times(home: Path, run_id: str, sampler: RssSampler) -> dict[str, dict]:
+    """Seconds and peak RSS per op (a graph's mapped steps summed under one name); a step a
+    kill cut short counts until its run's last event."""
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(home))
     out: dict[str, dict] = {}
-    for run_id in run_ids:
-        last = None
-        for s in instance.get_run_step_stats(run_id):
-            if s.start_time is None:
-                continue
-            if s.end_time is None:
-                last = last or instance.all_logs(run_id)[-1].timestamp
-            end = s.end_time or last
-            name = re.sub(r"\[.*\]$", "", s.step_key)
-            entry = out.setdefault(name, {"seconds": 0.0, "peak_rss": 0, "steps": 0})
-            entry["seconds"] += end - s.start_time
-            if sampler is not None:
-                entry["peak_rss"] = max(entry["peak_rss"], sampler.peak(s.start_time, end))
-            entry["steps"] += 1
+    last = None
+    for s in instance.get_run_step_stats(run_id):
+        if s.start_time is None:
+            continue
+        if s.end_time is None:
+            last = last or instance.all_logs(run_id)[-1].timestamp
+        end = s.end_time or last
+        name = re.sub(r"\[.*\]$", "", s.step_key)
+        entry = out.setdefault(name, {"seconds": 0.0, "peak_rss": 0, "steps": 0})
+        entry["seconds"] += end - s.start_time
+        entry["peak_rss"] = max(entry["peak_rss"], sampler.peak(s.start_time, end))
+        entry["steps"] += 1
     return out
 
 
-def all_parts(home: Path, parts: list[dict]) -> dict:
-    """One size's runs in a kept instance as one: wall time summed, the highest peak."""
-    steps = step_times(home, [p["run_id"] for p in parts], None)
-    for name, entry in steps.items():
-        entry["peak_rss"] = max(p["steps"].get(name, {}).get("peak_rss", 0) for p in parts)
+def all_parts(parts: list[dict]) -> dict:
+    """One size's runs in a kept instance as one: times summed, the highest peaks."""
+    steps: dict[str, dict] = {}
+    for part in parts:
+        for name, s in part["steps"].items():
+            entry = steps.setdefault(name, {"seconds": 0.0, "peak_rss": 0, "steps": 0})
+            entry["seconds"] += s["seconds"]
+            entry["peak_rss"] = max(entry["peak_rss"], s["peak_rss"])
+            entry["steps"] += s["steps"]
     return {
         "rows": parts[-1]["rows"],
         "wall_s": sum(p["wall_s"] for p in parts),
@@ -265,7 +267,7 @@ def main() -> None:
         for i, q in enumerate(parts, 1):
             end = "killed" if q["killed"] else "finished"
             print(f"{rows:,} rows, part {i}: {q['wall_s']:.0f} s, {end}", flush=True)
-        result = all_parts(work / f"home_{rows}", parts) if len(parts) > 1 else part
+        result = all_parts(parts) if len(parts) > 1 else part
         results.append(result)
         (work / f"scale_curve_{name}.json").write_text(json.dumps(results, indent=1))
         print(
