@@ -378,6 +378,65 @@ def test_too_many_unscorable_rows_fail_before_scoring(tmp_path: Path) -> None:
     assert "no response token within max_length 24" in text and "Raise max_length" in text
 
 
+def test_premise_diagnostic_encodes_only_the_rows_it_sketches(tiny_run, monkeypatch) -> None:
+    """The gradient check encodes only the rows it samples (encoding all 1M rows of a pool
+    peaked at 8.15 GiB), and reports what encoding every row gives, number for number."""
+    from s2l_pipeline.core.lm import encoding
+    from s2l_pipeline.core.lm.models import load_causal_lm
+    from s2l_pipeline.core.selection.common import matrix, pick_steps
+    from s2l_pipeline.core.selection.diagnostics import premise_on_pool, premise_report
+    from s2l_pipeline.core.support.tables import read_table
+
+    _, resources, result = tiny_run
+    store = resources["artifact_store"].store()
+    pool = result.output_for_node("training_pool")
+    proxy = result.output_for_node("proxy_checkpoints")
+    clusters = read_table(result.output_for_node("trajectory_clusters").clusters, store)
+    traj, data = read_table(pool.trajectories, store), read_table(pool.train, store)
+    model_dir, max_length = store.fetch_dir(proxy.final.uri), proxy.train.max_length
+    # Two rows lose every response token, as a prompt filling max_length does: their losses
+    # are NaN and the check must leave them out without encoding them to find out.
+    cut = traj["example_id"].head(2)
+    gone = pl.col("example_id").is_in(cut.implode())
+    traj = traj.with_columns(
+        pl.when(gone).then(float("nan")).otherwise(pl.col(c)).alias(c)
+        for c in traj.columns
+        if c.startswith("loss_step_")
+    ).with_columns(
+        pl.when(gone).then(0).otherwise(pl.col("n_response_tokens")).alias("n_response_tokens")
+    )
+
+    encode, encoded = encoding.encode, []
+
+    def counting_encode(df, tokenizer, length):
+        encoded.extend(df["example_id"].to_list())
+        return encode(df, tokenizer, length)
+
+    monkeypatch.setattr(encoding, "encode", counting_encode)
+    report = premise_on_pool(traj, data, clusters, model_dir, max_length)
+
+    # The way it was: join every row's text, encode every row, keep those with a response.
+    rows = clusters.join(traj, on="example_id", maintain_order="left").join(
+        data, on="example_id", maintain_order="left"
+    )
+    rows = rows.filter(~gone)
+    model, tokenizer = load_causal_lm(model_dir)
+    everything = encode(rows, tokenizer, max_length)
+    assert (everything.n_response_tokens > 0).all()
+    reference = premise_report(
+        model,
+        everything.subset,
+        rows["cluster"].to_numpy(),
+        matrix(rows, pick_steps(rows, None, "trained")),
+        sources=rows["source"].to_numpy(),
+        answers=rows["answer"].to_numpy(),
+    )
+    assert report == reference and report.within_pairs > 0
+    # At most 20 clusters x 8, 160 uniform, 20 answers x 8 rows; never the rows left out.
+    assert len(encoded) <= 480 and len(set(encoded)) < rows.height
+    assert not set(cut) & set(encoded)
+
+
 @pytest.mark.slow  # beyond the fast loop
 def test_premise_diagnostic_tells_real_clusters_from_shuffled_ones(tiny_run) -> None:
     """The gradient diagnostic: clusters of the tiny run group alike gradients; the same

@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.selection import METHODS, SelectionInputError, SelectionOptions, parse_budget
-from ..core.selection.diagnostics import premise_on_pool
+from ..core.selection.diagnostics import POOL_COLUMNS, premise_on_pool
 from ..core.stages import selection as stage
 from ..core.stages.lineage import lineage_tags
 from ..core.stages.manifests import (
@@ -181,7 +181,7 @@ def clusters_group_similar_gradients(
     store = artifact_store.store()
     report = premise_on_pool(
         read_table(training_pool.trajectories, store),
-        read_table(training_pool.train, store),
+        read_table(training_pool.train, store, POOL_COLUMNS),
         read_table(trajectory_clusters.clusters, store),
         store.fetch_dir(proxy_checkpoints.final.uri),
         proxy_checkpoints.train.max_length,

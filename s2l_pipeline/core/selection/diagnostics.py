@@ -11,10 +11,19 @@ clustering itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    from ..lm.encoding import Encoded
+
+
+# What premise_on_pool reads of a pool's rows: labels for all, text for the sampled ones.
+POOL_COLUMNS = ("example_id", "source", "answer", "prompt", "response", "task", "messages")
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,7 @@ def _mean(values: np.ndarray) -> float | None:
 
 def premise_report(
     model,
-    enc,
+    encode_rows: Callable[[np.ndarray], Encoded],
     labels: np.ndarray,
     features: np.ndarray,
     seed: int = 0,
@@ -109,8 +118,9 @@ def premise_report(
 ) -> PremiseReport:
     """Gradient similarity within clusters against random pairs (and random pairs of one
     source, given ``sources``; pairs of one answer, given ``answers``), and the clustering's
-    silhouette, for rows whose encodings are ``enc``, clusters ``labels`` and trajectory
-    ``features`` (rows with no response token left must be dropped before)."""
+    silhouette, for rows with clusters ``labels`` and trajectory ``features``. Only the ~300
+    sampled rows are encoded, by ``encode_rows(indices)``: a 1M-row pool encoded whole peaked
+    at 8.15 GiB. Rows with no response token left must be dropped before."""
     from sklearn.metrics import silhouette_score
 
     rng = np.random.default_rng(seed)
@@ -121,7 +131,10 @@ def premise_report(
         codes = np.unique(answers, return_inverse=True)[1]
         by_answer = cluster_sample(codes, clusters, per_cluster, rng)
     picked = np.concatenate([grouped, uniform, by_answer])
-    sketches = gradient_sketches(model, enc, picked, dims, seed)
+    enc = encode_rows(picked)
+    if (enc.n_response_tokens == 0).any():
+        raise ValueError("a sampled row has no response token: drop such rows before")
+    sketches = gradient_sketches(model, enc, np.arange(len(picked)), dims, seed)
     g_sim = _cosines(sketches[: len(grouped)])
     same = labels[grouped][:, None] == labels[grouped][None, :]
     upper = np.triu(np.ones_like(same, dtype=bool), k=1)
@@ -182,20 +195,38 @@ def premise_on_pool(
     rows = clusters.select("example_id", "cluster").join(
         traj, on="example_id", how="inner", maintain_order="left"
     )
-    wanted = ("prompt", "response", "task", "source", "answer", "messages")
-    cols = [c for c in wanted if c in data.columns]
-    rows = rows.join(data.select("example_id", *cols), on="example_id", how="inner")
-    model, tokenizer = load_causal_lm(model_dir)
-    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
-    enc = encode(rows, tokenizer, max_length)
-    keep = np.flatnonzero(enc.n_response_tokens > 0)  # a row with no response has no gradient
-    rows = rows[keep]
+    labelled = [c for c in ("source", "answer") if c in data.columns]
+    rows = rows.join(
+        data.select("example_id", *labelled), on="example_id", how="inner", maintain_order="left"
+    )
+    rows = rows.filter(_has_response(rows))  # a row with no response has no gradient
     features = matrix(rows, pick_steps(rows, steps, "trained"))
     sources = rows["source"].to_numpy() if "source" in rows.columns else None
     # Chat rows and other free text have no answer: the same-answer control is then not run.
     has_answers = "answer" in rows.columns and rows["answer"].null_count() == 0
     answers = rows["answer"].to_numpy() if has_answers else None
     labels = rows["cluster"].to_numpy()
+    text = [c for c in ("prompt", "response", "task", "messages") if c in data.columns]
+    model, tokenizer = load_causal_lm(model_dir)
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+    def encode_rows(idx: np.ndarray) -> Encoded:
+        ids = rows.select(pl.col("example_id").gather(idx))
+        picked = ids.join(
+            data.select("example_id", *text), on="example_id", how="left", maintain_order="left"
+        )
+        return encode(picked, tokenizer, max_length)
+
     return premise_report(
-        model, enc.subset(keep), labels, features, seed=seed, sources=sources, answers=answers
+        model, encode_rows, labels, features, seed=seed, sources=sources, answers=answers
     )
+
+
+def _has_response(rows: pl.DataFrame) -> pl.Expr:
+    """Rows the proxy scored: a response token within max_length (older tables lack the count;
+    there every loss of such a row is NaN)."""
+    if "n_response_tokens" in rows.columns:
+        return pl.col("n_response_tokens") > 0
+    from ..trajectories import loss_columns
+
+    return pl.all_horizontal([pl.col(c).is_finite() for c in loss_columns(rows)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import polars as pl
@@ -35,10 +36,17 @@ def write_table(
     return TableRef(store.uri(key), df.height, content_hash or table_hash(df))
 
 
-def read_table(ref: TableRef | str, store: ArtifactStore | None = None) -> pl.DataFrame:
+def read_table(
+    ref: TableRef | str, store: ArtifactStore | None = None, columns: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """The table; only those of ``columns`` it has, when given (a 1M-row pool's original
+    records are not read by a step that needs its answers)."""
     uri = ref.uri if isinstance(ref, TableRef) else ref
     path = store.fetch(uri) if store else ArtifactStore(".").fetch(uri)
-    return pl.read_parquet(path)
+    if columns is None:
+        return pl.read_parquet(path)
+    have = pl.read_parquet_schema(path)
+    return pl.read_parquet(path, columns=[c for c in columns if c in have])
 
 
 def write_rejected(df: pl.DataFrame, store: ArtifactStore, asset: str) -> TableRef:
