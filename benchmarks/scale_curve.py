@@ -4,6 +4,7 @@
     python benchmarks/scale_curve.py --sizes 20000,100000,262144 --work /tmp/scale --short
     python benchmarks/scale_curve.py --sizes 20000,262144,1000000 --work /tmp/scale --data-only
     python benchmarks/scale_curve.py --sizes 262144 --work /work/scale --keep --kill-after 6000
+    python benchmarks/scale_curve.py --sizes 1000000 --work /tmp/scale --epochs 0.02
 
 The full run at 262K rows takes about 10 hours on 2 cores. ``--keep`` reuses the size's
 instance, so a run killed earlier resumes (as a user's `s2l run` does after a kill -9);
@@ -16,11 +17,12 @@ Each size is a MathInstruct-shaped file (benchmarks/mathinstruct_sized.py) run b
 command, `s2l run --data FILE --eval gsm8k_test_sample`, in a fresh Dagster instance, on the
 default profile. ``--short`` trains the proxy and the target a fifth of an epoch, with 2
 checkpoints, so a curve fits in an hour on 2 cores: the per-row work of every step is the same,
-there is less of it. ``--data-only`` materializes only the data end (raw_dataset, eval_sets and
-their checks, the preflight check included) with `dagster asset materialize`. Step times come
-from the instance's step stats; peak RSS from sampling the run's process tree every 0.25 s
-inside each step's window. Printed per step: seconds, ms per 1K rows, the growth of time per
-row against the smallest size, and peak RSS.
+there is less of it; ``--epochs E`` is the same with E epochs (a memory check: a step's memory
+does not depend on how long it trains). ``--data-only`` materializes only the data end
+(raw_dataset, eval_sets and their checks, the preflight check included) with `dagster asset
+materialize`. Step times come from the instance's step stats; peak RSS from sampling the
+run's process tree every 0.25 s inside each step's window. Printed per step: seconds, ms per
+1K rows, the growth of time per row against the smallest size, and peak RSS.
 """
 
 from __future__ import annotations
@@ -250,15 +252,22 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/s2l_scale")
     p.add_argument("--short", action="store_true", help="a fifth of an epoch, 2 checkpoints")
     p.add_argument("--data-only", action="store_true", help="raw_dataset, eval_sets, checks")
+    p.add_argument(
+        "--epochs",
+        type=float,
+        help="like --short with this many epochs: a memory check at a size already timed",
+    )
     p.add_argument("--keep", action="store_true", help="resume in the size's earlier instance")
     p.add_argument("--kill-after", type=float, help="SIGKILL the run after this many seconds")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    short = SHORT.replace("epochs: 0.2", f"epochs: {args.epochs}") if args.epochs else SHORT
     name = "data_only" if args.data_only else "short" if args.short else "full"
+    name = f"epochs_{args.epochs}" if args.epochs else name
     results = []
     for rows in (int(s) for s in args.sizes.split(",")):
-        config = None if args.data_only else SHORT if args.short else FULL
+        config = None if args.data_only else short if args.short or args.epochs else FULL
         parts_file = work / f"scale_curve_{name}_{rows}_parts.json"
         parts = json.loads(parts_file.read_text()) if args.keep and parts_file.exists() else []
         part = run_size(rows, work, config, args.keep, args.kill_after)
