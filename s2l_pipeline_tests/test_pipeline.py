@@ -378,13 +378,9 @@ def test_too_many_unscorable_rows_fail_before_scoring(tmp_path: Path) -> None:
     assert "no response token within max_length 24" in text and "Raise max_length" in text
 
 
-def test_premise_diagnostic_encodes_only_the_rows_it_sketches(tiny_run, monkeypatch) -> None:
-    """The gradient check encodes only the rows it samples (encoding all 1M rows of a pool
-    peaked at 8.15 GiB), and reports what encoding every row gives, number for number."""
-    from s2l_pipeline.core.lm import encoding
-    from s2l_pipeline.core.lm.models import load_causal_lm
-    from s2l_pipeline.core.selection.common import matrix, pick_steps
-    from s2l_pipeline.core.selection.diagnostics import premise_on_pool, premise_report
+def _premise_inputs(tiny_run) -> tuple:
+    """What the gradient check reads from the tiny run: trajectories, rows, clusters, the
+    proxy's last checkpoint and its max_length."""
     from s2l_pipeline.core.support.tables import read_table
 
     _, resources, result = tiny_run
@@ -393,7 +389,18 @@ def test_premise_diagnostic_encodes_only_the_rows_it_sketches(tiny_run, monkeypa
     proxy = result.output_for_node("proxy_checkpoints")
     clusters = read_table(result.output_for_node("trajectory_clusters").clusters, store)
     traj, data = read_table(pool.trajectories, store), read_table(pool.train, store)
-    model_dir, max_length = store.fetch_dir(proxy.final.uri), proxy.train.max_length
+    return traj, data, clusters, store.fetch_dir(proxy.final.uri), proxy.train.max_length
+
+
+def test_premise_diagnostic_encodes_only_the_rows_it_sketches(tiny_run, monkeypatch) -> None:
+    """The gradient check encodes only the rows it samples (encoding all 1M rows of a pool
+    peaked at 8.15 GiB), and reports what encoding every row gives, number for number."""
+    from s2l_pipeline.core.lm import encoding
+    from s2l_pipeline.core.lm.models import load_causal_lm
+    from s2l_pipeline.core.selection.common import matrix, pick_steps
+    from s2l_pipeline.core.selection.diagnostics import premise_on_pool, premise_report
+
+    traj, data, clusters, model_dir, max_length = _premise_inputs(tiny_run)
     # Two rows lose every response token, as a prompt filling max_length does: their losses
     # are NaN and the check must leave them out without encoding them to find out.
     cut = traj["example_id"].head(2)
@@ -442,16 +449,9 @@ def test_premise_diagnostic_tells_real_clusters_from_shuffled_ones(tiny_run) -> 
     """The gradient diagnostic: clusters of the tiny run group alike gradients; the same
     cluster sizes with shuffled members do not (the check can fail)."""
     from s2l_pipeline.core.selection.diagnostics import premise_on_pool
-    from s2l_pipeline.core.support.tables import read_table
 
-    _, resources, result = tiny_run
-    store = resources["artifact_store"].store()
-    pool = result.output_for_node("training_pool")
-    proxy = result.output_for_node("proxy_checkpoints")
-    clusters = read_table(result.output_for_node("trajectory_clusters").clusters, store)
-    traj, data = read_table(pool.trajectories, store), read_table(pool.train, store)
-    model_dir = store.fetch_dir(proxy.final.uri)
-    max_length = proxy.train.max_length
+    _, _, result = tiny_run
+    traj, data, clusters, model_dir, max_length = _premise_inputs(tiny_run)
 
     real = premise_on_pool(traj, data, clusters, model_dir, max_length)
     shuffled = clusters.with_columns(pl.col("cluster").shuffle(seed=1))
