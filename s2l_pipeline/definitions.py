@@ -34,6 +34,7 @@ from .defs.resources import (
     MlflowTracking,
     ShardSourceResource,
     default_artifact_root,
+    default_work_dir,
 )
 from .defs.selection import clusters_group_similar_gradients
 from .defs.sensors import (
@@ -70,7 +71,9 @@ CHECKS = [
 def artifact_store_resource() -> ArtifactStoreResource:
     """Local folder by default; S2L_ARTIFACT_ROOT=s3://... and AWS_ENDPOINT_URL for S3."""
     endpoint = dg.EnvVar("AWS_ENDPOINT_URL") if os.environ.get("AWS_ENDPOINT_URL") else None
-    return ArtifactStoreResource(root=default_artifact_root(), endpoint_url=endpoint)
+    return ArtifactStoreResource(
+        root=default_artifact_root(), endpoint_url=endpoint, work_dir=default_work_dir()
+    )
 
 
 def mlflow_resource() -> MlflowTracking:

@@ -265,10 +265,11 @@ def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split) -> lis
     """Each cell a run of study_cells_job, at most ``parallel`` at once; a line per finished
     cell with its score and the time left. Returns the cells that failed."""
     from .core.stages.manifests import StudyCellManifest, read_manifest
+    from .defs.resources import data_dir
 
     if not todo:
         return []
-    logs = Path(os.environ.get("S2L_DATA_DIR", "data")).resolve() / "study_logs" / split.study_id
+    logs = Path(data_dir()).resolve() / "study_logs" / split.study_id
     logs.mkdir(parents=True, exist_ok=True)
     config_path = logs / "cells.yaml"
     config_path.write_text(yaml.safe_dump({"ops": cell_ops} if cell_ops else {}))

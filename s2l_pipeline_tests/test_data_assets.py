@@ -39,6 +39,30 @@ def make_resources(
     }
 
 
+def test_local_folders_follow_s2l_data_dir(tmp_path: Path, monkeypatch) -> None:
+    """Resume state, artifacts and the MLflow store all move with S2L_DATA_DIR, whatever the
+    current directory: a rerun started elsewhere still finds the killed run's checkpoints."""
+    from s2l_pipeline.definitions import artifact_store_resource
+
+    data, elsewhere = tmp_path / "data_dir", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("S2L_ARTIFACT_ROOT", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("S2L_DATA_DIR", str(data))
+    store = artifact_store_resource()
+    assert (store.work_dir, store.root) == (str(data / "work"), str(data / "artifacts"))
+    assert store.work_path("proxy") == data / "work" / "proxy"
+    assert MlflowTracking().local_uri() == f"sqlite:///{data / 'mlflow' / 'mlflow.db'}"
+
+    monkeypatch.setenv("S2L_ARTIFACT_ROOT", "s3://bucket/prefix")  # the store moves alone
+    store = artifact_store_resource()
+    assert (store.work_dir, store.root) == (str(data / "work"), "s3://bucket/prefix")
+
+    monkeypatch.delenv("S2L_DATA_DIR")
+    assert artifact_store_resource().work_dir == "data/work"  # the README's default
+
+
 DATA = ["raw_dataset", "eval_sets"]
 
 

@@ -76,7 +76,7 @@ def test_sigkill_during_proxy_training_then_rerun(tmp_path: Path, monkeypatch) -
     reference = [c["sha256"] for c in proxy_manifest(clean)["checkpoints"]]
 
     crashed = tmp_path / "crashed"
-    work = crashed / "home" / "data" / "work" / "proxy"
+    work = crashed / "data" / "work" / "proxy"  # S2L_DATA_DIR, not the current directory
     kill_when(
         crashed,
         LONG_PROXY,

@@ -29,8 +29,19 @@ from ..core.support.tracking import (
 DEFAULT_DATA_DIR = "data"
 
 
+def data_dir() -> str:
+    """The deployment's local folder: ``S2L_DATA_DIR``, else ``data`` in the current directory."""
+    return os.environ.get("S2L_DATA_DIR") or DEFAULT_DATA_DIR
+
+
 def default_artifact_root() -> str:
-    return os.environ.get("S2L_ARTIFACT_ROOT", os.path.join(DEFAULT_DATA_DIR, "artifacts"))
+    return os.environ.get("S2L_ARTIFACT_ROOT") or os.path.join(data_dir(), "artifacts")
+
+
+def default_work_dir() -> str:
+    """Resume state follows ``S2L_DATA_DIR`` like MLflow does, so a rerun from another
+    directory finds the checkpoints the killed run left."""
+    return os.path.join(data_dir(), "work")
 
 
 class ArtifactStoreResource(dg.ConfigurableResource):
@@ -115,7 +126,7 @@ class MlflowTracking(dg.ConfigurableResource):
     )
 
     def local_uri(self) -> str:
-        return local_tracking_uri(os.environ.get("S2L_DATA_DIR", DEFAULT_DATA_DIR))
+        return local_tracking_uri(data_dir())
 
     def resolved_uri(self) -> str:
         return self.tracking_uri or self.local_uri()
