@@ -41,12 +41,12 @@ def descendants(dev: DagsterDev) -> set[int]:
 
 
 def training_started(dev: DagsterDev) -> bool:
-    return any((dev.root / "home" / "data" / "work" / "proxy").glob("*/exports.json"))
+    return any((dev.root / "data" / "work" / "proxy").glob("*/exports.json"))
 
 
 def cancel_mid_training(dev: DagsterDev, force: bool) -> tuple[str, float, set[int]]:
     """Launch a long proxy training, cancel it once training runs; (run id, seconds, pids)."""
-    for f in (dev.root / "home" / "data" / "work" / "proxy").glob("*/exports.json"):
+    for f in (dev.root / "data" / "work" / "proxy").glob("*/exports.json"):
         f.unlink()
     before = descendants(dev)
     run_id = dev.launch("s2l_job", {"dagster/partition": "selected"}, LONG_PROXY)
