@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -30,6 +31,13 @@ from .test_shards import new_rows, write_shard
 pytestmark = pytest.mark.live
 
 STACK = PROJECT_ROOT / "infra" / "stack"
+# Each step is a Ray job that starts Python, torch and the code location: 6 scoring units, not 15.
+FEWER_UNITS = {
+    "ops": {
+        "proxy_checkpoints": {"config": {"num_checkpoints": 2}},
+        "loss_trajectories": {"ops": {"plan_scoring": {"config": {"shard_rows": 200}}}},
+    }
+}
 
 
 def stack(*args: str, timeout: float = 400) -> str:
@@ -40,18 +48,59 @@ def stack(*args: str, timeout: float = 400) -> str:
     return out.stdout
 
 
+def stack_processes(state: dict) -> list[dict]:
+    """What is left of a stack: processes of its services' groups and its PostgreSQL's."""
+    groups = {s["pgid"] for s in state["services"] if "pgid" in s}
+    pg_data = [s["data"] for s in state["services"] if s["kind"] == "postgres"]
+    left = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        if p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmd = " ".join(p.info["cmdline"] or [])
+        if _group(p) in groups or any(d in cmd for d in pg_data):
+            left.append(p.info)
+    return left
+
+
 @pytest.fixture
 def deployment(tmp_path):
+    """`infra/stack up --foreground`, as an operator runs it in a terminal; stopped with Ctrl-C
+    (SIGINT) unless the test stopped it with `down`, and then nothing of it may be left."""
     root = tmp_path / "stack"
+    log = tmp_path / "stack_up.log"
     started = time.monotonic()
+    up = subprocess.Popen(
+        [str(STACK), "up", "--foreground", "--dir", str(root), "--profile", "tiny",
+         "--gpus", "2", "--cpus", "2"],
+        cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    state = None
     try:
-        stack("up", "--dir", str(root), "--profile", "tiny", "--gpus", "2", "--cpus", "2")
+
+        def ready():
+            if up.poll() is not None:
+                raise RuntimeError(f"infra/stack up exited {up.returncode}:\n{log.read_text()}")
+            return "stack up in" in log.read_text()
+
+        wait_for("infra/stack up", ready, timeout=400, every=0.5)
         state = json.loads((root / "stack.json").read_text())
         state["up_s"] = time.monotonic() - started
-        yield root, state
+        yield root, state, up
     finally:
-        stack("down", "--dir", str(root))
-        shutil.rmtree(pg_data_dir(root), ignore_errors=True)  # as root it lives outside tmp_path
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            raise
+        finally:
+            shutil.rmtree(pg_data_dir(root), ignore_errors=True)  # as root it lives outside tmp
+        assert up.returncode == 0, log.read_text()[-4000:]
+        assert "stack stopped" in log.read_text()
+        assert not (root / "stack.json").exists()
+        if state is not None:
+            assert not stack_processes(state), stack_processes(state)
 
 
 def _s3(env: dict[str, str]):
@@ -73,14 +122,14 @@ def _env_sh(root: Path) -> dict[str, str]:
 
 
 def test_stack_runs_on_ray_and_reselects_a_new_s3_shard(deployment, tmp_path) -> None:
-    root, state = deployment
+    root, state, up = deployment
     env = _env_sh(root)
     dagster = DagsterGraphQL(state["urls"]["dagster"])
     wait_for("the code location", dagster.location_loaded, 120, every=2)
     timings = {"up_s": round(state["up_s"], 1)}
 
     started = time.monotonic()
-    run_id = dagster.launch("s2l_job", {"dagster/partition": "selected"})
+    run_id = dagster.launch("s2l_job", {"dagster/partition": "selected"}, FEWER_UNITS)
     dagster.wait_run(run_id, timeout=900)
     timings["main_job_s"] = round(time.monotonic() - started, 1)
 
@@ -141,18 +190,12 @@ def test_stack_runs_on_ray_and_reselects_a_new_s3_shard(deployment, tmp_path) ->
     assert "fresh.jsonl" in lineage["dataset"]["shards"]
     print(f"stack timings: {timings}")
 
-    # `down` stops every process the stack started (Ray, servers, daemon, PostgreSQL).
-    groups = {s["pgid"] for s in state["services"] if "pgid" in s}
+    # `down`, from another shell, stops every process the stack started (Ray, servers, daemon,
+    # PostgreSQL), and the foreground `up` ends with it.
     stack("down", "--dir", str(root))
     assert not (root / "stack.json").exists()
-    assert not [p.info for p in psutil.process_iter(["pid", "cmdline"]) if _group(p) in groups]
-    pg_data = next(s["data"] for s in state["services"] if s["kind"] == "postgres")
-    postgres = [
-        p.info
-        for p in psutil.process_iter(["cmdline"])
-        if pg_data in " ".join(p.info["cmdline"] or [])
-    ]
-    assert not postgres, postgres
+    assert up.wait(timeout=60) == 0
+    assert not stack_processes(state), stack_processes(state)
 
 
 def _group(proc: psutil.Process) -> int | None:

@@ -350,14 +350,21 @@ def up(root: Path, profile: str = "tiny", gpus: int = 2, cpus: int = 2) -> dict:
     services: list[dict] = []
     state = {"root": str(root), "ports": ports, "services": services}
     started = time.monotonic()
+    starts = [
+        lambda: [start_postgres(root, ports["postgres"], password)],
+        lambda: [start_moto(root, env, ports["s3"])],
+        lambda: [start_mlflow(root, env, ports["mlflow"])],
+        lambda: [start_ray(root, env, ports, cpus, gpus)],
+        lambda: start_dagster(root, env, ports["webserver"]),
+    ]
     try:
-        services.append(start_postgres(root, ports["postgres"], password))
-        services.append(start_moto(root, env, ports["s3"]))
-        services.append(start_mlflow(root, env, ports["mlflow"]))
-        services.append(start_ray(root, env, ports, cpus, gpus))
-        services.extend(start_dagster(root, env, ports["webserver"]))
+        for start in starts:
+            services.extend(start())
+            # Written as each service starts: `down` stops what a killed `up` had started.
+            (root / STATE).write_text(json.dumps(state, indent=2))
     except BaseException:
         stop_all(services)
+        (root / STATE).unlink(missing_ok=True)
         raise
     state["urls"] = {
         "dagster": f"http://127.0.0.1:{ports['webserver']}",
@@ -401,17 +408,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="tiny", help="S2L_PROFILE of the deployment")
     parser.add_argument("--gpus", type=int, default=2, help="GPUs the Ray head offers")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--foreground",
+        action="store_true",
+        help="stay attached: Ctrl-C (or SIGTERM) stops the stack; so does `down` from elsewhere",
+    )
     args = parser.parse_args(argv)
     if args.command == "down":
         down(args.dir)
         print("stack stopped")
         return 0
+    # SIGTERM and SIGHUP stop a starting (or, in the foreground, a running) stack as Ctrl-C does.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     state = up(args.dir, args.profile, args.gpus, args.cpus)
     print(f"stack up in {state['started_in_s']} s")
     for name, url in state["urls"].items():
         print(f"  {name:8s} {url}")
-    print(f"  env      source {args.dir.resolve() / 'env.sh'}")
+    print(f"  env      source {args.dir.resolve() / 'env.sh'}", flush=True)
+    if args.foreground:
+        stay_up(args.dir, state)
+        print("stack stopped", flush=True)
     return 0
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stay_up(root: Path, state: dict) -> None:
+    """Wait until interrupted, then stop what ``up`` started; return early when ``down`` (from
+    another shell) has stopped it. Reaps each service that ends, so none lingers as a zombie."""
+    state_file = root.resolve() / STATE
+    try:
+        while state_file.exists():
+            for proc in RUNNING.values():
+                proc.poll()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # stopping takes seconds: let it finish
+        print("\nstopping the stack", flush=True)
+        down(root)
+    for proc in RUNNING.values():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
 
 
 if __name__ == "__main__":
