@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -13,9 +14,71 @@ from pathlib import Path
 
 import pytest
 
+from . import stopping
+
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT_ROOT = Path(__file__).parent.parent
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+_MARK = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Mark what this pytest process starts, and turn SIGTERM and SIGHUP into an interrupt that
+    tears fixtures down (stopping.py)."""
+    import threading
+
+    config.stash[_MARK] = stopping.mark_this_process()
+    if hasattr(config, "workerinput"):
+        # Two workers on two cores: one torch thread each (set before torch is imported; the
+        # processes a test starts inherit it), not two each fighting for the same cores.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        # A worker's results are with the controller once its session ends; what is left is
+        # tearing down torch and its threads, 3-4 s of nothing the run waits for.
+        import atexit
+
+        atexit.register(_exit_without_teardown)
+    if threading.current_thread() is threading.main_thread():
+        controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(
+            config, "workerinput"
+        )
+        stopping.interrupt_on_termination(forward_to_children=controller)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: the longest units of work first (scheduling.py)."""
+    if hasattr(config, "workerinput"):
+        from .scheduling import longest_units_first
+
+        longest_units_first(items)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Modules as units of work, the tiny graph's users as one (scheduling.py)."""
+    from .scheduling import UnitScheduling
+
+    return UnitScheduling(config, log)
+
+
+def _exit_without_teardown() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End whatever this pytest process started that is still running (after an interrupt: what
+    a fixture was starting when the signal came); say so, since after a clean run it is a leak."""
+    if _MARK not in config.stash:
+        return
+    left = stopping.sweep(config.stash[_MARK])
+    if left:
+        sys.stderr.write(
+            f"\nstopped {len(left)} process(es) the tests had left running:\n  "
+            + "\n  ".join(left)
+            + "\n"
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,76 @@
+"""How the suite splits over two xdist workers (``pytest -n 2``) on two cores.
+
+A unit of work is a module, so its module fixtures (a `dagster dev`, a Ray head, an MLflow
+server) start once; every module that reads the session's tiny graph is one unit, so one worker
+materializes it. Units go out longest first (live, then slow, then the rest), so the two
+workers finish together instead of one waiting on a late live test.
+
+xdist's own ``loadgroup`` renames node ids to group them, which pytest 9 ignores; a scheduler
+that chooses the units itself does not depend on that.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from xdist.scheduler import LoadScopeScheduling
+
+TESTS = Path(__file__).parent
+TINY_GRAPH = "tiny graph"
+_USES_TINY_GRAPH = re.compile(r"def \w+\([^)]*\btiny_(graph|graph_copy|run)\b")
+# Rough seconds a test costs by its markers, and for the long live modules their measured
+# seconds (docs/benchmarks.md, "The test suite"): only the order of units depends on them.
+_COST = {"live": 120.0, "slow": 15.0}
+MODULE_SECONDS = {
+    "test_live_ray.py": 600.0,
+    "test_live_stack.py": 420.0,
+    "test_live_dev.py": 360.0,
+    "test_live_stopping.py": 300.0,
+    "test_study.py": 280.0,
+    "test_live_crash.py": 200.0,
+}
+
+
+def tiny_graph_modules() -> set[str]:
+    """Test modules whose tests take the shared tiny graph (or a fixture built on it)."""
+    return {p.name for p in TESTS.glob("test_*.py") if _USES_TINY_GRAPH.search(p.read_text())}
+
+
+def unit_of(nodeid: str, tiny: set[str]) -> str:
+    module = nodeid.split("::", 1)[0]
+    return TINY_GRAPH if Path(module).name in tiny else module
+
+
+def cost(item: pytest.Item) -> float:
+    return max([_COST[m.name] for m in item.iter_markers() if m.name in _COST], default=1.0)
+
+
+def longest_units_first(items: list[pytest.Item]) -> None:
+    """Reorder ``items`` in place so units with the most expected seconds come first; tests
+    keep their order inside a unit (a module may depend on it). Every worker gets the same."""
+    tiny = tiny_graph_modules()
+    by_module: dict[str, float] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        by_module[module] = by_module.get(module, 0.0) + cost(item)
+    total: dict[str, float] = {}
+    for module, seconds in by_module.items():
+        unit = unit_of(module, tiny)
+        seconds = max(seconds, MODULE_SECONDS.get(Path(module).name, 0.0))
+        total[unit] = total.get(unit, 0.0) + seconds
+    rank = {unit: i for i, unit in enumerate(sorted(total, key=lambda u: (-total[u], u)))}
+    items.sort(key=lambda item: rank[unit_of(item.nodeid, tiny)])
+
+
+class UnitScheduling(LoadScopeScheduling):
+    """LoadScopeScheduling over our units, in the order the workers collected them."""
+
+    def __init__(self, config: pytest.Config, log=None) -> None:
+        super().__init__(config, log)
+        self._tiny = tiny_graph_modules()
+        config.option.loadscopereorder = False  # keep longest_units_first's order
+
+    def _split_scope(self, nodeid: str) -> str:
+        return unit_of(nodeid, self._tiny)
