@@ -184,8 +184,8 @@ def test_mapped_file_without_answer_is_summarization() -> None:
 
 
 def test_embedded_references_score_as_correct() -> None:
-    _, held = generate_mixture(240, seed=3, heldout_per_family=20)
-    table, _ = build_eval_sets(held, 20, 0)
+    _, held = generate_mixture(120, seed=3, heldout_per_family=10)
+    table, _ = build_eval_sets(held, 10, 0)
     shares, failing = reference_accuracy(table)
     assert min(shares.values()) == 1.0, failing
     assert set(table["answer_type"].unique()) == {"reasoning_gym"}

@@ -114,6 +114,7 @@ def test_ifd_ranks_helpful_prompts_first_and_unhelpful_last() -> None:
         choose("ifd", traj, None, 4)
 
 
+@pytest.mark.slow  # materializes beyond the tiny graph: a second proxy pass
 def test_ifd_selects_through_dagster_with_the_proxys_second_pass(tiny_graph_copy) -> None:
     """A real materialization of selected_subset with method ifd on the tiny graph: the proxy's
     checkpoint scores the responses alone; the cost reaches the asset's metadata."""
@@ -139,6 +140,7 @@ def test_ifd_selects_through_dagster_with_the_proxys_second_pass(tiny_graph_copy
     assert 0 <= info["ifd_chosen_at_least_1"] <= info["ifd_at_least_1"]
 
 
+@pytest.mark.slow  # two `s2l select` processes (each imports torch)
 def test_s2l_select_ifd_and_zip_from_the_command_line(tiny_graph, tmp_path) -> None:
     """`s2l select --method ifd --proxy DIR` and `--method zip` on the tiny graph's pool, as a
     user runs them: the chosen ids, and the cost printed with them."""

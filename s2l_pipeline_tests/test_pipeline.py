@@ -121,6 +121,7 @@ def test_mlflow_received_the_runs(tiny_run) -> None:
     assert by_asset["loss_trajectories"].data.metrics["n_examples"] == 400
 
 
+@pytest.mark.slow  # the whole graph a second time
 def test_rematerializing_reuses_checkpoints_and_scores(tiny_run) -> None:
     from s2l_pipeline.definitions import MAIN_ASSETS
 

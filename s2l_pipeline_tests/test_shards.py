@@ -334,6 +334,7 @@ def test_lineage_command_prints_the_chain(pipeline, monkeypatch, capsys) -> None
     assert "neither an asset" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # materializes shards beyond the tiny graph
 def test_proxy_retrains_only_by_policy(pipeline) -> None:
     from s2l_pipeline.defs.automation import RetrainPolicy
     from s2l_pipeline.defs.sensors import proxy_retrain_sensor

@@ -124,6 +124,7 @@ def test_a_target_at_the_floor_and_too_few_seeds_are_said_first() -> None:
     assert any("Every seed gave the same difference" in t for t in flat)
 
 
+@pytest.mark.slow  # materializes beyond the tiny graph: two study cells
 def test_study_assets_in_process_on_the_tiny_graph(tiny_graph_copy) -> None:
     """study_split, two cells (partitions of study_cells) and study_report, materialized for
     real: the validation rows are in neither a cell's training rows nor any test set."""

@@ -46,8 +46,11 @@ def deployment_env(root: Path, executor: str, profile: str = "tiny", gpu_slots: 
     return env
 
 
-def start_main_job(env: dict[str, str], log: Path) -> subprocess.Popen:
-    """``dagster job execute`` of s2l_job (partition ``selected``), as a user starts it."""
+def start_main_job(
+    env: dict[str, str], log: Path, run_config: dict | None = None
+) -> subprocess.Popen:
+    """``dagster job execute`` of s2l_job (partition ``selected``), as a user starts it, with
+    ``run_config`` (written beside the log) over the deployment's defaults."""
     cmd = [
         str(Path(sys.executable).with_name("dagster")),
         "job",
@@ -59,6 +62,10 @@ def start_main_job(env: dict[str, str], log: Path) -> subprocess.Popen:
         "--tags",
         json.dumps({"dagster/partition": "selected"}),
     ]
+    if run_config:
+        config = log.with_suffix(".run_config.yaml")
+        config.write_text(yaml.safe_dump(run_config))
+        cmd += ["-c", str(config)]
     return subprocess.Popen(
         cmd,
         cwd=env["DAGSTER_HOME"],
