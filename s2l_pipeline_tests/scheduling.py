@@ -24,12 +24,12 @@ _USES_TINY_GRAPH = re.compile(r"def \w+\([^)]*\btiny_(graph|graph_copy|run)\b")
 # seconds (docs/benchmarks.md, "The test suite"): only the order of units depends on them.
 _COST = {"live": 120.0, "slow": 15.0}
 MODULE_SECONDS = {
-    "test_live_ray.py": 600.0,
-    "test_live_stack.py": 420.0,
-    "test_live_dev.py": 360.0,
-    "test_live_stopping.py": 300.0,
-    "test_study.py": 280.0,
-    "test_live_crash.py": 200.0,
+    "test_live_ray.py": 700.0,
+    "test_live_stack.py": 600.0,
+    "test_study.py": 400.0,
+    "test_live_dev.py": 300.0,
+    "test_live_crash.py": 260.0,
+    "test_live_stopping.py": 150.0,
 }
 
 
@@ -38,8 +38,14 @@ def tiny_graph_modules() -> set[str]:
     return {p.name for p in TESTS.glob("test_*.py") if _USES_TINY_GRAPH.search(p.read_text())}
 
 
+# Tests of a module with shared fixtures that use none of them: a unit of their own.
+OWN_UNIT = {"test_live_ray.py::test_study_cells_run_two_at_a_time_each_on_its_own_gpu"}
+
+
 def unit_of(nodeid: str, tiny: set[str]) -> str:
-    module = nodeid.split("::", 1)[0]
+    module, _, name = nodeid.partition("::")
+    if f"{Path(module).name}::{name}" in OWN_UNIT:
+        return nodeid
     return TINY_GRAPH if Path(module).name in tiny else module
 
 
@@ -51,14 +57,14 @@ def longest_units_first(items: list[pytest.Item]) -> None:
     """Reorder ``items`` in place so units with the most expected seconds come first; tests
     keep their order inside a unit (a module may depend on it). Every worker gets the same."""
     tiny = tiny_graph_modules()
-    by_module: dict[str, float] = {}
+    by_part: dict[tuple[str, str], float] = {}  # (unit, module): expected seconds
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        by_module[module] = by_module.get(module, 0.0) + cost(item)
+        part = (unit_of(item.nodeid, tiny), item.nodeid.split("::", 1)[0])
+        by_part[part] = by_part.get(part, 0.0) + cost(item)
     total: dict[str, float] = {}
-    for module, seconds in by_module.items():
-        unit = unit_of(module, tiny)
-        seconds = max(seconds, MODULE_SECONDS.get(Path(module).name, 0.0))
+    for (unit, module), seconds in by_part.items():
+        if unit in (module, TINY_GRAPH):
+            seconds = MODULE_SECONDS.get(Path(module).name, seconds)
         total[unit] = total.get(unit, 0.0) + seconds
     rank = {unit: i for i, unit in enumerate(sorted(total, key=lambda u: (-total[u], u)))}
     items.sort(key=lambda item: rank[unit_of(item.nodeid, tiny)])
