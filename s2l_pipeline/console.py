@@ -108,3 +108,30 @@ def step_console(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.Logger("s2l.run", level=logging.DEBUG)
     logger.addHandler(StepLines(sys.stderr))
     return logger
+
+
+class _AppendToFile(logging.Handler):
+    """Every event of a run into one file, opened per record so no descriptor outlives it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.path = path
+        self.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+        open(path, "w").close()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            with open(self.path, "a") as f:
+                f.write(self.format(record) + "\n")
+        except Exception:  # a log line must never fail the run
+            self.handleError(record)
+
+
+@dg.logger(
+    config_schema={"path": str},
+    description="Every event of a study cell run in this process, to the cell's log file.",
+)
+def cell_log(init_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = logging.Logger("s2l.cell", level=logging.DEBUG)
+    logger.addHandler(_AppendToFile(init_context.logger_config["path"]))
+    return logger

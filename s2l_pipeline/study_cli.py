@@ -1,8 +1,9 @@
 """``s2l study``: the selection study's cells as Dagster runs, several at once, then its report.
 
 The cells' upstream (proxy, trajectories, pool, validation split) runs first in this process;
-each cell is then its own run of ``study_cells_job`` (``dagster job execute``, on the
-deployment's executor), at most ``--parallel`` at a time; the report runs last, here.
+each cell is then its own run of ``study_cells_job``: here, one at a time, on the in-process
+executor; else ``dagster job execute`` on the deployment's executor, at most ``--parallel`` at a
+time. The report runs last, here.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 2
     instance.add_dynamic_partitions("study_cells", [c.key for c in grid])
     t0 = time.monotonic()
-    failed = _run_cells(todo, cell_ops, parallel, seconds, instance, store, split)
+    failed = _run_cells(todo, cell_ops, parallel, seconds, instance, store, split, cell_job)
     took = time.monotonic() - t0
     if todo:
         _say(f"{len(todo)} cells ran in {_hours(took / 3600)} (estimated {_hours(hours)})")
@@ -261,21 +262,87 @@ def _cell_command(key: str, config_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split) -> list[str]:
+class _Progress:
+    """The line per finished cell: its score and the time left, the estimate rescaled by what
+    the finished cells really took."""
+
+    def __init__(self, todo: list[CellSpec], seconds: dict[str, float], parallel: int, store,
+                 split, instance, logs: Path) -> None:  # fmt: skip
+        self.total, self.seconds, self.parallel = len(todo), seconds, parallel
+        self.store, self.split, self.instance, self.logs = store, split, instance, logs
+        self.left = sum(seconds[c.key] for c in todo)
+        self.finished, self.estimated_done, self.took_done = 0, 0.0, 0.0
+        self.failed: list[str] = []
+
+    def done(self, key: str, returned_ok: bool, took: float, waiting: int) -> None:
+        from .core.stages.manifests import StudyCellManifest, read_manifest
+
+        self.finished += 1
+        self.left -= self.seconds[key]
+        self.estimated_done += self.seconds[key]
+        self.took_done += took
+        cell = read_manifest(self.store, StudyCellManifest, "study_cells", key)
+        ok = returned_ok and cell is not None and cell.study_id == self.split.study_id
+        lanes = max(1, min(self.parallel, waiting))
+        eta = max(0.0, self.left) * self.took_done / max(self.estimated_done, 1e-9) / lanes
+        where = f"{self.finished}/{self.total}"
+        if ok:
+            _say(
+                f"cell {where} {key}: {cell.metric} {100 * cell.score:.1f}, NLL "
+                f"{cell.nll:.3f}, {cell.rows} rows, {took:.0f} s; about "
+                f"{_hours(eta / 3600)} left"
+            )
+        else:
+            self.failed.append(key)
+            _say(
+                f"cell {where} {key} FAILED: {_cell_failure(self.instance, key)} "
+                f"(log: {self.logs / (key + '.log')})"
+            )
+
+
+def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split, cell_job) -> list[str]:
     """Each cell a run of study_cells_job, at most ``parallel`` at once; a line per finished
     cell with its score and the time left. Returns the cells that failed."""
-    from .core.stages.manifests import StudyCellManifest, read_manifest
+    from .defs.executors import active_executor
     from .defs.resources import data_dir
 
     if not todo:
         return []
     logs = Path(data_dir()).resolve() / "study_logs" / split.study_id
     logs.mkdir(parents=True, exist_ok=True)
+    progress = _Progress(todo, seconds, parallel, store, split, instance, logs)
+    if parallel == 1 and active_executor() == "in_process":
+        _run_cells_here(todo, cell_ops, cell_job, instance, logs, progress)
+    else:
+        _run_cells_apart(todo, cell_ops, parallel, logs, progress)
+    return progress.failed
+
+
+def _run_cells_here(todo, cell_ops, cell_job, instance, logs: Path, progress: _Progress) -> None:
+    """One cell at a time on the in-process executor: each its own run, in this process, which
+    has torch and the code location loaded already. A new process per cell spent about 10 s
+    importing them, where a tiny cell trains and judges in 3 (docs/benchmarks.md)."""
+    from .console import cell_log
+    from .defs.recovery import owner_tags
+
+    job = cell_job.with_logger_defs({"cell_log": cell_log})
+    for i, cell in enumerate(todo):
+        _say(f"cell {cell.key} started")
+        log = logs / f"{cell.key}.log"
+        config = {"ops": cell_ops, "loggers": {"cell_log": {"config": {"path": str(log)}}}}
+        t0 = time.monotonic()
+        result = job.execute_in_process(
+            run_config=config, instance=instance, partition_key=cell.key, tags=owner_tags(),
+            raise_on_error=False,
+        )  # fmt: skip
+        progress.done(cell.key, result.success, time.monotonic() - t0, len(todo) - i - 1)
+
+
+def _run_cells_apart(todo, cell_ops, parallel, logs: Path, progress: _Progress) -> None:
+    """Each cell a `dagster job execute` on the deployment's executor, ``parallel`` at once."""
     config_path = logs / "cells.yaml"
     config_path.write_text(yaml.safe_dump({"ops": cell_ops} if cell_ops else {}))
-    queue, running, failed, finished = list(todo), {}, [], 0
-    left = sum(seconds[c.key] for c in todo)
-    estimated_done, took_done = 0.0, 0.0  # the estimate is rescaled by what cells really took
+    queue, running = list(todo), {}
     try:
         while queue or running:
             while queue and len(running) < parallel:
@@ -292,27 +359,8 @@ def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split) -> lis
                     continue
                 log.close()
                 del running[key]
-                finished += 1
-                left -= seconds[key]
-                took = time.monotonic() - t0
-                estimated_done, took_done = estimated_done + seconds[key], took_done + took
-                cell = read_manifest(store, StudyCellManifest, "study_cells", key)
-                ok = proc.returncode == 0 and cell is not None and cell.study_id == split.study_id
-                lanes = max(1, min(parallel, len(queue) + len(running)))
-                eta = left * took_done / max(estimated_done, 1e-9) / lanes
-                where = f"{finished}/{len(todo)}"
-                if ok:
-                    _say(
-                        f"cell {where} {key}: {cell.metric} {100 * cell.score:.1f}, NLL "
-                        f"{cell.nll:.3f}, {cell.rows} rows, {took:.0f} s; about "
-                        f"{_hours(eta / 3600)} left"
-                    )
-                else:
-                    failed.append(key)
-                    _say(
-                        f"cell {where} {key} FAILED: {_cell_failure(instance, key)} "
-                        f"(log: {logs / (key + '.log')})"
-                    )
+                progress.done(key, proc.returncode == 0, time.monotonic() - t0,
+                              len(queue) + len(running))  # fmt: skip
     except KeyboardInterrupt:
         for proc, _, _ in running.values():
             proc.terminate()
@@ -322,7 +370,6 @@ def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split) -> lis
             except subprocess.TimeoutExpired:
                 proc.kill()
         raise
-    return failed
 
 
 def _cell_failure(instance, key: str) -> str:

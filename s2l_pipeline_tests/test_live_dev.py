@@ -331,9 +331,10 @@ def test_new_shard_is_reselected_by_the_daemon(dev: DagsterDev, main_run: str) -
     first_subset = dev.latest_materialization("selected_subset")
     assert first_subset["runId"] == main_run
 
+    # The shard lands first, so the sensor's first tick finds it (the next is 60 s later).
+    write_shard(dev.root / "shards" / "fresh.jsonl", new_rows(40, 7))
     for sensor in ("shard_sensor", "default_automation_condition_sensor"):
         assert dev.start_sensor(sensor) == "RUNNING"
-    write_shard(dev.root / "shards" / "fresh.jsonl", new_rows(40, 7))
 
     def reselected():
         m = dev.latest_materialization("selected_subset")
