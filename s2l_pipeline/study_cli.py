@@ -21,7 +21,23 @@ import yaml
 from .core.selection import METHODS
 from .core.selection.budget import resolve_budget
 from .core.study.cells import CellSpec, study_grid
-from .core.study.estimate import StepTimes, cell_seconds, study_seconds
+from .core.study.estimate import (
+    IN_PROCESS_START_SECONDS,
+    RUN_START_SECONDS,
+    StepTimes,
+    cell_seconds,
+    study_seconds,
+)
+from .defs.profiles import PROFILES
+from .launch import (
+    config_mistakes,
+    failure_reason,
+    failures,
+    run_config_file,
+    use_profile_and_quiet_logs,
+    with_log_level,
+    with_overrides,
+)
 
 CELL_JOB = "study_cells_job"
 
@@ -55,15 +71,6 @@ def default_parallel() -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .cli import (
-        _failures,
-        _run_config_file,
-        _with_log_level,
-        _with_overrides,
-        config_mistakes,
-        use_profile_and_quiet_logs,
-    )
-
     grid = study_grid(_methods(args.methods), _budgets(args.budgets), args.seeds)
     if not os.environ.get("DAGSTER_HOME"):
         raise ValueError(
@@ -79,7 +86,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     mlflow = defs.resources["mlflow"]
     sweep_dead_runs(instance, on_dead=mlflow.end_orphaned_runs, say=_say)
-    config = _with_log_level(_with_overrides(_run_config_file(args.config), args), args)
+    config = with_log_level(with_overrides(run_config_file(args.config), args), args)
     ops = config.get("ops", {})
     cell_ops = {k: v for k, v in ops.items() if k == "study_cells"}
     report_ops = {"study_report": {"config": {"epsilon": args.epsilon}}}
@@ -102,7 +109,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         run_config=prep_config, instance=instance, raise_on_error=False, tags=owner_tags()
     )
     if not result.success:
-        for step, reason in _failures(result).items():
+        for step, reason in failures(result).items():
             _say(f"step {step} failed: {reason}")
         return 1
     split = result.output_for_node("study_split")
@@ -124,7 +131,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     lanes = min(parallel, slots) if slots is not None else parallel
     times = _measure(split, proxy, settings, store)
     pool_rows, val_rows = split.train.rows, split.validation.rows
-    seconds = {c.key: cell_seconds(c, pool_rows, val_rows, times) for c in todo}
+    start_s = IN_PROCESS_START_SECONDS if cells_here(parallel) else RUN_START_SECONDS
+    seconds = {c.key: cell_seconds(c, pool_rows, val_rows, times, start_s) for c in todo}
     hours = study_seconds(list(seconds.values()), lanes) / 3600
     _say(
         f"{len(grid)} cells, {len(done)} finished before (reused), {len(todo)} to run, "
@@ -151,13 +159,13 @@ def cmd_study(args: argparse.Namespace) -> int:
 
         report = report.with_logger_defs({"console": step_console})
     out = report.execute_in_process(
-        run_config=_with_log_level({"ops": report_ops}, args),
+        run_config=with_log_level({"ops": report_ops}, args),
         instance=instance,
         raise_on_error=False,
         tags=owner_tags(),
     )
     if not out.success:
-        for step, reason in _failures(out).items():
+        for step, reason in failures(out).items():
             _say(f"step {step} failed: {reason}")
         return 1
     m = out.output_for_node("study_report")
@@ -192,6 +200,10 @@ def _grid_text(grid: list[CellSpec]) -> str:
 
 
 def _hours(h: float) -> str:
+    """A duration as people say it: seconds under a minute ("0 min" read as nothing left)."""
+    h = max(0.0, h)
+    if h * 60 < 1:
+        return f"{h * 3600:.0f} s"
     return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
 
 
@@ -262,6 +274,13 @@ def _cell_command(key: str, config_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def cells_here(parallel: int) -> bool:
+    """Cells run in this process: one at a time on the in-process executor."""
+    from .defs.executors import active_executor
+
+    return parallel == 1 and active_executor() == "in_process"
+
+
 class _Progress:
     """The line per finished cell: its score and the time left, the estimate rescaled by what
     the finished cells really took."""
@@ -303,7 +322,6 @@ class _Progress:
 def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split, cell_job) -> list[str]:
     """Each cell a run of study_cells_job, at most ``parallel`` at once; a line per finished
     cell with its score and the time left. Returns the cells that failed."""
-    from .defs.executors import active_executor
     from .defs.resources import data_dir
 
     if not todo:
@@ -311,7 +329,7 @@ def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split, cell_j
     logs = Path(data_dir()).resolve() / "study_logs" / split.study_id
     logs.mkdir(parents=True, exist_ok=True)
     progress = _Progress(todo, seconds, parallel, store, split, instance, logs)
-    if parallel == 1 and active_executor() == "in_process":
+    if cells_here(parallel):
         _run_cells_here(todo, cell_ops, cell_job, instance, logs, progress)
     else:
         _run_cells_apart(todo, cell_ops, parallel, logs, progress)
@@ -381,8 +399,6 @@ def _cell_failure(instance, key: str) -> str:
     )
     if not runs:
         return "its run did not start"
-    from .cli import failure_reason
-
     for rec in instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         return failure_reason(rec.dagster_event.step_failure_data)
     return f"run {runs[0].run_id} ended {runs[0].status.value}"
@@ -404,8 +420,6 @@ def add_parser(sub) -> None:
                     "multiprocess, else 1)")  # fmt: skip
     st.add_argument("--max-hours", type=float, default=8.0, help="refuse a longer estimate")
     st.add_argument("--go-past-max-hours", action="store_true", help="run past --max-hours")
-    from .cli import PROFILES
-
     st.add_argument("--profile", choices=sorted(PROFILES), help="scale (default: S2L_PROFILE)")
     st.add_argument("--config", help="YAML run config, as s2l run's (study_cells: the target)")
     st.add_argument("--data", action="append", help="a training file (as s2l run)")

@@ -175,7 +175,7 @@ def tiny_graph(tmp_path_factory: pytest.TempPathFactory) -> TinyGraph:
     from s2l_pipeline.definitions import CHECKS, MAIN_ASSETS
     from s2l_pipeline.defs.profiles import run_config
 
-    from .test_data_assets import make_resources
+    from .helpers import make_resources
 
     root = tmp_path_factory.mktemp("tiny_graph")
     (root / "dagster").mkdir()
@@ -200,7 +200,7 @@ def tiny_graph_copy(tiny_graph: TinyGraph, tmp_path_factory: pytest.TempPathFact
     run: its own instance, artifact store and MLflow store, free to change."""
     import dagster as dg
 
-    from .test_data_assets import make_resources
+    from .helpers import make_resources
 
     root = tmp_path_factory.mktemp("tiny_graph_copy")
     shutil.copytree(tiny_graph.pristine, root, dirs_exist_ok=True)

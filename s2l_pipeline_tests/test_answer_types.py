@@ -22,14 +22,10 @@ from s2l_pipeline.core.evaluation.sanity import (
     reference_accuracy,
 )
 
+from .helpers import MC, MC_FIELDS
+
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-MC = FIXTURES / "multiple_choice_sample.jsonl"
-MC_FIELDS = {
-    "prompt": "{question}\nOptions: {options}",
-    "response": "{rationale}",
-    "answer": "{correct}",
-}
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,5 @@
 """The data-efficiency benchmark end to end at its smoke scale: cells, MLflow, report, resume."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -8,24 +7,15 @@ from pathlib import Path
 import pytest
 
 from .conftest import PROJECT_ROOT
+from .helpers import load_benchmark
 
 pytestmark = pytest.mark.slow
-
-
-def _load(name: str):
-    folder = PROJECT_ROOT / "benchmarks"
-    sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    bench = _load("data_efficiency")
+    bench = load_benchmark("data_efficiency")
     out, report = tmp_path / "out", tmp_path / "docs" / "results.md"
     report.parent.mkdir()
     report.write_text("# Results\n\nkept text\n\n" + bench_markers(bench) + "\nafter\n")
@@ -100,7 +90,7 @@ def test_data_efficiency_smoke_scale(tmp_path: Path) -> None:
 def test_scale_picks_families_and_settings() -> None:
     from dataclasses import replace
 
-    bench = _load("data_efficiency")
+    bench = load_benchmark("data_efficiency")
     scale = replace(
         bench.SCALES["smoke"],
         families=("gcd", "chain_sum"),
@@ -115,12 +105,12 @@ def test_scale_picks_families_and_settings() -> None:
 
 
 def bench_markers(bench) -> str:
-    report = _load("results_report")
+    report = load_benchmark("results_report")
     return f"{report.START}\nold generated text\n{report.END}"
 
 
 def test_bootstrap_table_from_per_item_results() -> None:
-    report = _load("results_report")
+    report = load_benchmark("results_report")
 
     def cell(method, seed, bits):
         return {
@@ -193,7 +183,7 @@ def test_benchmark_workers_die_with_the_benchmark(tmp_path: Path) -> None:
 def test_seed_reading_of_the_committed_study_matches_the_page() -> None:
     """The per-seed numbers docs/results_learns.md quotes come from the committed results as
     seed_stats.py reads them (paired by seed, t over seeds, sign-flip, Holm)."""
-    stats = _load("seed_stats")
+    stats = load_benchmark("seed_stats")
     rows = stats.comparisons(stats.main_cells(stats.DEFAULT), "in_domain")
     got = {(r["budget"], r["method"]): r for r in rows}
     lp10, lp20 = got[(0.1, "learning_percentage")], got[(0.2, "learning_percentage")]

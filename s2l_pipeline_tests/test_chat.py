@@ -238,7 +238,7 @@ def test_batched_losses_match_the_models_own_loss_on_chat_rows(chat_rows, tok) -
 def _chat_file(path: Path, n: int, seed: int) -> list[dict]:
     """Reasoning-gym problems as a user's chat export: a system turn, every third
     conversation a second exchange, ids and labels beside the turns."""
-    from .test_shards import new_rows
+    from .helpers import new_rows
 
     records = []
     for i, row in enumerate(new_rows(n, seed).iter_rows(named=True)):

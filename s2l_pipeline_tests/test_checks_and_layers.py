@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -214,3 +215,110 @@ def test_assets_are_thin() -> None:
             if body > 40:
                 long[f"{path.name}:{node.name}"] = body
     assert long == {}
+
+
+def _import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, at any depth (function-level imports too)."""
+    import ast
+
+    def name_of(path: Path) -> str:
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    files = {name_of(p): p for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        here = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = here.split(".")
+                    base = parts[: len(parts) - (node.level - 1)]
+                    target = ".".join([*base, node.module] if node.module else base)
+                else:
+                    target = node.module or ""
+                subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in files]
+                found.update(subs or [target])
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        graph[module] = {m for m in found if m in files and m != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return groups
+
+
+# Inside core, a module imports only from its own area or one of a lower layer.
+CORE_LAYERS = {
+    "support": 0,
+    "export": 1,
+    "data": 1,
+    "checks": 2,
+    "lm": 2,
+    "trajectories": 3,
+    "evaluation": 3,
+    "selection": 4,
+    "study": 5,
+    "preflight": 5,
+    "stages": 6,
+}
+
+
+def test_the_import_graph_has_no_circle_and_core_imports_only_downward() -> None:
+    graph = _import_graph(PROJECT_ROOT / "s2l_pipeline")
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 5000))
+    assert _cycles(graph) == []
+    upward = []
+    for module, imports in graph.items():
+        parts = module.split(".")
+        if parts[1:2] != ["core"] or len(parts) < 3:
+            continue
+        for target in imports:
+            other = target.split(".")
+            across = other[1:2] == ["core"] and len(other) > 2 and other[2] != parts[2]
+            if across and CORE_LAYERS[other[2]] >= CORE_LAYERS[parts[2]]:
+                upward.append(f"{module} -> {target}")
+    assert upward == []
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test helpers live in helpers.py, live.py, conftest.py; a test module importing
+    another runs its module-level code and ties the two modules' fixtures together."""
+    graph = _import_graph(PROJECT_ROOT / "s2l_pipeline_tests")
+    crossing = [
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        for t in targets
+        if t.rpartition(".")[2].startswith("test_")
+    ]
+    assert crossing == []

@@ -225,7 +225,7 @@ def test_run_on_a_users_file_in_one_command(tmp_path: Path) -> None:
     """`s2l run --data FILE --eval FILE --budget N --method M`: no run config to write."""
 
     from .conftest import PROJECT_ROOT
-    from .test_shards import new_rows, write_shard
+    from .helpers import new_rows, write_shard
 
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     train = write_shard(tmp_path / "mine" / "train.jsonl", new_rows(80, 3))
@@ -277,8 +277,7 @@ def test_run_prints_every_failed_check(tmp_path: Path) -> None:
     import polars as pl
 
     from .conftest import PROJECT_ROOT
-    from .test_answer_types import MC, MC_FIELDS
-    from .test_shards import new_rows, write_shard
+    from .helpers import MC, MC_FIELDS, new_rows, write_shard
 
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     rows = new_rows(80, 3)
@@ -389,7 +388,7 @@ def test_select_writes_the_users_records_in_the_format_out_names(tmp_path: Path)
     as raw_dataset-shaped Parquet."""
     from s2l_pipeline.core.data.ingest import DatasetSpec, FileSource, load_dataset
 
-    from .test_answer_types import MC, MC_FIELDS
+    from .helpers import MC, MC_FIELDS
 
     loaded = load_dataset(
         DatasetSpec(embedded=None, files=(FileSource(str(MC), fields=MC_FIELDS),))

@@ -9,34 +9,14 @@ import polars as pl
 import pytest
 
 from s2l_pipeline.core.support.hashing import table_hash
-from s2l_pipeline.defs.automation import RetrainPolicy
 from s2l_pipeline.defs.data import eval_sets, raw_dataset
 from s2l_pipeline.defs.profiles import run_config
 from s2l_pipeline.defs.resources import (
-    ArtifactStoreResource,
-    ManifestIOManager,
     MlflowTracking,
-    ShardSourceResource,
 )
 
 from .conftest import FIXTURES, PROJECT_ROOT
-
-
-def make_resources(
-    root: str, endpoint_url: str | None = None, mlflow_uri: str | None = None
-) -> dict:
-    """Resources rooted in a test folder; MLflow in a SQLite file beside the artifacts."""
-    store = ArtifactStoreResource(
-        root=root, endpoint_url=endpoint_url, work_dir=str(Path(root).parent / "work")
-    )
-    mlflow_uri = mlflow_uri or f"sqlite:///{Path(root).parent / 'mlflow.db'}"
-    return {
-        "artifact_store": store,
-        "io_manager": ManifestIOManager(artifact_store=store),
-        "mlflow": MlflowTracking(tracking_uri=mlflow_uri),
-        "shard_source": ShardSourceResource(root=str(Path(root).parent / "shards")),
-        "retrain_policy": RetrainPolicy(),
-    }
+from .helpers import make_resources, meta
 
 
 def test_local_folders_follow_s2l_data_dir(tmp_path: Path, monkeypatch) -> None:
@@ -64,11 +44,6 @@ def test_local_folders_follow_s2l_data_dir(tmp_path: Path, monkeypatch) -> None:
 
 
 DATA = ["raw_dataset", "eval_sets"]
-
-
-def meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    [mat] = result.asset_materializations_for_node(asset)
-    return {k: v.value for k, v in mat.metadata.items()}
 
 
 @pytest.mark.slow  # beyond the fast loop (the session tiny graph covers it)
@@ -296,7 +271,7 @@ def test_checks_pass_on_clean_data_and_flag_contamination(tmp_path: Path) -> Non
 
 def test_field_mapping_through_run_config(tmp_path: Path) -> None:
     """The launchpad's `fields:` on a training file and on an evaluation file."""
-    from .test_ingest import AQUA, AQUA_FIELDS
+    from .helpers import AQUA, AQUA_FIELDS
 
     path = tmp_path / "aqua.json"
     path.write_text("\n".join(json.dumps(r) for r in AQUA[:2]))

@@ -20,6 +20,7 @@ from s2l_pipeline.core.data.readers import FileReadError
 from s2l_pipeline.core.data.schema import RAW_SCHEMA, REJECTED_SCHEMA
 
 from .conftest import FIXTURES
+from .helpers import AQUA, AQUA_FIELDS
 
 
 def files_only(*sources: FileSource, **kw) -> DatasetSpec:
@@ -260,28 +261,6 @@ def test_empty_file_in_a_folder_is_skipped_and_counted(tmp_path: Path) -> None:
     assert out.train.height == len(_lines("gsm8k_train_sample.jsonl"))
     assert out.empty_files == [str(folder / "b.jsonl"), str(folder / "c.jsonl")]
     assert out.rejected.height == 0
-
-
-AQUA = [
-    {
-        "question": "Two trains 100 km apart close at 50 km/h each. Hours to meet?",
-        "options": ["A)1", "B)2", "C)3"],
-        "rationale": "They close at 100 km/h, so 100/100 = 1 hour.",
-        "correct": "A",
-    },
-    {
-        "question": "What is 3 * 4?",
-        "options": ["A)7", "B)12"],
-        "rationale": "3 * 4 = 12.",
-        "correct": "B",
-    },
-    {"question": "No rationale here", "options": ["A)1"], "correct": "A"},
-]
-AQUA_FIELDS = {
-    "prompt": "{question}\nOptions: {options}",
-    "response": "{rationale}",
-    "answer": "{correct}",
-}
 
 
 def test_any_schema_through_a_field_mapping(tmp_path: Path) -> None:

@@ -29,8 +29,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from .helpers import new_rows, write_shard
 from .live import DagsterDev, wait_for
-from .test_shards import new_rows, write_shard
 
 pytestmark = pytest.mark.live
 

@@ -25,8 +25,8 @@ import requests
 from s2l_pipeline.deploy.local_stack import pg_data_dir
 
 from .conftest import PROJECT_ROOT
+from .helpers import new_rows, write_shard
 from .live import DagsterGraphQL, settled_ray_jobs, wait_for
-from .test_shards import new_rows, write_shard
 
 pytestmark = pytest.mark.live
 

@@ -15,7 +15,7 @@ from s2l_pipeline.defs.profiles import run_config
 from s2l_pipeline.defs.resources import MlflowTracking
 
 from .conftest import _free_port
-from .test_data_assets import make_resources, meta
+from .helpers import make_resources, meta
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 
 from s2l_pipeline.defs.profiles import run_config
 
-from .test_data_assets import make_resources, meta
+from .helpers import make_resources, meta
 
 
 @pytest.fixture(scope="module")

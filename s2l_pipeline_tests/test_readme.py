@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from .conftest import PROJECT_ROOT
-from .test_data_assets import make_resources, meta
-from .test_shards import new_rows
+from .helpers import make_resources, meta, new_rows, readme_commands
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -141,12 +140,6 @@ def test_own_data_example_materializes(tmp_path: Path) -> None:
     assert refs.passed, refs.description
     shares = refs.metadata["reference_accuracy"].value
     assert set(shares) >= {"aqua_test", "gsm8k_test", "math500"} and "radiology_test" not in shares
-
-
-def readme_commands(prefix: str) -> list[str]:
-    text = (PROJECT_ROOT / "README.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
-    return [line for b in blocks for line in b.splitlines() if prefix in line]
 
 
 def _run_readme_line(line: str, tmp_path: Path, local: dict[str, str], env: dict) -> dict:

@@ -11,15 +11,15 @@ import polars as pl
 import pytest
 
 from .conftest import PROJECT_ROOT
-from .test_benchmarks import _load
+from .helpers import load_benchmark
 
 
 @pytest.mark.slow
 def test_selection_study_smoke_every_phase_resumes_and_reports(tmp_path: Path) -> None:
-    study = _load("selection_study")
+    study = load_benchmark("selection_study")
     out, report = tmp_path / "out", tmp_path / "docs" / "results.md"
     report.parent.mkdir()
-    markers = f"{_load('study_report').START}\n{_load('study_report').END}"
+    markers = f"{load_benchmark('study_report').START}\n{load_benchmark('study_report').END}"
     report.write_text(f"# Results\n\nsummary by hand\n\n{markers}\ntail\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["--scale", "smoke", "--out", str(out), "--report", str(report), "--tracking-uri", uri]
@@ -67,7 +67,7 @@ def test_selection_study_smoke_every_phase_resumes_and_reports(tmp_path: Path) -
             and r["n_parameters"] == meta["base"]["n_parameters"]
         )
     # The primary endpoint recomputed from each item's 1/0 and the committed masks.
-    report_mod = _load("study_report")
+    report_mod = load_benchmark("study_report")
     for r in (r for r in results if r["cell"]["judge"] == "test"):
         masks = meta["data"]["masks"][r["cell"]["mixture"]]
         per_set = [

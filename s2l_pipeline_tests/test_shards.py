@@ -12,7 +12,6 @@ import pytest
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from s2l_pipeline.core.data.generator import generate_mixture
 from s2l_pipeline.core.data.shards import (
     ShardCursor,
     list_shards,
@@ -26,24 +25,7 @@ from s2l_pipeline.core.support.storage import ArtifactStore
 from s2l_pipeline.core.trajectories import incremental_trajectories, loss_columns, score_rows
 from s2l_pipeline.defs.profiles import run_config
 
-from .test_data_assets import make_resources, meta
-
-
-def write_shard(path: Path, rows: pl.DataFrame) -> Path:
-    """An Alpaca-format JSONL shard holding ``rows`` (prompt -> instruction, ...)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for r in rows.iter_rows(named=True):
-            rec = {"instruction": r["prompt"], "output": r["response"], "source": r["source"]}
-            f.write(json.dumps(rec) + "\n")
-    return path
-
-
-def new_rows(n: int, seed: int) -> pl.DataFrame:
-    """Rows the tiny pipeline has not seen: reasoning-gym item i of seed s is item i + s of
-    seed 0, so seeds far from 0."""
-    return generate_mixture(n, seed=1_000_000 + 1_000 * seed, heldout_per_family=0)[0]
-
+from .helpers import make_resources, meta, new_rows, write_shard
 
 # ------------------------------------------------------------------------ core pieces
 

@@ -184,7 +184,7 @@ def test_s2l_study_as_a_user_runs_it(tmp_path: Path) -> None:
     predictions, then a rerun that reuses every cell and writes the same report bytes."""
     import shlex
 
-    from .test_readme import readme_commands
+    from .helpers import readme_commands
 
     [line] = readme_commands("s2l study")  # the README's command, as written
     argv = shlex.split(line)
@@ -196,6 +196,8 @@ def test_s2l_study_as_a_user_runs_it(tmp_path: Path) -> None:
     assert out["cells"] == 15 and out["cells_run"] == 15 and not out["failed_cells"]
     assert "15 cells, 0 finished before (reused), 15 to run, 1 at a time: about" in first.stderr
     assert "cell 15/15" in first.stderr and "report:" in first.stderr
+    assert "0 min" not in first.stderr and "about -" not in first.stderr  # seconds, said so
+    assert len(list((tmp_path / "data" / "study_logs").glob("*/*.log"))) == 15  # a log a cell
     body = json.loads(Path(out["report_json"]).read_text())
     cells = [StudyCell(c["method"], c["budget"], c["seed"], c["score"], c["nll"], c["floor"],
                        bool(c["collapsed"])) for c in body["cells"]]  # fmt: skip
@@ -253,7 +255,7 @@ def test_a_study_needs_no_evaluation_file_but_a_run_does(tmp_path: Path) -> None
     from s2l_pipeline.defs.profiles import run_config
 
     from .conftest import FIXTURES
-    from .test_data_assets import make_resources
+    from .helpers import make_resources
 
     resources = make_resources(str(tmp_path / "art"))
     config = run_config("tiny", assets=[])

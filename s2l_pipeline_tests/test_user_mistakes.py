@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from s2l_pipeline.cli import _with_overrides, config_mistakes, parser
+from s2l_pipeline.cli import parser
 from s2l_pipeline.core.data.formats import UnknownSchemaError
 from s2l_pipeline.core.data.ingest import (
     DatasetSpec,
@@ -18,8 +18,9 @@ from s2l_pipeline.core.data.ingest import (
     load_dataset,
 )
 from s2l_pipeline.defs.data import eval_sets, raw_dataset
+from s2l_pipeline.launch import config_mistakes, with_overrides
 
-from .test_data_assets import make_resources, meta
+from .helpers import make_resources, meta
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MC = FIXTURES / "multiple_choice_sample.jsonl"
@@ -48,7 +49,7 @@ def test_data_flag_keeps_what_the_config_says_about_that_path() -> None:
     cfg = {
         "ops": {"raw_dataset": {"config": {"files": [{"path": "aqua.json", "fields": mapping}]}}}
     }
-    out = _with_overrides(cfg, _run_args("--data", "aqua.json", "--data", "other.jsonl"))
+    out = with_overrides(cfg, _run_args("--data", "aqua.json", "--data", "other.jsonl"))
     files = out["ops"]["raw_dataset"]["config"]["files"]
     assert files == [{"path": "aqua.json", "fields": mapping}, {"path": "other.jsonl"}]
 
@@ -57,12 +58,12 @@ def test_fields_and_task_flags_map_a_file_in_one_command() -> None:
     fields = '{"prompt": "{findings}", "response": "{impression}"}'
     args = _run_args("--data", "r.jsonl", "--eval", "t.jsonl", "--fields", fields)
     args.task = "summarization"
-    out = _with_overrides({}, args)
+    out = with_overrides({}, args)
     expected = {"fields": json.loads(fields), "task": "summarization"}
     assert out["ops"]["raw_dataset"]["config"]["files"] == [{"path": "r.jsonl", **expected}]
     assert out["ops"]["eval_sets"]["config"]["files"] == [{"path": "t.jsonl", **expected}]
     with pytest.raises(ValueError, match="--fields: not a JSON object"):
-        _with_overrides({}, _run_args("--data", "r.jsonl", "--fields", "{prompt: x"))
+        with_overrides({}, _run_args("--data", "r.jsonl", "--fields", "{prompt: x"))
 
 
 def test_every_profile_is_accepted() -> None:

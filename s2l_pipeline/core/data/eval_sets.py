@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from ..evaluation.answer_types import ANSWER_TYPES, compile_pattern, detect_answer_type
 from ..support.hashing import example_ids
+from .answers import ANSWER_TYPES, compile_pattern, detect_answer_type
 from .generator import generate_ood
 from .ingest import (
     RecordCollector,

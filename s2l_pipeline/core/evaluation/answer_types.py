@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
 
-from ..data.answers import final_answer, last_boxed
+from ..data.answers import ANSWER_TYPES as ANSWER_TYPES  # re-exported: a set's kinds of answer
+from ..data.answers import (
+    LABELLED_OPTION,
+    LATEX,
+    REFERENCE_LETTER,
+    final_answer,
+    last_boxed,
+)
+from ..data.answers import AnswerPatternError as AnswerPatternError
+from ..data.answers import detect_answer_type as detect_answer_type
 from ..data.schema import REASONING_GYM as REASONING_GYM  # the family's own scorer
-
-ANSWER_TYPES = ("number", "choice", "math", "text")
 
 # A letter after a keyword: "Answer: D", "Answer D", "Correct answer - A", "ANSWER:C", "The answer
 # is (B)", "option C", "Ans: B", "Answers: A". Keywords are whole words ("means A" is no
@@ -36,31 +42,8 @@ _IS_CORRECT = re.compile(
 _CONCLUDES = re.compile(r"\b(?i:hence|thus|therefore|so|i\.e\.)\s*,?\s*\(([A-Ja-j])\)\s*\.?\s*$")
 # A bare letter as the whole text or line: "C", "(c)", "C)", "C.", or "(C) 42", "C) 42".
 _BARE = re.compile(r"^\s*(?:\(?([A-Ja-j])\)?[\.:]?\s*$|\(?([A-Ja-j])\)\s+\S)")
-_REFERENCE = re.compile(r"^\s*[\(\[]?\s*([A-Ja-j])\s*[\)\]]?\s*[\.:]?\s*$")
-# Answers written as a labelled option: "A) 12", "(B) 45 km", "Option C".
-_LABELLED = re.compile(
-    r"^\s*(?:(?i:option)\s+)?[\(\[]?([A-Ja-j])[\)\]](?:\s.*)?$|^\s*(?i:option)\s+([A-J])\s*$"
-)
 _MARKUP = re.compile(r"\*\*|__|\\text(?:bf)?\{|\\mathrm\{")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
-_NUMERIC = re.compile(r"^\s*-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?%?\s*$")
-_LATEX = re.compile(r"[\\^{}_]|sqrt|frac|\bpi\b")
-
-
-class AnswerPatternError(ValueError):
-    """An answer_pattern that is not a regex with exactly one group."""
-
-
-def compile_pattern(pattern: str | None, where: str = "answer_pattern") -> re.Pattern | None:
-    if not pattern:
-        return None
-    try:
-        rx = re.compile(pattern)
-    except re.error as exc:
-        raise AnswerPatternError(f"{where}: {pattern!r} is not a regex ({exc})") from exc
-    if rx.groups != 1:
-        raise AnswerPatternError(f"{where}: {pattern!r} needs exactly one group, has {rx.groups}")
-    return rx
 
 
 def _letter(m: re.Match) -> str:
@@ -86,7 +69,7 @@ def extract_choice(text: str) -> str | None:
     boxed = last_boxed(text)
     if boxed:
         inner = boxed.replace("{", "").replace("}", "")
-        m = _REFERENCE.match(inner) or _LABELLED.match(inner)
+        m = REFERENCE_LETTER.match(inner) or LABELLED_OPTION.match(inner)
         if m:
             return _letter(m)
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -100,28 +83,8 @@ def extract_choice(text: str) -> str | None:
 def reference_choice(answer: str) -> str | None:
     """A reference answer as a letter: 'D', '(d)', 'D)', 'A) 12', 'Option C' -> the letter;
     else read as a generation."""
-    m = _REFERENCE.match(answer or "") or _LABELLED.match(answer or "")
+    m = REFERENCE_LETTER.match(answer or "") or LABELLED_OPTION.match(answer or "")
     return _letter(m) if m else extract_choice(answer or "")
-
-
-def detect_answer_type(answers: Sequence[str | None]) -> str:
-    """choice when (nearly) every answer is a letter, number when a number, math when any
-    looks like LaTeX or mixes with numbers, else text."""
-    given = [a.strip() for a in answers if a and a.strip()]
-    if not given:
-        return "math"
-
-    def share(rx: re.Pattern) -> float:
-        return sum(bool(rx.match(a)) for a in given) / len(given)
-
-    letters = sum(bool(_REFERENCE.match(a) or _LABELLED.match(a)) for a in given) / len(given)
-    if letters >= 0.95:
-        return "choice"
-    if share(_NUMERIC) >= 0.95:
-        return "number"
-    if any(_LATEX.search(a) for a in given) or share(_NUMERIC) >= 0.5:
-        return "math"
-    return "text"
 
 
 def _pattern_pick(rx: re.Pattern, text: str) -> str | None:
@@ -162,7 +125,7 @@ def predicted_answer(answer_type: str, generated: str, pattern: re.Pattern | Non
         lines = generated.strip().splitlines()
         return final_answer(generated) or (lines[-1] if lines else "")
     found = extract_answer(generated).replace("{,}", "")
-    if answer_type == "number" and not _LATEX.search(found):  # LaTeX: math-verify reads it
+    if answer_type == "number" and not LATEX.search(found):  # LaTeX: math-verify reads it
         numbers = _NUMBER.findall(found)
         return numbers[-1].replace(",", "") if numbers else ""
     return found

@@ -16,7 +16,8 @@ from functools import cache, lru_cache
 
 import numpy as np
 
-from .answer_types import REASONING_GYM, answer_correct, compile_pattern
+from ..data.answers import compile_pattern
+from .answer_types import REASONING_GYM, answer_correct
 from .answer_types import extract_answer as extract_answer  # re-exported: tests, benchmarks
 
 
