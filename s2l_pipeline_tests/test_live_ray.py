@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import psutil
@@ -77,9 +76,11 @@ def _step_started(home: Path, step_key: str) -> bool:
 THREADS = {"OMP_NUM_THREADS": "2"}
 # Each step on Ray or in its own process starts Python, torch and the code location (seconds):
 # 3 checkpoints x 2 row shards keep 6 scoring units (both GPUs get some) instead of 15.
+# The proxy trains 6 epochs, not 2, so the killed Ray worker is caught mid-training (between
+# its first Trainer checkpoint and its last step) even on an idle machine.
 FEWER_UNITS = {
     "ops": {
-        "proxy_checkpoints": {"config": {"num_checkpoints": 2}},
+        "proxy_checkpoints": {"config": {"num_checkpoints": 2, "epochs": 6.0}},
         "loss_trajectories": {"ops": {"plan_scoring": {"config": {"shard_rows": 200}}}},
     }
 }
@@ -110,10 +111,18 @@ def test_tiny_graph_on_ray_equals_in_process_and_survives_a_killed_worker(
         victim = wait_for(f"{VICTIM}'s Ray job", lambda: _step_process(VICTIM), 600, every=0.2)
         key = victim.environ()["DAGSTER_RUN_STEP_KEY"]
         home = Path(env["DAGSTER_HOME"])
-        wait_for(f"{key} to start", lambda: _step_started(home, key), 120, every=0.2)
-        time.sleep(2)  # inside the step: training
+        # Inside the step, training: its first Trainer checkpoint is on disk (a sleep after the
+        # step's start raced the step's end on a quiet machine).
+        work = Path(env["S2L_DATA_DIR"]) / "work" / "proxy"
+        wait_for(
+            f"{key}'s first Trainer checkpoint",
+            lambda: any(work.glob("*/checkpoint-*/rng_state.pth")) or not victim.is_running(),
+            300,
+            every=0.05,
+        )
         assert victim.is_running(), f"{key} ended before it could be killed"
         victim.send_signal(signal.SIGKILL)
+        assert _step_started(home, key)  # Dagster had seen the step start: a retry, not a skip
         assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
     finally:
         if proc.poll() is None:
