@@ -9,6 +9,8 @@ time. The report runs last, here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -28,6 +30,7 @@ from .core.study.estimate import (
     cell_seconds,
     study_seconds,
 )
+from .core.study.sequential import Comparison, SeedPolicy, SequentialDesign
 from .defs.profiles import PROFILES
 from .launch import (
     config_mistakes,
@@ -70,8 +73,28 @@ def default_parallel() -> int:
     return gpu_count() if active_executor() == "multiprocess" else 1
 
 
+def _seeds(text: str) -> SeedPolicy | int:
+    """--seeds N (every cell N seeds) or MIN:MAX:EVERY (group-sequential: look every EVERY
+    seeds from MIN to MAX, and stop the arms whose comparisons are decided)."""
+    parts = str(text).split(":")
+    try:
+        if len(parts) == 1:
+            return int(parts[0])
+        if len(parts) == 3:
+            low, high, every = (int(x) for x in parts)
+            return SeedPolicy(min=low, max=high, look_every=every)
+    except ValueError as exc:
+        if "seeds:" in str(exc):
+            raise ValueError(f"--seeds {text}: {exc}") from None
+    raise ValueError(f"--seeds: a count (3) or MIN:MAX:EVERY (5:30:5), not {text!r}")
+
+
 def cmd_study(args: argparse.Namespace) -> int:
-    grid = study_grid(_methods(args.methods), _budgets(args.budgets), args.seeds)
+    seeds = _seeds(args.seeds)
+    policy = seeds if isinstance(seeds, SeedPolicy) else None
+    grid = study_grid(
+        _methods(args.methods), _budgets(args.budgets), policy.max if policy else seeds
+    )
     if not os.environ.get("DAGSTER_HOME"):
         raise ValueError(
             "a study keeps its cells in the Dagster instance: set DAGSTER_HOME (e.g. "
@@ -135,8 +158,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     seconds = {c.key: cell_seconds(c, pool_rows, val_rows, times, start_s) for c in todo}
     hours = study_seconds(list(seconds.values()), lanes) / 3600
     _say(
-        f"{len(grid)} cells, {len(done)} finished before (reused), {len(todo)} to run, "
-        f"{parallel} at a time: about {_hours(hours)} (measured here: a target step "
+        f"{len(grid)} cells{' at most' if policy else ''}, {len(done)} finished before "
+        f"(reused), {len(todo)} to run, {parallel} at a time: about {_hours(hours)}"
+        f"{' if no look decides anything' if policy else ''} (measured here: a target step "
         f"{times.train_step_s:.2f} s for {times.rows_per_step} rows, a validation row "
         f"{times.eval_row_s:.3f} s; {pool_rows} rows to select from, {val_rows} validation rows)"
     )
@@ -149,10 +173,18 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 2
     instance.add_dynamic_partitions("study_cells", [c.key for c in grid])
     t0 = time.monotonic()
-    failed = _run_cells(todo, cell_ops, parallel, seconds, instance, store, split, cell_job)
+    run = functools.partial(
+        _run_cells, cell_ops=cell_ops, parallel=parallel, seconds=seconds, instance=instance,
+        store=store, split=split, cell_job=cell_job,
+    )  # fmt: skip
+    sequential = None
+    if policy is None:
+        failed, ran = run(todo), len(todo)
+    else:
+        failed, ran, sequential = _run_looks(grid, policy, args.epsilon, run, todo, store, split)
     took = time.monotonic() - t0
-    if todo:
-        _say(f"{len(todo)} cells ran in {_hours(took / 3600)} (estimated {_hours(hours)})")
+    if ran:
+        _say(f"{ran} cells ran in {_hours(took / 3600)} (estimated {_hours(hours)})")
     report = defs.resolve_job_def("study_report_job")
     if not args.verbose:
         from .console import step_console
@@ -176,7 +208,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         "study_id": m.study_id,
         "cells": m.cells,
         "failed_cells": failed,
-        "cells_run": len(todo),
+        "cells_run": ran,
         "cells_reused": len(done),
         "estimated_seconds": round(hours * 3600, 1),
         "cells_seconds": round(took, 1),
@@ -185,8 +217,83 @@ def cmd_study(args: argparse.Namespace) -> int:
         "plot": m.plot,
         "recommendation": m.recommendation,
     }
+    if sequential is not None:
+        summary["sequential"] = sequential
     print(json.dumps(summary))
     return 1 if failed else 0
+
+
+def _arm(cell: CellSpec) -> str:
+    return cell.method if cell.method == "full" else f"{cell.method}@{cell.budget:g}"
+
+
+def study_comparisons(grid: list[CellSpec]) -> list[Comparison]:
+    """What a sequential study decides: every method against random at each budget (does
+    selection beat random?), and every arm against full data (is this budget enough?)."""
+    arms = sorted({(c.method, c.budget) for c in grid if c.method != "full"})
+    out = [Comparison(f"{m}@{b:g}", f"random@{b:g}") for m, b in arms if m != "random"]
+    if any(c.method == "full" for c in grid):
+        out += [Comparison(f"{m}@{b:g}", "full") for m, b in arms]
+    return out
+
+
+def _run_looks(grid, policy: SeedPolicy, epsilon: float, run, todo, store, split):
+    """Group-sequential seeds: at each look the cells the open comparisons need, then what
+    that look decides (scores in points, as epsilon). Returns (failed, cells run, record)."""
+    from .core.stages.manifests import StudyCellManifest, read_manifest
+
+    design = SequentialDesign(study_comparisons(grid), policy, epsilon)
+    pending = {c.key for c in todo}
+    failed, ran = [], 0
+    for k, seeds in enumerate(policy.looks()):
+        needed = design.open_arms()
+        if not needed:
+            break
+        now = [c for c in grid if _arm(c) in needed and c.seed < seeds and c.key in pending]
+        failed += run(now)
+        ran += len(now)
+        pending -= {c.key for c in now}
+        have: dict[str, list[float]] = {}
+        for c in sorted(grid, key=lambda c: c.seed):
+            cell = read_manifest(store, StudyCellManifest, "study_cells", c.key)
+            if cell is not None and cell.study_id == split.study_id and c.seed < seeds:
+                got = have.setdefault(_arm(c), [])
+                if len(got) == c.seed:  # seeds in order; a missing one stops the arm here
+                    got.append(100 * cell.score)
+        decided = design.look(k, have)
+        still = sum(d.verdict == "open" for d in design.decisions.values())
+        _say(
+            f"look {k + 1} at {seeds} seeds (alpha {design.levels[k]:.2g} over "
+            f"{len(design.decisions)} comparison{'s' if len(design.decisions) != 1 else ''}): "
+            + ("; ".join(f"{d.comparison.name} {d.verdict} ({d.difference:+.1f} "
+                         f"[{d.low:+.1f}, {d.high:+.1f}])" for d in decided) or "nothing decided")
+            + f"; {still} open"
+        )  # fmt: skip
+    record = {
+        "policy": dataclasses.asdict(policy),
+        "epsilon": epsilon,
+        "alpha": 0.05,
+        "how": "per-seed t interval of the paired difference (points); each look spends alpha "
+        "by the O'Brien-Fleming-type function, split equally over the comparisons; differs: "
+        "the interval excludes 0; equivalent: the interval at twice that level lies inside "
+        "+-epsilon",
+        "decisions": [
+            {
+                "comparison": name,
+                "verdict": d.verdict,
+                "seeds": d.seeds,
+                "look": None if d.look is None else d.look + 1,
+                "difference": d.difference,
+                "low": d.low,
+                "high": d.high,
+                "alpha": d.level,
+            }
+            for name, d in design.decisions.items()
+        ],  # fmt: skip
+        "cells_run": ran,
+        "fixed_cells": len(grid),
+    }
+    return failed, ran, record
 
 
 def _grid_text(grid: list[CellSpec]) -> str:
@@ -414,7 +521,12 @@ def add_parser(sub) -> None:
         "--methods", default="s2l,random", help="comma-separated, e.g. s2l,random,longest"
     )
     st.add_argument("--budgets", default="0.05,0.1,0.2,0.4", help="fractions of the pool")
-    st.add_argument("--seeds", type=int, default=3, help="seeds per (method, budget)")
+    st.add_argument(
+        "--seeds",
+        default="3",
+        help="seeds per (method, budget): a count, or MIN:MAX:EVERY to "
+        "look every EVERY seeds and stop what is decided (group-sequential, e.g. 5:30:5)",
+    )
     st.add_argument("--epsilon", type=float, default=1.0, help="points 'within full data' allows")
     st.add_argument("--parallel", type=int, help="cells at once (default: S2L_GPUS under "
                     "multiprocess, else 1)")  # fmt: skip
