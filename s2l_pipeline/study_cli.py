@@ -253,6 +253,10 @@ def _run_looks(grid, policy: SeedPolicy, epsilon: float, run, todo, store, split
         failed += run(now)
         ran += len(now)
         pending -= {c.key for c in now}
+        if failed:  # its arm would go on getting cells no look could use
+            _say(f"look {k + 1}: {len(failed)} cell(s) failed; the looks stop here (rerun "
+                 "the command to run them again; finished cells are kept)")  # fmt: skip
+            break
         have: dict[str, list[float]] = {}
         for c in sorted(grid, key=lambda c: c.seed):
             cell = read_manifest(store, StudyCellManifest, "study_cells", c.key)

@@ -58,6 +58,10 @@ def test_seeds_that_all_give_one_difference_decide_nothing() -> None:
 
     assert decide(np.full(5, 0.02), 0.01, epsilon=1.0)[0] == OPEN
     assert decide(np.zeros(5), 0.01, epsilon=1.0)[0] == OPEN
+    # One item of 35 on every seed, in points: 2.857142857142854 and ...861 after rounding
+    one_item = 100 * np.array([18, 20, 11, 25, 7]) / 35 - 100 * np.array([17, 19, 10, 24, 6]) / 35
+    assert float(np.std(one_item)) > 0  # what the check must see through
+    assert decide(one_item, 0.01, epsilon=1.0)[0] == OPEN
 
 
 def test_an_open_comparison_keeps_only_its_own_arms_running() -> None:

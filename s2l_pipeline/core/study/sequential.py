@@ -115,8 +115,8 @@ def decide(d: np.ndarray, level: float, epsilon: float) -> tuple[str, float, flo
     plus or minus ``epsilon``, else OPEN. Seeds that all gave the same difference (a collapsed
     target scores one constant) make no interval: OPEN, whatever the difference."""
     mean, low, high = _interval(d, level)
-    if len(d) < 2 or float(np.std(d)) == 0.0:  # every seed the same difference: no interval
-        return OPEN, mean, low, high
+    if len(d) < 2 or float(np.ptp(d)) <= 1e-9 * max(1.0, float(np.abs(d).max())):
+        return OPEN, mean, low, high  # every seed the same difference (up to rounding): none
     if low > 0 or high < 0:
         return DIFFERS, mean, low, high
     _, tost_low, tost_high = _interval(d, 2 * level)
