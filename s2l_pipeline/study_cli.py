@@ -30,6 +30,7 @@ from .core.study.estimate import (
     cell_seconds,
     study_seconds,
 )
+from .core.study.report import BASELINE, FULL
 from .core.study.sequential import Comparison, SeedPolicy, SequentialDesign
 from .defs.profiles import PROFILES
 from .launch import (
@@ -224,16 +225,16 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def _arm(cell: CellSpec) -> str:
-    return cell.method if cell.method == "full" else f"{cell.method}@{cell.budget:g}"
+    return cell.method if cell.method == FULL else f"{cell.method}@{cell.budget:g}"
 
 
 def study_comparisons(grid: list[CellSpec]) -> list[Comparison]:
     """What a sequential study decides: every method against random at each budget (does
     selection beat random?), and every arm against full data (is this budget enough?)."""
-    arms = sorted({(c.method, c.budget) for c in grid if c.method != "full"})
-    out = [Comparison(f"{m}@{b:g}", f"random@{b:g}") for m, b in arms if m != "random"]
-    if any(c.method == "full" for c in grid):
-        out += [Comparison(f"{m}@{b:g}", "full") for m, b in arms]
+    arms = sorted({(c.method, c.budget) for c in grid if c.method != FULL})
+    out = [Comparison(f"{m}@{b:g}", f"{BASELINE}@{b:g}") for m, b in arms if m != BASELINE]
+    if any(c.method == FULL for c in grid):
+        out += [Comparison(f"{m}@{b:g}", FULL) for m, b in arms]
     return out
 
 
@@ -245,6 +246,7 @@ def _run_looks(grid, policy: SeedPolicy, epsilon: float, run, todo, store, split
     design = SequentialDesign(study_comparisons(grid), policy, epsilon)
     pending = {c.key for c in todo}
     failed, ran = [], 0
+    scores: dict[str, float] = {}  # cell key -> score in points, each manifest read once
     for k, seeds in enumerate(policy.looks()):
         needed = design.open_arms()
         if not needed:
@@ -258,12 +260,15 @@ def _run_looks(grid, policy: SeedPolicy, epsilon: float, run, todo, store, split
                  "the command to run them again; finished cells are kept)")  # fmt: skip
             break
         have: dict[str, list[float]] = {}
-        for c in sorted(grid, key=lambda c: c.seed):
-            cell = read_manifest(store, StudyCellManifest, "study_cells", c.key)
-            if cell is not None and cell.study_id == split.study_id and c.seed < seeds:
-                got = have.setdefault(_arm(c), [])
-                if len(got) == c.seed:  # seeds in order; a missing one stops the arm here
-                    got.append(100 * cell.score)
+        for c in sorted((c for c in grid if c.seed < seeds), key=lambda c: c.seed):
+            if c.key not in scores:
+                cell = read_manifest(store, StudyCellManifest, "study_cells", c.key)
+                if cell is None or cell.study_id != split.study_id:
+                    continue
+                scores[c.key] = 100 * cell.score
+            got = have.setdefault(_arm(c), [])
+            if len(got) == c.seed:  # seeds in order; a missing one stops the arm here
+                got.append(scores[c.key])
         decided = design.look(k, have)
         still = sum(d.verdict == "open" for d in design.decisions.values())
         _say(
@@ -276,7 +281,7 @@ def _run_looks(grid, policy: SeedPolicy, epsilon: float, run, todo, store, split
     record = {
         "policy": dataclasses.asdict(policy),
         "epsilon": epsilon,
-        "alpha": 0.05,
+        "alpha": design.alpha,
         "how": "per-seed t interval of the paired difference (points); each look spends alpha "
         "by the O'Brien-Fleming-type function, split equally over the comparisons; differs: "
         "the interval excludes 0; equivalent: the interval at twice that level lies inside "
@@ -449,8 +454,8 @@ def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split, cell_j
 
 def _run_cells_here(todo, cell_ops, cell_job, instance, logs: Path, progress: _Progress) -> None:
     """One cell at a time on the in-process executor: each its own run, in this process, which
-    has torch and the code location loaded already. A new process per cell spent about 10 s
-    importing them, where a tiny cell trains and judges in 3 (docs/benchmarks.md)."""
+    has torch and the code location loaded already. A new process per cell spent about 11 s
+    importing them, where a tiny cell trains and judges in 1-2 (docs/benchmarks.md)."""
     from .console import cell_log
     from .defs.recovery import owner_tags
 

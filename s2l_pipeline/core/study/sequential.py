@@ -133,7 +133,7 @@ class SequentialDesign:
                  alpha: float = 0.05) -> None:  # fmt: skip
         if not comparisons:
             raise ValueError("a sequential study needs at least one comparison")
-        self.policy, self.epsilon = policy, epsilon
+        self.policy, self.epsilon, self.alpha = policy, epsilon, alpha
         self.levels = look_levels(policy, alpha)
         self.decisions = {c.name: Decision(c) for c in comparisons}
 
