@@ -43,10 +43,14 @@ def marked(mark: str) -> list[psutil.Process]:
     return found
 
 
-def sweep(mark: str, timeout: float = 15) -> list[str]:
+def sweep(mark: str, timeout: float = 15, grace: float = 5) -> list[str]:
     """SIGTERM every process carrying ``mark``, SIGKILL those alive after ``timeout``; the
-    command lines of what was found (empty when the tests had stopped all they started)."""
+    command lines of what was found (empty when the tests had stopped all they started).
+    Processes ending by themselves within ``grace`` are not counted: a multiprocess run's
+    forkserver leaves a moment after the run does (on the EOF of its parent's pipe)."""
     procs = marked(mark)
+    if procs:
+        _, procs = psutil.wait_procs(procs, timeout=grace)
     names = []
     for proc in procs:
         with contextlib.suppress(psutil.Error):

@@ -155,13 +155,23 @@ def _extra(module: str, attr: str, extra: str) -> Any:
         ) from exc
 
 
+# Each multiprocess step forks from a server that imported these once, where a spawned step
+# imported them anew: about 4 CPU-s a step (docs/benchmarks.md, "forkserver"). Importing torch
+# starts no thread and touches no GPU, so a forked step still leases its GPU before CUDA starts.
+FORKSERVER_PRELOAD = ("dagster", "s2l_pipeline.definitions", "torch", "transformers", "mlflow")
+
+
 def deployment_executor() -> dg.ExecutorDefinition:
     """The executor of every job of this deployment (see the module docstring)."""
     name = active_executor()
     gpu_limit = {"key": DEVICE_TAG, "value": "gpu", "limit": gpu_count()}
     if name == "multiprocess":
         return dg.multiprocess_executor.configured(
-            {"max_concurrent": os.cpu_count() or 2, "tag_concurrency_limits": [gpu_limit]},
+            {
+                "max_concurrent": os.cpu_count() or 2,
+                "tag_concurrency_limits": [gpu_limit],
+                "start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}},
+            },
             name="s2l_multiprocess",
         )
     if name == "ray":
