@@ -13,6 +13,7 @@ import pytest
 
 from s2l_pipeline.defs.profiles import run_config
 from s2l_pipeline.defs.resources import MlflowTracking
+from s2l_pipeline.deploy.local_stack import MLFLOW_SERVER_ENV
 
 from .conftest import _free_port
 from .helpers import make_resources, meta
@@ -38,6 +39,8 @@ def mlflow_server(tmp_path_factory):
             "127.0.0.1",
             "--port",
             str(port),
+            "--workers",
+            "1",
             "--backend-store-uri",
             f"sqlite:///{root / 'mlflow.db'}",
             "--artifacts-destination",
@@ -46,6 +49,7 @@ def mlflow_server(tmp_path_factory):
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, **MLFLOW_SERVER_ENV},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90

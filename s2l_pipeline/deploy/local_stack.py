@@ -295,6 +295,11 @@ def start_moto(root: Path, env: dict[str, str], port: int) -> dict:
     return moto
 
 
+# MLflow 3's server starts a job runner and six huey consumers for its GenAI jobs (scorers,
+# prompt optimisation), about 27 CPU-s at each start; runs and artifacts need none of them.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def start_mlflow(root: Path, env: dict[str, str], port: int) -> dict:
     backend = (
         f"postgresql+psycopg2://{PG_USER}:{env['DAGSTER_PG_PASSWORD']}@127.0.0.1:"
@@ -304,7 +309,7 @@ def start_mlflow(root: Path, env: dict[str, str], port: int) -> dict:
         "mlflow",
         [bin_of("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", backend, "--artifacts-destination", f"s3://{BUCKET}/mlflow"],
-        root, env,
+        root, {**env, **MLFLOW_SERVER_ENV},
     )  # fmt: skip
     url = env["MLFLOW_TRACKING_URI"]
     wait_for("the MLflow server", lambda: check_alive(mlflow) or http_ok(f"{url}/health"), 180)
