@@ -30,8 +30,9 @@ from .core.study.estimate import (
     cell_seconds,
     study_seconds,
 )
-from .core.study.report import BASELINE, FULL
-from .core.study.sequential import Comparison, SeedPolicy, SequentialDesign
+from .core.study.report import FULL
+from .core.study.sequential import SeedPolicy, SequentialDesign
+from .core.study.spec import StudySpec, from_flags, load_spec
 from .defs.profiles import PROFILES
 from .launch import (
     config_mistakes,
@@ -90,12 +91,63 @@ def _seeds(text: str) -> SeedPolicy | int:
     raise ValueError(f"--seeds: a count (3) or MIN:MAX:EVERY (5:30:5), not {text!r}")
 
 
+FLAG_DEFAULTS = {"methods": "s2l,random", "budgets": "0.05,0.1,0.2,0.4", "seeds": "3",
+                 "epsilon": 1.0}  # fmt: skip
+
+
+def study_spec(args: argparse.Namespace) -> StudySpec:
+    """The study's spec: the --spec file, or the one the flags stand for (not both)."""
+    given = [f"--{k}" for k in FLAG_DEFAULTS if getattr(args, k, None) is not None]
+    if getattr(args, "spec", None):
+        if given:
+            raise ValueError(
+                f"--spec {args.spec} names the arms, budgets, seeds and epsilon; drop "
+                f"{', '.join(given)} (or drop --spec and give them as flags)"
+            )
+        return load_spec(args.spec)
+    value = {k: v if (v := getattr(args, k, None)) is not None else d
+             for k, d in FLAG_DEFAULTS.items()}  # fmt: skip
+    return from_flags(_methods(value["methods"]), _budgets(value["budgets"]),
+                      _seeds(value["seeds"]), float(value["epsilon"]))  # fmt: skip
+
+
+def with_spec(config: dict, spec: StudySpec) -> dict:
+    """The spec's data, target, split and arms as the assets' run config (over --config's);
+    data files relative to the spec's folder."""
+    ops = config.setdefault("ops", {})
+
+    def asset(name: str) -> dict:
+        return ops.setdefault(name, {}).setdefault("config", {})
+
+    if spec.data:
+        raw = asset("raw_dataset")
+        data = dict(spec.data)
+        if "files" in data:
+            data["files"] = [_relative_to(spec.source, f) for f in data["files"]]
+            raw.setdefault("embedded", {})["enabled"] = False
+        raw.update(data)
+    if spec.target:
+        asset("study_cells").update(spec.target)
+    if spec.arm_config():
+        asset("study_cells")["arms"] = spec.arm_config()
+    if spec.split:
+        asset("study_split").update(spec.split)
+    return config
+
+
+def _relative_to(spec_file: str, entry):
+    """A data file named in a spec, found beside the spec when its path is relative."""
+    folder = Path(spec_file).parent if spec_file else Path(".")
+    path = entry.get("path") if isinstance(entry, dict) else entry
+    if path and not Path(path).is_absolute() and (folder / path).exists():
+        path = str(folder / path)
+    return {**entry, "path": path} if isinstance(entry, dict) else path
+
+
 def cmd_study(args: argparse.Namespace) -> int:
-    seeds = _seeds(args.seeds)
-    policy = seeds if isinstance(seeds, SeedPolicy) else None
-    grid = study_grid(
-        _methods(args.methods), _budgets(args.budgets), policy.max if policy else seeds
-    )
+    spec = study_spec(args)
+    policy = spec.seeds if isinstance(spec.seeds, SeedPolicy) else None
+    grid = study_grid(spec.arm_names, list(spec.budgets), spec.max_seeds)
     if not os.environ.get("DAGSTER_HOME"):
         raise ValueError(
             "a study keeps its cells in the Dagster instance: set DAGSTER_HOME (e.g. "
@@ -110,10 +162,12 @@ def cmd_study(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     mlflow = defs.resources["mlflow"]
     sweep_dead_runs(instance, on_dead=mlflow.end_orphaned_runs, say=_say)
-    config = with_log_level(with_overrides(run_config_file(args.config), args), args)
+    config = with_spec(with_overrides(run_config_file(args.config), args), spec)
+    config = with_log_level(config, args)
     ops = config.get("ops", {})
     cell_ops = {k: v for k, v in ops.items() if k == "study_cells"}
-    report_ops = {"study_report": {"config": {"epsilon": args.epsilon}}}
+    spec_config = json.loads(json.dumps(spec.to_dict()))  # plain lists and dicts
+    report_ops = {"study_report": {"config": {"epsilon": spec.epsilon, "spec": spec_config}}}
     prep_config = {**config, "ops": {k: v for k, v in ops.items() if k not in ("study_cells",)}}
     prep = defs.resolve_job_def("study_prep_job")
     cell_job = defs.resolve_job_def(CELL_JOB)
@@ -143,7 +197,21 @@ def cmd_study(args: argparse.Namespace) -> int:
     for budget in sorted({c.budget for c in grid}):  # before any cell: each budget has rows
         resolve_budget(budget, split.train.rows)
     settings = _cell_settings(cell_ops, split, proxy, store)  # (run, selection, evaluation)
-    todo, done = _pending(grid, split, settings, store)
+    find = _finder(split, settings, store, spec)
+    todo, done = _pending(grid, find)
+    from .core.stages.study import register_spec
+    from .defs.study import finished_cells
+
+    before = len(finished_cells(instance, store, split.study_id))
+    registered = register_spec(spec, split, store, before)
+    _say(
+        f"spec {spec.spec_id} (endpoint {spec.endpoint}, {len(spec.comparisons)} comparisons): "
+        + ("registered before any result of this data"
+           if registered["cells_finished_before"] == 0 else
+           f"registered {registered['registered_at']} after "
+           f"{registered['cells_finished_before']} cells of this data had finished "
+           "(exploratory)")
+    )  # fmt: skip
     parallel = args.parallel or default_parallel()
     slots = instance.get_concurrency_config().pool_config.default_pool_limit
     if slots is not None and parallel > slots:
@@ -176,13 +244,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     run = functools.partial(
         _run_cells, cell_ops=cell_ops, parallel=parallel, seconds=seconds, instance=instance,
-        store=store, split=split, cell_job=cell_job,
+        find=find, split=split, cell_job=cell_job,
     )  # fmt: skip
     sequential = None
     if policy is None:
         failed, ran = run(todo), len(todo)
     else:
-        failed, ran, sequential = _run_looks(grid, policy, args.epsilon, run, todo, store, split)
+        failed, ran, sequential = _run_looks(grid, spec, run, todo, find)
     took = time.monotonic() - t0
     if ran:
         _say(f"{ran} cells ran in {_hours(took / 3600)} (estimated {_hours(hours)})")
@@ -217,6 +285,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         "report_json": m.report_json,
         "plot": m.plot,
         "recommendation": m.recommendation,
+        "spec_id": m.spec_id,
+        "endpoint": spec.endpoint,
+        "registration": {k: v for k, v in registered.items() if k != "spec"},
     }
     if sequential is not None:
         summary["sequential"] = sequential
@@ -228,22 +299,12 @@ def _arm(cell: CellSpec) -> str:
     return cell.method if cell.method == FULL else f"{cell.method}@{cell.budget:g}"
 
 
-def study_comparisons(grid: list[CellSpec]) -> list[Comparison]:
-    """What a sequential study decides: every method against random at each budget (does
-    selection beat random?), and every arm against full data (is this budget enough?)."""
-    arms = sorted({(c.method, c.budget) for c in grid if c.method != FULL})
-    out = [Comparison(f"{m}@{b:g}", f"{BASELINE}@{b:g}") for m, b in arms if m != BASELINE]
-    if any(c.method == FULL for c in grid):
-        out += [Comparison(f"{m}@{b:g}", FULL) for m, b in arms]
-    return out
-
-
-def _run_looks(grid, policy: SeedPolicy, epsilon: float, run, todo, store, split):
-    """Group-sequential seeds: at each look the cells the open comparisons need, then what
-    that look decides (scores in points, as epsilon). Returns (failed, cells run, record)."""
-    from .core.stages.manifests import StudyCellManifest, read_manifest
-
-    design = SequentialDesign(study_comparisons(grid), policy, epsilon)
+def _run_looks(grid, spec: StudySpec, run, todo, find):
+    """Group-sequential seeds: at each look the cells the open comparisons (the spec's, at
+    every budget) need, then what that look decides (the endpoint in points, as epsilon).
+    Returns (failed, cells run, record)."""
+    policy, epsilon = spec.seeds, spec.epsilon
+    design = SequentialDesign(spec.pairs(), policy, epsilon)
     pending = {c.key for c in todo}
     failed, ran = [], 0
     scores: dict[str, float] = {}  # cell key -> score in points, each manifest read once
@@ -262,10 +323,10 @@ def _run_looks(grid, policy: SeedPolicy, epsilon: float, run, todo, store, split
         have: dict[str, list[float]] = {}
         for c in sorted((c for c in grid if c.seed < seeds), key=lambda c: c.seed):
             if c.key not in scores:
-                cell = read_manifest(store, StudyCellManifest, "study_cells", c.key)
-                if cell is None or cell.study_id != split.study_id:
+                cell = find(c.key)
+                if cell is None:
                     continue
-                scores[c.key] = 100 * cell.score
+                scores[c.key] = 100 * cell.endpoint_score(spec.endpoint)
             got = have.setdefault(_arm(c), [])
             if len(got) == c.seed:  # seeds in order; a missing one stops the arm here
                 got.append(scores[c.key])
@@ -338,17 +399,26 @@ def _cell_settings(cell_ops: dict, split, proxy, store):
     return cfg.to_run(), opts, cfg.eval_options()
 
 
-def _pending(grid, split, settings, store) -> tuple[list[CellSpec], list[CellSpec]]:
-    """(cells to run, cells finished before with this split and these settings)."""
+def _finder(split, settings, store, spec: StudySpec):
+    """key -> the cell's result record with this split, these settings and its arm's options
+    (None: not finished). The records in the store decide, not the Dagster instance, whose
+    latest materialization of a key may be another arm's of the same name."""
     from .core.stages import study as stage
-    from .core.stages.manifests import StudyCellManifest, read_manifest
 
     recipe = stage.recipe_id(*settings)
+    options = {a.name: a.options for a in spec.arms}
+
+    def find(key: str):
+        return stage.cached_cell(split, recipe, key, store, options.get(key.rsplit("-", 2)[0]))
+
+    return find
+
+
+def _pending(grid, find) -> tuple[list[CellSpec], list[CellSpec]]:
+    """(cells to run, cells finished before)."""
     todo, done = [], []
     for cell in grid:
-        stored = read_manifest(store, StudyCellManifest, "study_cells", cell.key)
-        same = stored is not None and (stored.study_id, stored.recipe) == (split.study_id, recipe)
-        (done if same else todo).append(cell)
+        (done if find(cell.key) is not None else todo).append(cell)
     return todo, done
 
 
@@ -401,23 +471,21 @@ class _Progress:
     """The line per finished cell: its score and the time left, the estimate rescaled by what
     the finished cells really took."""
 
-    def __init__(self, todo: list[CellSpec], seconds: dict[str, float], parallel: int, store,
-                 split, instance, logs: Path) -> None:  # fmt: skip
+    def __init__(self, todo: list[CellSpec], seconds: dict[str, float], parallel: int, find,
+                 instance, logs: Path) -> None:  # fmt: skip
         self.total, self.seconds, self.parallel = len(todo), seconds, parallel
-        self.store, self.split, self.instance, self.logs = store, split, instance, logs
+        self.find, self.instance, self.logs = find, instance, logs
         self.left = sum(seconds[c.key] for c in todo)
         self.finished, self.estimated_done, self.took_done = 0, 0.0, 0.0
         self.failed: list[str] = []
 
     def done(self, key: str, returned_ok: bool, took: float, waiting: int) -> None:
-        from .core.stages.manifests import StudyCellManifest, read_manifest
-
         self.finished += 1
         self.left -= self.seconds[key]
         self.estimated_done += self.seconds[key]
         self.took_done += took
-        cell = read_manifest(self.store, StudyCellManifest, "study_cells", key)
-        ok = returned_ok and cell is not None and cell.study_id == self.split.study_id
+        cell = self.find(key)
+        ok = returned_ok and cell is not None
         lanes = max(1, min(self.parallel, waiting))
         eta = max(0.0, self.left) * self.took_done / max(self.estimated_done, 1e-9) / lanes
         where = f"{self.finished}/{self.total}"
@@ -435,7 +503,7 @@ class _Progress:
             )
 
 
-def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split, cell_job) -> list[str]:
+def _run_cells(todo, cell_ops, parallel, seconds, instance, find, split, cell_job) -> list[str]:
     """Each cell a run of study_cells_job, at most ``parallel`` at once; a line per finished
     cell with its score and the time left. Returns the cells that failed."""
     from .defs.resources import data_dir
@@ -444,7 +512,7 @@ def _run_cells(todo, cell_ops, parallel, seconds, instance, store, split, cell_j
         return []
     logs = Path(data_dir()).resolve() / "study_logs" / split.study_id
     logs.mkdir(parents=True, exist_ok=True)
-    progress = _Progress(todo, seconds, parallel, store, split, instance, logs)
+    progress = _Progress(todo, seconds, parallel, find, instance, logs)
     if cells_here(parallel):
         _run_cells_here(todo, cell_ops, cell_job, instance, logs, progress)
     else:
@@ -527,16 +595,18 @@ def add_parser(sub) -> None:
         "(method, budget, seed) cells judged on a validation split, and a report",
     )
     st.add_argument(
-        "--methods", default="s2l,random", help="comma-separated, e.g. s2l,random,longest"
+        "--spec",
+        help="a study spec (YAML): data, target, arms, budgets, seeds, endpoint, comparisons, "
+        "epsilon; the flags below are its shorthand for a one-off study",
     )
-    st.add_argument("--budgets", default="0.05,0.1,0.2,0.4", help="fractions of the pool")
+    st.add_argument("--methods", help="comma-separated, e.g. s2l,random,longest (s2l,random)")
+    st.add_argument("--budgets", help="fractions of the pool (0.05,0.1,0.2,0.4)")
     st.add_argument(
         "--seeds",
-        default="3",
-        help="seeds per (method, budget): a count, or MIN:MAX:EVERY to "
+        help="seeds per (method, budget): a count (3), or MIN:MAX:EVERY to "
         "look every EVERY seeds and stop what is decided (group-sequential, e.g. 5:30:5)",
     )
-    st.add_argument("--epsilon", type=float, default=1.0, help="points 'within full data' allows")
+    st.add_argument("--epsilon", type=float, help="points 'within full data' allows (1.0)")
     st.add_argument("--parallel", type=int, help="cells at once (default: S2L_GPUS under "
                     "multiprocess, else 1)")  # fmt: skip
     st.add_argument("--max-hours", type=float, default=8.0, help="refuse a longer estimate")

@@ -106,23 +106,22 @@ def test_familywise_false_positives_under_the_null_stay_at_or_below_five_percent
 
 
 def test_seeds_flag_and_the_comparisons_a_study_decides() -> None:
-    from s2l_pipeline.core.study.cells import study_grid
-    from s2l_pipeline.study_cli import _seeds, study_comparisons
+    from s2l_pipeline.core.study.spec import from_flags
+    from s2l_pipeline.study_cli import _seeds
 
     assert _seeds("3") == 3
     assert _seeds("5:30:5") == SeedPolicy(5, 30, 5)
     for bad, said in (("5:30", "MIN:MAX:EVERY"), ("a", "a count"), ("1:4:1", "min must be")):
         with pytest.raises(ValueError, match=said):
             _seeds(bad)
-    grid = study_grid(["s2l"], [0.1, 0.3], 2)
-    names = [c.name for c in study_comparisons(grid)]
+    names = [c.name for c in from_flags(["s2l"], [0.3, 0.1], 2, 1.0).pairs()]
     assert names == [
         "s2l@0.1 - random@0.1",
         "s2l@0.3 - random@0.3",
-        "random@0.1 - full",
-        "random@0.3 - full",
         "s2l@0.1 - full",
         "s2l@0.3 - full",
+        "random@0.1 - full",
+        "random@0.3 - full",
     ]
 
 

@@ -2,11 +2,13 @@
 budget, seed), and the report over every finished cell (group ``study``)."""
 
 import dataclasses
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from ..core.evaluation.sanity import reference_accuracy
+from ..core.selection import METHODS
 from ..core.stages import study as stage
 from ..core.stages.manifests import (
     ClustersManifest,
@@ -20,6 +22,8 @@ from ..core.stages.manifests import (
 from ..core.stages.models import EvalOptions
 from ..core.stages.selection import selection_options
 from ..core.study.cells import parse_cell_key
+from ..core.study.report import FULL
+from ..core.study.spec import parse_spec
 from ..core.support.plots import markdown_image
 from ..core.support.tables import read_table
 from ..core.support.tracking import find_run
@@ -102,6 +106,15 @@ def study_split(
     )
 
 
+class ArmConfig(dg.Config):
+    """A named arm: the selector it runs and its own options (SelectionOptions' fields)."""
+
+    method: str = Field(description="The selector, e.g. s2l.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Selector options, e.g. {min_cluster_size: 3}."
+    )
+
+
 class StudyCellConfig(TargetConfig):
     """The study target: the deployment's target recipe by default (the same fields); set a
     cheaper one here (fewer epochs, a smaller size) for a cheaper study. ``seed`` is the cell's."""
@@ -118,6 +131,22 @@ class StudyCellConfig(TargetConfig):
     zip_k1: int = SelectionConfig.model_fields["zip_k1"].default
     zip_k2: int = SelectionConfig.model_fields["zip_k2"].default
     zip_k3: int = SelectionConfig.model_fields["zip_k3"].default
+    arms: dict[str, ArmConfig] = Field(
+        default_factory=dict,
+        description="Named arms (a spec's): a cell key's first part names one of these, or a "
+        "method run with the settings above.",
+    )
+
+    def arm(self, name: str) -> tuple[str, dict]:
+        """(selector, its own options) of the arm a cell key names."""
+        if name in self.arms:
+            return self.arms[name].method, dict(self.arms[name].options)
+        if name in METHODS or name == FULL:
+            return name, {}
+        raise ValueError(
+            f"arm {name!r} is neither a method ({', '.join(METHODS)}) nor one of the arms "
+            f"configured ({', '.join(self.arms) or 'none'}): give it under study_cells' arms"
+        )
 
     def eval_options(self) -> EvalOptions:
         return EvalOptions(self.max_new_tokens, self.eval_batch_size, self.eval_max_length)
@@ -162,6 +191,7 @@ def study_cells(
     store, key = artifact_store.store(), context.partition_key
     try:
         spec = parse_cell_key(key)
+        selector, arm_options = config.arm(spec.method)
     except ValueError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     traj = read_table(study_split.trajectories, store)
@@ -169,31 +199,26 @@ def study_cells(
         trajectory_clusters, proxy_checkpoints, traj, **config.selection_changes()
     )
     run, eval_opts = config.to_run(), config.eval_options()
-    found = stage.cached_cell(study_split, stage.recipe_id(run, opts, eval_opts), key, store)
+    recipe = stage.recipe_id(run, opts, eval_opts)
+    found = stage.cached_cell(study_split, recipe, key, store, arm_options)
     if found is not None:
         context.log.info(f"{key}: finished before (score {100 * found.score:.1f}); reused")
         return _cell_output(found, reused=True)
     upstream = {"study_split": study_split.study_id, "proxy": proxy_checkpoints.fingerprint}
     with mlflow.run(context, "study_cells", upstream, study_split.mlflow_parent_run_id) as mt:
-        mt.set_tags({STUDY_TAG: study_split.study_id, "selection_method": spec.method})
-        mt.log_params({"method": spec.method, "budget": spec.budget, "seed": spec.seed,
-                       "nested": opts.nested})  # fmt: skip
+        mt.set_tags({STUDY_TAG: study_split.study_id, "selection_method": selector,
+                     "s2l.arm": spec.method})  # fmt: skip
+        mt.log_params(spec.params(selector, arm_options, opts.nested))
         try:
             cell = stage.run_study_cell(
                 key, study_split, proxy_checkpoints, opts, run, eval_opts, store,
                 artifact_store.work_path("study_cells"), training_hooks(context, mt),
-                context.log.info,
+                context.log.info, selector, arm_options,
             )  # fmt: skip
         except ValueError as exc:  # a budget too small for the method, say: this cell only
             raise dg.Failure(description=f"{key}: {exc}", allow_retries=False) from exc
         cell = dataclasses.replace(cell, mlflow_run_id=mt.run_id)
-        mt.log_metrics(
-            {"score": cell.score, "nll": cell.nll, "rows": cell.rows,
-             "train_seconds": cell.train_seconds, "eval_seconds": cell.eval_seconds,
-             "selection_cpu_seconds": cell.selection_cpu_seconds,
-             "selection_flops": cell.selection_flops,
-             **({"floor": cell.floor} if cell.floor is not None else {})}
-        )  # fmt: skip
+        mt.log_metrics(cell.tracked_metrics())
         mt.log_dict(cell.to_dict(), "study_cell.json")
         meta_ml = mlflow_metadata(mt)
     context.log.info(f"{key}: {cell.rows} rows, {cell.metric} {100 * cell.score:.1f}")
@@ -206,7 +231,9 @@ def _cell_output(cell: StudyCellManifest, reused: bool) -> dg.Output[StudyCellMa
         cell,
         data_version=dg.DataVersion(f"{cell.study_id}-{cell.recipe}-{cell.rows_hash[:16]}"),
         metadata={
-            "method": cell.method,
+            "method": cell.selector or cell.method,
+            "arm": cell.method,
+            "arm_options": dg.MetadataValue.json(cell.arm_options),
             "budget": cell.budget,
             "seed": cell.seed,
             "study_id": cell.study_id,
@@ -229,6 +256,11 @@ def _cell_output(cell: StudyCellManifest, reused: bool) -> dg.Output[StudyCellMa
 class StudyReportConfig(dg.Config):
     epsilon: float = Field(
         1.0, description="Points of score a budget may lose against full data and still count."
+    )
+    spec: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The study's spec (s2l study --spec): its arms, endpoint and comparisons; "
+        "empty: every method found, on score, against random and full data.",
     )
 
 
@@ -268,7 +300,14 @@ def study_report(
             "study_cells partitions first (s2l study, or a backfill in the UI)",
             allow_retries=False,
         )
-    done = stage.make_study_report(every, config.epsilon, study_split, proxy_checkpoints, store)
+    try:
+        spec = parse_spec(config.spec, "study_report's spec") if config.spec else None
+        done = stage.make_study_report(
+            every, spec.epsilon if spec else config.epsilon, study_split, proxy_checkpoints,
+            store, spec,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     m, report = done.manifest, done.report
     if done.left_out:
         context.log.warning(f"cells of other settings left out (settings: count): {done.left_out}")
@@ -298,5 +337,10 @@ def report_metadata(done: stage.Report) -> dict:
         ),
         "best_by_budget": dg.MetadataValue.json(
             {str(k): v for k, v in report.best_by_budget.items()}
+        ),
+        "spec_id": done.manifest.spec_id,
+        "endpoint": report.endpoint,
+        "registered_comparisons": dg.MetadataValue.json(
+            {c.name: {"difference": c.difference, "p_holm": c.p_holm} for c in report.registered}
         ),
     }

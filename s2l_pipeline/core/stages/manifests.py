@@ -221,6 +221,7 @@ class StudyReportManifest(Manifest):
     study_id: str
     cells: int
     recommendation: list[str]
+    spec_id: str = ""  # the registered spec the report follows ('' : none given)
 
 
 # --- the scoring graph's inner values (loss_trajectories' ops pass these to each other)

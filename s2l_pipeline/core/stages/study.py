@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -19,8 +20,9 @@ from ..lm.fit import TrainRun
 from ..lm.train_config import TrainHooks
 from ..selection import MODEL_METHODS, SelectionOptions
 from ..study.cells import CellResult, CellSpec, parse_cell_key, validation_score
-from ..study.render import costs, report_markdown, study_plot_png
+from ..study.render import costs, report_markdown, spec_markdown, spec_yaml, study_plot_png
 from ..study.report import FULL, StudyReport, build_report
+from ..study.spec import StudySpec
 from ..study.split import carve_validation
 from ..support.hashing import table_hash
 from ..support.storage import ArtifactStore
@@ -75,15 +77,22 @@ def recipe_id(run: TrainRun, opts: SelectionOptions, eval_opts: EvalOptions) -> 
                     dataclasses.asdict(eval_opts)])[:12]  # fmt: skip
 
 
-def _result_key(split: StudySplitManifest, recipe: str, key: str) -> str:
-    return f"study_cells/{split.study_id}/{recipe}/{key}.json"
+def arm_digest(arm_options: dict | None) -> str:
+    """An arm's own selector options, hashed ('' for a plain method)."""
+    return _digest(sorted((arm_options or {}).items()))[:8] if arm_options else ""
+
+
+def _result_key(split: StudySplitManifest, recipe: str, key: str, arm: dict | None) -> str:
+    suffix = f".{arm_digest(arm)}" if arm else ""  # an arm renamed or reset is another cell
+    return f"study_cells/{split.study_id}/{recipe}/{key}{suffix}.json"
 
 
 def cached_cell(
-    split: StudySplitManifest, recipe: str, key: str, store: ArtifactStore
-) -> StudyCellManifest | None:
-    """A cell finished before with the same split and settings: its result, reused."""
-    path = _result_key(split, recipe, key)
+    split: StudySplitManifest, recipe: str, key: str, store: ArtifactStore,
+    arm_options: dict | None = None,
+) -> StudyCellManifest | None:  # fmt: skip
+    """A cell finished before with the same split, settings and arm: its result, reused."""
+    path = _result_key(split, recipe, key, arm_options)
     if not store.exists(path):
         return None
     return StudyCellManifest.from_dict(json.loads(store.read_text(path)))
@@ -100,17 +109,23 @@ def run_study_cell(
     work_root: Path,
     hooks: TrainHooks | None = None,
     progress: Callable[[str], None] | None = None,
+    selector: str | None = None,
+    arm_options: dict | None = None,
 ) -> StudyCellManifest:
     """Select the cell's rows, train the study target on them, score it on the validation
-    split; the result is kept in the store, so the cell is never run twice."""
+    split; the result is kept in the store, so the cell is never run twice. ``selector`` and
+    ``arm_options``: a named arm's method and its own selector options (the key names the arm)."""
     spec = parse_cell_key(key)
-    recipe = recipe_id(run, opts, eval_opts)
-    found = cached_cell(split, recipe, key, store)
+    selector = selector or spec.method
+    arm_options = dict(arm_options or {})
+    recipe = recipe_id(run, opts, eval_opts)  # shared by every arm: the report's grouping
+    found = cached_cell(split, recipe, key, store, arm_options)
     if found is not None:
         return found
     data = read_table(split.train, store)
     traj = read_table(split.trajectories, store)
-    rows, cost = _cell_rows(spec, data, traj, opts, proxy, store)
+    arm_opts = dataclasses.replace(opts, **arm_options)
+    rows, cost = _cell_rows(spec, selector, data, traj, arm_opts, proxy, store)
     rows_hash = table_hash(rows)
     ids_uri = write_table(
         rows.select("example_id"), store, f"study_cells/training_ids/{rows_hash[:16]}.parquet"
@@ -155,7 +170,7 @@ def run_study_cell(
                 per_set=per_set,
                 floor=float(floor.mean()) if floor.len() else None,
                 collapsed=collapsed,
-                nested=opts.nested,
+                nested=arm_opts.nested,
                 train_seconds=round(train_s, 3),
                 eval_seconds=round(eval_s, 3),
                 train_tokens=trained.train_tokens,
@@ -165,18 +180,22 @@ def run_study_cell(
                 predictions_uri=pred_ref.uri,
                 training_ids_uri=ids_uri,
                 rows_hash=rows_hash,
+                selector=selector,
+                arm_options=arm_options,
                 **cost,
             )
         )
     )
     store.write_text(
-        _result_key(split, recipe, key), json.dumps(result.to_dict(), indent=1, sort_keys=True)
+        _result_key(split, recipe, key, arm_options),
+        json.dumps(result.to_dict(), indent=1, sort_keys=True),
     )
     return result
 
 
 def _cell_rows(
     spec: CellSpec,
+    method: str,
     data: pl.DataFrame,
     traj: pl.DataFrame,
     opts: SelectionOptions,
@@ -185,11 +204,11 @@ def _cell_rows(
 ) -> tuple[pl.DataFrame, dict]:
     """The rows the cell's method chooses (all of them for full data), and the selection's
     own cost."""
-    if spec.method == FULL:
+    if method == FULL:
         return data.join(traj.select("example_id"), on="example_id", how="semi"), {}
-    proxy_dir = store.fetch_dir(proxy.final.uri) if spec.method in MODEL_METHODS else None
+    proxy_dir = store.fetch_dir(proxy.final.uri) if method in MODEL_METHODS else None
     chosen = choose_subset(
-        spec.method, traj, data, spec.budget, spec.seed, opts, None, None, proxy_dir,
+        method, traj, data, spec.budget, spec.seed, opts, None, None, proxy_dir,
         proxy.train.max_length,
     )  # fmt: skip
     info = chosen.info
@@ -200,9 +219,51 @@ def _cell_rows(
     return chosen.rows.drop("cluster", strict=False), cost
 
 
-def study_report(cells: list[CellResult], epsilon: float) -> StudyReport:
-    """The report over finished cells of one study (one split, one recipe)."""
-    return build_report([c.study_cell() for c in cells], epsilon)
+def study_report(cells: list[CellResult], epsilon: float, spec: StudySpec | None = None
+                 ) -> StudyReport:  # fmt: skip
+    """The report over finished cells of one study (one split, one recipe), on the spec's
+    endpoint and comparisons."""
+    endpoint = spec.endpoint if spec else "score"
+    comparisons = spec.comparisons if spec else None
+    return build_report([c.study_cell(endpoint) for c in cells], epsilon, comparisons, endpoint)
+
+
+def _spec_path(split: StudySplitManifest, spec_id: str) -> str:
+    return f"study_specs/{split.study_id}/{spec_id}.json"
+
+
+def register_spec(spec: StudySpec, split: StudySplitManifest, store: ArtifactStore,
+                  finished_before: int) -> dict:  # fmt: skip
+    """The spec as first registered for this data (kept, never overwritten): when, and how
+    many cells of the same data had finished by then (0: fixed before any result was seen)."""
+    path = _spec_path(split, spec.spec_id)
+    if store.exists(path):
+        return json.loads(store.read_text(path))
+    record = {
+        "spec_id": spec.spec_id,
+        "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cells_finished_before": finished_before,
+        "spec": spec.to_dict(),
+    }
+    store.write_text(path, json.dumps(record, indent=1, sort_keys=True))
+    return record
+
+
+def registration(split: StudySplitManifest, spec_id: str, store: ArtifactStore) -> dict | None:
+    path = _spec_path(split, spec_id)
+    return json.loads(store.read_text(path)) if store.exists(path) else None
+
+
+def _of_spec(cell: CellResult, spec: StudySpec | None) -> bool:
+    """A cell of one of the spec's arms, with that arm's options (full data always)."""
+    if spec is None or cell.method == FULL:
+        return True
+    arm = next((a for a in spec.arms if a.name == cell.method), None)
+    return (
+        arm is not None
+        and arm.method == (cell.selector or cell.method)
+        and (arm_digest(arm.options) == arm_digest(cell.arm_options))
+    )
 
 
 @dataclass(frozen=True)
@@ -220,17 +281,29 @@ def make_study_report(
     split: StudySplitManifest,
     proxy: ModelManifest,
     store: ArtifactStore,
+    spec: StudySpec | None = None,
 ) -> Report:
     """The report over the cells of the settings most cells share (a study changed halfway
-    is not mixed); written as report.md, report.json and plot.png."""
-    recipes = Counter(c.recipe for c in every)
+    is not mixed) and, given a spec, of its arms; written as report.md, report.json and
+    plot.png (with the spec beside them)."""
+    recipes = Counter(c.recipe for c in every if _of_spec(c, spec))
+    if not recipes:
+        raise ValueError(f"study {split.study_id}: no finished cell of the spec's arms yet")
     recipe = max(recipes, key=lambda r: (recipes[r], r))
-    cells = sorted((c for c in every if c.recipe == recipe), key=lambda c: c.key)
-    report = study_report(cells, epsilon)
+    cells = sorted(
+        (c for c in every if c.recipe == recipe and _of_spec(c, spec)), key=lambda c: c.key
+    )
+    report = study_report(cells, epsilon, spec)
+    registered = registration(split, spec.spec_id, store) if spec else None
     text = report_markdown(report, cells, split.study_id, split.validation.rows, proxy_flops(proxy))
+    if spec is not None:
+        text += spec_markdown(spec, registered)
     png = study_plot_png(report, cells)
-    prefix = f"study_report/{split.study_id}/{recipe}"
+    prefix = f"study_report/{split.study_id}/{recipe}" + (f"/{spec.spec_id}" if spec else "")
     body = {**report.to_dict(), "costs": costs(cells), "cells": [asdict(c) for c in cells]}
+    if spec is not None:
+        body["spec"] = {"spec_id": spec.spec_id, "registration": registered, **spec.to_dict()}
+        store.write_text(f"{prefix}/spec.yaml", spec_yaml(spec))
     json_uri = store.write_text(f"{prefix}/report.json", json.dumps(body, indent=1, default=str))
     md_uri = store.write_text(f"{prefix}/report.md", text)
     with store.writing(f"{prefix}/plot.png") as path:
@@ -244,8 +317,12 @@ def make_study_report(
         study_id=split.study_id,
         cells=len(cells),
         recommendation=report.recommendation,
+        spec_id=spec.spec_id if spec else "",
     )
     left_out = {r: n for r, n in recipes.items() if r != recipe}
+    others = sum(1 for c in every if not _of_spec(c, spec))
+    if others:
+        left_out["not of the spec's arms"] = others
     return Report(manifest, report, text, png, left_out)
 
 

@@ -23,6 +23,12 @@ class CellSpec:
         """The partition key, e.g. 's2l-0.1-0' (method names hold no '-')."""
         return f"{self.method}-{self.budget:g}-{self.seed}"
 
+    def params(self, selector: str, arm_options: dict, nested: bool) -> dict:
+        """The cell's parameters as a tracking run records them."""
+        return {"method": selector, "arm": self.method, "budget": self.budget,
+                "seed": self.seed, "nested": nested,
+                **{f"arm.{k}": v for k, v in arm_options.items()}}  # fmt: skip
+
 
 def parse_cell_key(key: str) -> CellSpec:
     """'learning_percentage-0.05-2' -> CellSpec; a clear error for anything else."""
@@ -84,10 +90,34 @@ class CellResult:
     predictions_uri: str = ""
     training_ids_uri: str = ""
     rows_hash: str = ""
+    selector: str = ""  # the method the arm runs (``method`` is the arm's name); "" : method
+    arm_options: dict = field(default_factory=dict)  # the arm's selector options
 
-    def study_cell(self) -> StudyCell:
+    def tracked_metrics(self) -> dict:
+        """What a tracking run records of a finished cell."""
+        return {"score": self.score, "nll": self.nll, "rows": self.rows,
+                "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
+                "selection_cpu_seconds": self.selection_cpu_seconds,
+                "selection_flops": self.selection_flops,
+                **({"floor": self.floor} if self.floor is not None else {})}  # fmt: skip
+
+    def endpoint_score(self, endpoint: str = "score") -> float:
+        """The cell's value on a study's primary endpoint (spec.py's ENDPOINTS), a fraction
+        where higher is better."""
+        if endpoint == "score":
+            return self.score
+        if endpoint == "score_over_floor":
+            if self.floor is None:
+                raise ValueError(f"cell {self.key}: no most-common-answer floor to subtract")
+            return self.score - self.floor
+        if endpoint == "nll":
+            return -self.nll
+        raise ValueError(f"unknown endpoint {endpoint!r}")
+
+    def study_cell(self, endpoint: str = "score") -> StudyCell:
+        floor = {"score": self.floor, "score_over_floor": 0.0}.get(endpoint)
         return StudyCell(
-            self.method, self.budget, self.seed, self.score, self.nll, self.floor,
+            self.method, self.budget, self.seed, self.endpoint_score(endpoint), self.nll, floor,
             bool(self.collapsed),
         )  # fmt: skip
 

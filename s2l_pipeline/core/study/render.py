@@ -10,6 +10,7 @@ import numpy as np
 from ..support.plots import _figure, _png
 from .cells import CellResult
 from .report import FULL, StudyReport, _pct
+from .spec import ENDPOINTS, StudySpec
 
 
 def costs(cells: list[CellResult]) -> list[dict]:
@@ -63,6 +64,8 @@ def report_markdown(
 ) -> str:
     """The whole report: recommendation first, then every table it rests on."""
     metric = cells[0].metric if cells else "score"
+    if r.endpoint != "score":
+        metric = f"{r.endpoint} ({ENDPOINTS[r.endpoint]})"
     seeds = sorted({c.seed for c in cells})
     out = [
         f"# Selection study {study_id}",
@@ -70,7 +73,8 @@ def report_markdown(
         f"{len(cells)} cells judged on a validation split of {validation_rows} rows carved from "
         f"the training data (never a test set); score: {metric}, each validation set weighing "
         f"the same, in points. Unit of replication: the seed ({len(seeds)}: {seeds}); every "
-        "interval is a per-seed paired t interval (95%).",
+        "interval is a per-seed paired t interval (95%), every p an exact sign-flip p over "
+        "the seeds.",
         "",
         "## Recommendation",
         "",
@@ -100,6 +104,14 @@ def report_markdown(
         [[p.method, _pct(p.budget), _ci(p), f"{p.one_sided_low:+.1f}", p.seeds]
          for p in r.vs_full],
     ) if r.vs_full else ["Not measured: no full-data cells with two shared seeds."]  # fmt: skip
+    out += ["", "## Registered comparisons (Holm across all of them)", ""]
+    out += _table(
+        ["comparison", "difference [95%]", "seeds", "smallest detectable", "sign-flip p",
+         "Holm p"],
+        [[c.name, f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}]", c.seeds,
+          f"{c.minimum_detectable:.1f}", f"{c.p:.3f}", f"{c.p_holm:.3f}"]
+         for c in r.registered],
+    ) if r.registered else ["None measured: fewer than two shared seeds."]  # fmt: skip
     out += ["", "Smallest budget within epsilon of full data, per method:", ""]
     out += [
         f"- {m}: {_pct(b) if b is not None else 'none studied'}"
@@ -150,14 +162,15 @@ def study_plot_png(r: StudyReport, cells: list[CellResult]) -> bytes:
         xs = [p.budget for p in pts]
         ax_score.plot(xs, [100 * p.mean for p in pts], "-o", color=color, label=method)
         mine = [c for c in cells if c.method == method]
-        ax_score.scatter([c.budget for c in mine], [100 * c.score for c in mine], s=10,
+        values = [100 * c.endpoint_score(r.endpoint) for c in mine]
+        ax_score.scatter([c.budget for c in mine], values, s=10,
                          color=color, alpha=0.4)  # fmt: skip
         if all(p.nll is not None for p in pts):
             ax_nll.plot(xs, [p.nll for p in pts], "-o", color=color, label=method)
     if r.floor is not None:
         ax_score.axhline(100 * r.floor, color="red", ls=":", lw=1, label="most common answer")
     if full:
-        scores = [100 * c.score for c in full]
+        scores = [100 * c.endpoint_score(r.endpoint) for c in full]
         ax_score.axhspan(min(scores), max(scores), color="grey", alpha=0.2, label="full data")
         ax_score.axhline(float(np.mean(scores)), color="grey", lw=1)
         ax_nll.axhline(float(np.mean([c.nll for c in full])), color="grey", lw=1, label="full")
@@ -172,3 +185,30 @@ def study_plot_png(r: StudyReport, cells: list[CellResult]) -> bytes:
     ax_score.set_title("Score against budget (dots: seeds)")
     ax_nll.set_title("NLL against budget")
     return _png(fig)
+
+
+def spec_yaml(spec: StudySpec) -> str:
+    import yaml
+
+    return yaml.safe_dump(spec.to_dict(), sort_keys=False)
+
+
+def spec_markdown(spec: StudySpec, registration: dict | None) -> str:
+    """The spec the report follows, and whether it was fixed before any result was seen."""
+    if registration is None:
+        when = "It was not registered before its cells ran (no record in the store)."
+    elif registration["cells_finished_before"] == 0:
+        when = (f"Registered {registration['registered_at']}, before any cell of this data "
+                "had finished: the endpoint, arms and comparisons were fixed before any result "
+                "was seen.")  # fmt: skip
+    else:
+        n = registration["cells_finished_before"]
+        when = (f"Registered {registration['registered_at']}, after {n} cell"
+                f"{'s' if n != 1 else ''} of this data had finished (under other specs): its "
+                "endpoint, arms and comparisons may have been chosen after seeing results, so "
+                "read it as exploratory.")  # fmt: skip
+    return "\n".join([
+        "", f"## The spec ({spec.spec_id})", "", when, "",
+        f"Primary endpoint: {spec.endpoint}, {ENDPOINTS[spec.endpoint]}.", "",
+        "```yaml", spec_yaml(spec).rstrip(), "```", "",
+    ])  # fmt: skip

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..evaluation.stats import per_seed_difference
+from ..evaluation.stats import holm, per_seed_difference
 
 FULL = "full"  # the method name of full-data cells (budget 1.0)
 BASELINE = "random"
@@ -63,6 +63,28 @@ class Paired:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Registered:
+    """A comparison the spec named, at one budget: its paired interval and its p-value,
+    raw and Holm-adjusted across every registered comparison of the report."""
+
+    arm: str
+    against: str
+    budget: float
+    difference: float
+    low: float
+    high: float
+    seeds: int
+    minimum_detectable: float
+    p: float
+    p_holm: float
+
+    @property
+    def name(self) -> str:
+        against = self.against if self.against == FULL else f"{self.against}@{self.budget:g}"
+        return f"{self.arm}@{self.budget:g} vs {against}"
+
+
 @dataclass
 class StudyReport:
     curve: list[CurvePoint]
@@ -77,6 +99,8 @@ class StudyReport:
     seeds: int = 0  # the fewest seeds behind any curve point
     collapsed: dict[str, int] = field(default_factory=dict)  # "method at budget" -> cells
     cells: int = 0
+    registered: list[Registered] = field(default_factory=list)
+    endpoint: str = "score"
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -187,9 +211,48 @@ def not_monotone(cells: Iterable[StudyCell], points: list[CurvePoint]) -> list[s
     return notes
 
 
-def build_report(cells: Iterable[StudyCell], epsilon: float = 1.0) -> StudyReport:
-    """Every comparison the study can make from its finished cells."""
+def registered_comparisons(
+    cells: list[StudyCell], comparisons: Iterable[tuple[str, str]]
+) -> list[Registered]:
+    """Each named comparison at every budget its arm was run at, paired by seed; Holm's
+    adjustment across all of them (the report's family), not per budget."""
+    budgets = sorted({c.budget for c in cells if c.method != FULL})
+    found = []
+    for arm, against in comparisons:
+        for b in budgets:
+            d = paired(cells, arm, b, against, 1.0 if against == FULL else b)
+            if d is not None:
+                found.append((arm, against, b, d))
+    adjusted = holm({str(i): d.p for i, (*_, d) in enumerate(found)})
+    return [
+        Registered(
+            arm,
+            against,
+            b,
+            d.difference,
+            d.low,
+            d.high,
+            d.seeds,
+            d.minimum_detectable,
+            d.p,
+            adjusted[str(i)],
+        )  # fmt: skip
+        for i, (arm, against, b, d) in enumerate(found)
+    ]
+
+
+def build_report(
+    cells: Iterable[StudyCell],
+    epsilon: float = 1.0,
+    comparisons: Iterable[tuple[str, str]] | None = None,
+    endpoint: str = "score",
+) -> StudyReport:
+    """Every comparison the study can make from its finished cells; ``comparisons`` (the
+    spec's, default every arm against random and against full) get Holm across them."""
     cells = list(cells)
+    if comparisons is None:
+        arms = sorted({c.method for c in cells if c.method != FULL})
+        comparisons = [(a, BASELINE) for a in arms if a != BASELINE] + [(a, FULL) for a in arms]
     points = curve(cells)
     keys = sorted({(p.method, p.budget) for p in points if p.method != FULL})
     vs_random = [
@@ -212,6 +275,8 @@ def build_report(cells: Iterable[StudyCell], epsilon: float = 1.0) -> StudyRepor
         smallest_budget_within_epsilon=smallest_within_epsilon(vs_full, epsilon),
         best_by_budget=best_by_budget(points),
         not_monotone=not_monotone(cells, points),
+        registered=registered_comparisons(cells, comparisons),
+        endpoint=endpoint,
     )
     report.recommendation = recommend(report)
     return report
@@ -313,9 +378,24 @@ def recommend(r: StudyReport) -> list[str]:
         if losses:
             names = ", ".join(f"{p.method} at {_pct(p.budget)}" for p in losses)
             out.append(f"Worse than random: {names}.")
+    out += _holm_sentence(r)
     if r.not_monotone:
         out.append(f"The curve is not monotone: {'; '.join(r.not_monotone)}.")
     return out
+
+
+def _holm_sentence(r: StudyReport) -> list[str]:
+    """Which registered comparisons hold with Holm's correction across all of them."""
+    if not r.registered:
+        return []
+    held = [c for c in r.registered if c.p_holm <= 0.05]
+    n = len(r.registered)
+    if not held:
+        return [f"None of the {n} registered comparisons holds at 5% after Holm's correction "
+                "across all of them."]  # fmt: skip
+    names = "; ".join(f"{c.name} {c.difference:+.1f} (Holm p {c.p_holm:.3f})" for c in held)
+    return [f"{len(held)} of {n} registered comparisons hold at 5% after Holm's correction "
+            f"across all of them: {names}."]  # fmt: skip
 
 
 def _nll_sentence(r: StudyReport) -> list[str]:
