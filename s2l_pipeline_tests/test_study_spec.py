@@ -143,7 +143,9 @@ def _readme_spec() -> dict:
     return spec
 
 
-def _study(tmp_path: Path, spec: dict, *extra: str):
+def _study(tmp_path: Path, spec: dict, *extra: str, machine: str | None = None):
+    """`s2l study --spec` as a user runs it; ``machine``: a new Dagster instance and data
+    folder under that name, the same artifact store (where the cells' records are)."""
     import subprocess
 
     from .conftest import s2l_cmd, s2l_env
@@ -151,8 +153,10 @@ def _study(tmp_path: Path, spec: dict, *extra: str):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     cmd = [*s2l_cmd(), "study", "--profile", "tiny", "--spec", str(path), *extra]
-    done = subprocess.run(cmd, env=s2l_env(tmp_path, profile=None), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    home = tmp_path / machine if machine else tmp_path
+    home.mkdir(exist_ok=True)
+    env = {**s2l_env(home, profile=None), "S2L_ARTIFACT_ROOT": str(tmp_path / "art")}
+    done = subprocess.run(cmd, env=env, cwd=home, capture_output=True, text=True, timeout=600)
     out = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
     return done, out
 
@@ -202,3 +206,19 @@ def test_s2l_study_from_the_readmes_spec_registers_it_and_reuses_cells(tmp_path:
 
     both, _ = _study(tmp_path, spec, "--methods", "s2l")
     assert both.returncode == 2 and "drop --methods" in both.stderr
+
+    # Another machine, an empty Dagster instance, the same artifact store: the cells' own
+    # records resume the study; none trains again, and the report is the same.
+    moved, out4 = _study(tmp_path, spec, machine="elsewhere")
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    assert out4["cells_run"] == 0 and out4["cells_reused"] == 8
+    assert out4["registration"]["cells_finished_before"] == 0  # as first registered
+    again = json.loads(Path(out4["report_json"]).read_text())
+    assert again["registered"] == body["registered"] and again["curve"] == body["curve"]
+    record = json.loads(next((tmp_path / "art" / "study_cells").glob("*/*/s2l-0.3-0.json"))
+                        .read_text())  # fmt: skip
+    import polars as pl
+
+    preds = pl.read_parquet(record["predictions_uri"])  # per item, as the predictions say
+    assert record["correct"] == "".join("1" if c else "0" for c in preds["correct"])
+    assert len(record["correct"]) == preds.height > 0

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from ..evaluation.sanity import answer_floor, collapsed_sets, modal_answers, summary_floor
+from ..evaluation.stats import pack_correct
 from ..lm.fit import TrainRun
 from ..lm.train_config import TrainHooks
 from ..selection import MODEL_METHODS, SelectionOptions
@@ -182,6 +183,7 @@ def run_study_cell(
                 rows_hash=rows_hash,
                 selector=selector,
                 arm_options=arm_options,
+                correct=_packed_correct(preds),
                 **cost,
             )
         )
@@ -191,6 +193,14 @@ def run_study_cell(
         json.dumps(result.to_dict(), indent=1, sort_keys=True),
     )
     return result
+
+
+def _packed_correct(preds: pl.DataFrame) -> str:
+    """Each validation row's correctness, in the stored predictions' order ('' for summaries,
+    judged by ROUGE): the record alone can be re-analysed item by item."""
+    if "correct" not in preds.columns or preds["correct"].null_count() == preds.height:
+        return ""
+    return pack_correct(preds["correct"].fill_null(False).to_list())
 
 
 def _cell_rows(
@@ -275,6 +285,18 @@ class Report:
     left_out: dict[str, int]  # cells of other settings (recipe -> count), not reported
 
 
+def _record_of_spec(cell: CellResult, spec: StudySpec | None, split: StudySplitManifest,
+                    store: ArtifactStore) -> CellResult:  # fmt: skip
+    """The cell's record under the spec's options for its arm, when its key's latest
+    materialization was the same arm name with other options (a spec changed, and back)."""
+    if spec is None or _of_spec(cell, spec):
+        return cell
+    arm = next((a for a in spec.arms if a.name == cell.method), None)
+    if arm is None:
+        return cell
+    return cached_cell(split, cell.recipe, cell.key, store, arm.options) or cell
+
+
 def make_study_report(
     every: list[CellResult],
     epsilon: float,
@@ -286,6 +308,7 @@ def make_study_report(
     """The report over the cells of the settings most cells share (a study changed halfway
     is not mixed) and, given a spec, of its arms; written as report.md, report.json and
     plot.png (with the spec beside them)."""
+    every = [_record_of_spec(c, spec, split, store) for c in every]
     recipes = Counter(c.recipe for c in every if _of_spec(c, spec))
     if not recipes:
         raise ValueError(f"study {split.study_id}: no finished cell of the spec's arms yet")

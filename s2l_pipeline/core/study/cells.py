@@ -92,6 +92,7 @@ class CellResult:
     rows_hash: str = ""
     selector: str = ""  # the method the arm runs (``method`` is the arm's name); "" : method
     arm_options: dict = field(default_factory=dict)  # the arm's selector options
+    correct: str = ""  # per validation row, '1'/'0' in the predictions' order (math sets)
 
     def tracked_metrics(self) -> dict:
         """What a tracking run records of a finished cell."""
