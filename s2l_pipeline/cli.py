@@ -207,6 +207,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary.update(evaluation.headline)
         summary["metric_by_set"] = evaluation.metric_by_set
         summary["subset"] = result.output_for_node("selected_subset").subset.uri
+        from .core.evaluation.model_eval import headline_in_words
+
+        summary["in_words"] = headline_in_words(evaluation.headline)
+        for line in summary["in_words"]:
+            print(f"s2l run: {line}", file=sys.stderr)
         print(
             f"s2l run: the subset is {summary['subset']}; in your own records: "
             "s2l export --out DIR [--format jsonl|parquet|hf]",

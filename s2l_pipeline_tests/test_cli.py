@@ -176,6 +176,11 @@ def test_run_executes_the_tiny_profile_into_the_instance(tmp_path: Path, monkeyp
     training = [line for line in lines if line.startswith("  proxy_checkpoints: training [")]
     assert training and re.search(r"26/26 steps 100% · loss \d+\.\d{4} · \d+:\d\d$", training[-1])
     assert summary["training_set"] == "selected" and "in_domain_accuracy" in summary
+    # Each accuracy set against its floor, in words, on the console and in the summary.
+    for domain, name in (("in_domain", "In-domain"), ("out_of_domain", "Out-of-domain")):
+        below = summary[f"{domain}_accuracy"] <= summary[f"{domain}_floor_accuracy"]
+        [said] = [w for w in summary["in_words"] if w.startswith(f"{name} accuracy")]
+        assert ("at or below its floor" in said) == below and f"s2l run: {said}" in lines
 
     import dagster as dg
 

@@ -91,3 +91,22 @@ def test_lineage_lists_checkpoints_in_step_order() -> None:
     text = format_lineage({"proxy": {"checkpoints": {"0": "a", "188": "c", "94": "b"}}})
     lines = [x.strip() for x in text.splitlines() if "checkpoints." in x]
     assert lines == ["checkpoints.0: a", "checkpoints.94: b", "checkpoints.188: c"]
+
+
+def test_each_accuracy_is_said_against_its_floor() -> None:
+    from s2l_pipeline.core.evaluation.model_eval import headline_in_words
+
+    words = headline_in_words({
+        "in_domain_accuracy": 0.41, "in_domain_floor_accuracy": 0.2,
+        "out_of_domain_accuracy": 0.022, "out_of_domain_floor_accuracy": 0.204,
+        "external_accuracy": 0.5,  # no floor: nothing to say
+    })  # fmt: skip
+    assert words == [
+        "In-domain accuracy 0.410 is 21.0 points above its floor 0.200 (the training rows' "
+        "commonest answer).",
+        "Out-of-domain accuracy 0.022 is at or below its floor 0.204 (answering every item "
+        "with the training rows' commonest answer): the target has not learned these sets, so "
+        "this accuracy says nothing about the subset.",
+    ]
+    tie = headline_in_words({"in_domain_accuracy": 0.2, "in_domain_floor_accuracy": 0.2})
+    assert "at or below" in tie[0]

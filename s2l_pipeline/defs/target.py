@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from ..core.evaluation.model_eval import headline_in_words
 from ..core.evaluation.sanity import prediction_modes
 from ..core.lm.fit import ModelSpec, TrainRun
 from ..core.lm.train_config import CheckpointSchedule
@@ -192,7 +193,9 @@ def target_evaluation(
 def evaluation_metadata(done: stage.Evaluation) -> dict:
     m = done.manifest
     shown = ("eval_set", "prompt", "answer", "prediction", "correct", "nll")
+    words = headline_in_words(m.headline)
     return {
+        **({"in_words": dg.MetadataValue.md("\n".join(f"- {w}" for w in words))} if words else {}),
         **{k: dg.MetadataValue.float(v) for k, v in m.headline.items()},
         "metric_by_set": dg.MetadataValue.json(m.metric_by_set),
         "per_set": md(done.metrics.with_columns(pl.selectors.float().round(4))),

@@ -119,6 +119,31 @@ def headline(metrics: pl.DataFrame) -> dict[str, float]:
     return out
 
 
+DOMAIN_WORDS = {"in_domain": "In-domain", "out_of_domain": "Out-of-domain", "external": "External"}
+
+
+def headline_in_words(headline: dict[str, float]) -> list[str]:
+    """Each domain's accuracy set against its floor in a sentence: a number at or below the
+    commonest training answer's score says nothing about the data, and is said so."""
+    out = []
+    for domain, name in DOMAIN_WORDS.items():
+        acc, floor = headline.get(f"{domain}_accuracy"), headline.get(f"{domain}_floor_accuracy")
+        if acc is None or floor is None:
+            continue
+        if acc <= floor:
+            out.append(
+                f"{name} accuracy {acc:.3f} is at or below its floor {floor:.3f} (answering "
+                "every item with the training rows' commonest answer): the target has not "
+                "learned these sets, so this accuracy says nothing about the subset."
+            )
+        else:
+            out.append(
+                f"{name} accuracy {acc:.3f} is {100 * (acc - floor):.1f} points above its floor "
+                f"{floor:.3f} (the training rows' commonest answer)."
+            )
+    return out
+
+
 def evaluate_checkpoint(
     uri: str,
     store: ArtifactStore,
