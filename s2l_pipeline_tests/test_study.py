@@ -118,8 +118,10 @@ def test_a_target_at_the_floor_and_too_few_seeds_are_said_first() -> None:
     learned = [StudyCell(c.method, c.budget, c.seed, 0.5 + rng.normal(0, 0.01), 1.0, 0.1)
                for c in cells]  # fmt: skip
     text = build_report(learned).recommendation
-    assert text[0].startswith("Only 2 seeds per cell: run 3 or more")
-    same = [StudyCell(c.method, c.budget, c.seed, 0.5, 1.0, 0.1) for c in cells]
+    assert text[0].startswith("Only 2 seeds per cell: an interval from so few seeds")
+    assert "none is given" in text[0] and "[" not in " ".join(text)  # and it gives none
+    arms = (("full", 1.0), ("random", 0.1), ("s2l", 0.1))
+    same = [StudyCell(m, b, s, 0.5, 1.0, 0.1) for m, b in arms for s in range(3)]
     flat = build_report(same).recommendation
     assert any("Every seed gave the same difference" in t for t in flat)
 

@@ -79,3 +79,23 @@ def test_recomputing_from_the_cells_gives_the_same_report() -> None:
 def test_epsilon_moves_the_smallest_budget(eps, expected) -> None:
     r = build_report(_cells(EFFECTS), epsilon=eps)
     assert r.smallest_budget_within_epsilon["random"] == expected
+
+
+def test_no_best_method_on_a_tie_inside_the_noise_or_from_too_few_seeds() -> None:
+    tie = build_report(_cells({("random", 0.1): 0.0, ("s2l", 0.1): 0.0}, noise=0.0))
+    assert tie.best_by_budget[0.1].startswith("none (a tie")
+    close = build_report(_cells({("random", 0.1): 0.0, ("s2l", 0.1): 0.001}, noise=0.01))
+    assert "within the noise" in close.best_by_budget[0.1]
+    two = build_report(_cells(EFFECTS, seeds=2))
+    assert all(v.startswith("none (fewer than 3 seeds") for v in two.best_by_budget.values())
+    # Two seeds: the recommendation says why it gives no interval, and gives none.
+    assert "none is given" in two.recommendation[0] and "[" not in " ".join(two.recommendation)
+
+
+def test_the_page_prints_no_interval_from_fewer_than_three_seeds() -> None:
+    from s2l_pipeline.core.study.render import _ci
+
+    two = build_report(_cells(EFFECTS, seeds=2))
+    assert all("no interval from 2 seeds; 3 needed" in _ci(p) for p in two.vs_random)
+    five = build_report(_cells(EFFECTS))
+    assert all("[" in _ci(p) for p in five.vs_random)

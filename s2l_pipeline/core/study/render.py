@@ -9,7 +9,7 @@ import numpy as np
 
 from ..support.plots import _figure, _png
 from .cells import CellResult
-from .report import FULL, StudyReport, _pct
+from .report import FULL, MIN_SEEDS, StudyReport, _pct
 from .spec import ENDPOINTS, StudySpec
 
 
@@ -48,7 +48,14 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def _ci(p) -> str:
+    """The difference and its interval; from fewer than MIN_SEEDS seeds no interval, and why."""
+    if p.seeds < MIN_SEEDS:
+        return f"{p.difference:+.1f} (no interval from {p.seeds} seeds; {MIN_SEEDS} needed)"
     return f"{p.difference:+.1f} [{p.low:+.1f}, {p.high:+.1f}]"
+
+
+def _low(p) -> str:
+    return f"{p.one_sided_low:+.1f}" if p.seeds >= MIN_SEEDS else "(too few seeds)"
 
 
 # Methods that read no proxy: they skip its training and scoring (the rest share that cost).
@@ -101,14 +108,14 @@ def report_markdown(
     out += ["", f"## Against full data (points; within epsilon = {r.epsilon:g})", ""]
     out += _table(
         ["method", "budget", "minus full [95%]", "one-sided 95% low", "seeds"],
-        [[p.method, _pct(p.budget), _ci(p), f"{p.one_sided_low:+.1f}", p.seeds]
+        [[p.method, _pct(p.budget), _ci(p), _low(p), p.seeds]
          for p in r.vs_full],
     ) if r.vs_full else ["Not measured: no full-data cells with two shared seeds."]  # fmt: skip
     out += ["", "## Registered comparisons (Holm across all of them)", ""]
     out += _table(
         ["comparison", "difference [95%]", "seeds", "smallest detectable", "sign-flip p",
          "Holm p"],
-        [[c.name, f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}]", c.seeds,
+        [[c.name, _ci(c), c.seeds,
           f"{c.minimum_detectable:.1f}", f"{c.p:.3f}", f"{c.p_holm:.3f}"]
          for c in r.registered],
     ) if r.registered else ["None measured: fewer than two shared seeds."]  # fmt: skip
@@ -117,10 +124,13 @@ def report_markdown(
         f"- {m}: {_pct(b) if b is not None else 'none studied'}"
         for m, b in sorted(r.smallest_budget_within_epsilon.items())
     ]
-    out += ["", "## Best method at each budget (highest mean)", ""]
+    out += ["", "## Best method at each budget (named when it beats the runner-up, paired)", ""]
     out += [f"- {_pct(b)}: {m}" for b, m in sorted(r.best_by_budget.items())]
     out += ["", "## Where a curve is not monotone", ""]
-    out += [f"- {n}" for n in r.not_monotone] or ["- nowhere: every curve rises with budget"]
+    out += [f"- {n}" for n in r.not_monotone] or [
+        "- nowhere: no method scores lower at a larger budget (which says nothing of how far "
+        "apart its points are)"
+    ]
     out += ["", "## Cost: what selection takes, and the training it saves", ""]
     out += _table(
         ["method", "budget", "rows", "selection CPU s", "selection FLOPs", "training s",

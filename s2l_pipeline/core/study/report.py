@@ -179,12 +179,34 @@ def smallest_within_epsilon(vs_full: list[Paired], epsilon: float) -> dict[str, 
     return out
 
 
-def best_by_budget(points: list[CurvePoint]) -> dict[float, str]:
-    """The method of highest mean score at each budget (ties: the first name)."""
+def best_by_budget(points: list[CurvePoint], cells: list[StudyCell] | None = None
+                   ) -> dict[float, str]:  # fmt: skip
+    """At each budget the method of highest mean, named only when it beats the runner-up with
+    a paired interval above zero over at least MIN_SEEDS seeds; else why none is named."""
     best: dict[float, str] = {}
-    for p in sorted(points, key=lambda p: (p.budget, -p.mean, p.method)):
+    by_budget: dict[float, list[CurvePoint]] = defaultdict(list)
+    for p in points:
         if p.method != FULL:
-            best.setdefault(p.budget, p.method)
+            by_budget[p.budget].append(p)
+    for budget, pts in sorted(by_budget.items()):
+        pts.sort(key=lambda p: (-p.mean, p.method))
+        if len(pts) < 2:
+            best[budget] = f"none (only {pts[0].method} was run)"
+            continue
+        top, second = pts[0], pts[1]
+        if top.mean == second.mean:
+            best[budget] = f"none (a tie: {top.method} and {second.method})"
+            continue
+        d = paired(cells, top.method, budget, second.method, budget) if cells else None
+        if d is None or d.seeds < MIN_SEEDS:
+            best[budget] = (
+                f"none (fewer than {MIN_SEEDS} seeds to tell {top.method} from {second.method})"
+            )
+        elif d.low <= 0:
+            best[budget] = (f"none ({top.method} leads {second.method} by {d.difference:+.1f} "
+                            f"[{d.low:+.1f}, {d.high:+.1f}], within the noise)")  # fmt: skip
+        else:
+            best[budget] = top.method
     return best
 
 
@@ -273,7 +295,7 @@ def build_report(
         vs_full=vs_full,
         epsilon=epsilon,
         smallest_budget_within_epsilon=smallest_within_epsilon(vs_full, epsilon),
-        best_by_budget=best_by_budget(points),
+        best_by_budget=best_by_budget(points, cells),
         not_monotone=not_monotone(cells, points),
         registered=registered_comparisons(cells, comparisons),
         endpoint=endpoint,
@@ -331,9 +353,11 @@ def recommend(r: StudyReport) -> list[str]:
         out.append(f"At or below the most-common-answer floor: {names}.")
     if r.seeds < MIN_SEEDS:
         out.append(
-            f"Only {r.seeds} seed{'s' if r.seeds != 1 else ''} per cell: run {MIN_SEEDS} or "
-            "more (--seeds) before trusting any interval below."
+            f"Only {r.seeds} seed{'s' if r.seeds != 1 else ''} per cell: an interval from so "
+            f"few seeds is too wide (or, at the floor, degenerate) to say anything, so none is "
+            f"given; run {MIN_SEEDS} or more (--seeds)."
         )
+        return out + _nll_sentence(r)
     within = {m: b for m, b in r.smallest_budget_within_epsilon.items() if b is not None}
     if not r.vs_full:
         out.append("No full-data cells: how small the budget may go is not measured.")
