@@ -99,3 +99,5 @@ def test_the_page_prints_no_interval_from_fewer_than_three_seeds() -> None:
     assert all("no interval from 2 seeds; 3 needed" in _ci(p) for p in two.vs_random)
     five = build_report(_cells(EFFECTS))
     assert all("[" in _ci(p) for p in five.vs_random)
+    flat = build_report(_cells({("random", 0.1): 0.0, ("s2l", 0.1): 0.0}, noise=0.0))
+    assert all("an interval of no width" in _ci(p) for p in flat.vs_random)

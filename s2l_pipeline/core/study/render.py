@@ -51,6 +51,8 @@ def _ci(p) -> str:
     """The difference and its interval; from fewer than MIN_SEEDS seeds no interval, and why."""
     if p.seeds < MIN_SEEDS:
         return f"{p.difference:+.1f} (no interval from {p.seeds} seeds; {MIN_SEEDS} needed)"
+    if p.high - p.low < 1e-9:  # a constant score (a collapsed target, most likely)
+        return f"{p.difference:+.1f} (every seed gave this difference: an interval of no width)"
     return f"{p.difference:+.1f} [{p.low:+.1f}, {p.high:+.1f}]"
 
 
