@@ -142,12 +142,17 @@ def with_log_level(cfg: dict, args: argparse.Namespace) -> dict:
     return cfg
 
 
+def asset_config(ops: dict, name: str) -> dict:
+    """The ``config`` of asset ``name`` in a run config's ``ops``, made when missing."""
+    return ops.setdefault(name, {}).setdefault("config", {})
+
+
 def with_overrides(cfg: dict, args: argparse.Namespace) -> dict:
     """The common settings given as flags, over the config file's (flags win)."""
     ops = cfg.setdefault("ops", {})
 
     def asset(name: str) -> dict:
-        return ops.setdefault(name, {}).setdefault("config", {})
+        return asset_config(ops, name)
 
     mapping = fields_flag(args)
     if args.data:

@@ -22,7 +22,7 @@ import yaml
 
 from .core.selection import METHODS
 from .core.selection.budget import resolve_budget
-from .core.study.cells import CellSpec, study_grid
+from .core.study.cells import CellSpec, parse_cell_key, study_grid
 from .core.study.estimate import (
     IN_PROCESS_START_SECONDS,
     RUN_START_SECONDS,
@@ -35,6 +35,7 @@ from .core.study.sequential import SeedPolicy, SequentialDesign
 from .core.study.spec import StudySpec, from_flags, load_spec
 from .defs.profiles import PROFILES
 from .launch import (
+    asset_config,
     config_mistakes,
     failure_reason,
     failures,
@@ -117,7 +118,7 @@ def with_spec(config: dict, spec: StudySpec) -> dict:
     ops = config.setdefault("ops", {})
 
     def asset(name: str) -> dict:
-        return ops.setdefault(name, {}).setdefault("config", {})
+        return asset_config(ops, name)
 
     if spec.data:
         raw = asset("raw_dataset")
@@ -406,10 +407,10 @@ def _finder(split, settings, store, spec: StudySpec):
     from .core.stages import study as stage
 
     recipe = stage.recipe_id(*settings)
-    options = {a.name: a.options for a in spec.arms}
 
     def find(key: str):
-        return stage.cached_cell(split, recipe, key, store, options.get(key.rsplit("-", 2)[0]))
+        arm = spec.arm(parse_cell_key(key).method)
+        return stage.cached_cell(split, recipe, key, store, arm.options if arm else None)
 
     return find
 

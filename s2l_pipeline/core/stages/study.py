@@ -268,7 +268,7 @@ def _of_spec(cell: CellResult, spec: StudySpec | None) -> bool:
     """A cell of one of the spec's arms, with that arm's options (full data always)."""
     if spec is None or cell.method == FULL:
         return True
-    arm = next((a for a in spec.arms if a.name == cell.method), None)
+    arm = spec.arm(cell.method)
     return (
         arm is not None
         and arm.method == (cell.selector or cell.method)
@@ -291,7 +291,7 @@ def _record_of_spec(cell: CellResult, spec: StudySpec | None, split: StudySplitM
     materialization was the same arm name with other options (a spec changed, and back)."""
     if spec is None or _of_spec(cell, spec):
         return cell
-    arm = next((a for a in spec.arms if a.name == cell.method), None)
+    arm = spec.arm(cell.method)
     if arm is None:
         return cell
     return cached_cell(split, cell.recipe, cell.key, store, arm.options) or cell

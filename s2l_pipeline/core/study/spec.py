@@ -67,6 +67,9 @@ class StudySpec:
     def arm_names(self) -> list[str]:
         return [a.name for a in self.arms]
 
+    def arm(self, name: str) -> Arm | None:
+        return next((a for a in self.arms if a.name == name), None)
+
     @property
     def max_seeds(self) -> int:
         return self.seeds.max if isinstance(self.seeds, SeedPolicy) else self.seeds
