@@ -1,6 +1,8 @@
 """Train the tiny test model in its own process; SIGKILL itself at step ``kill_at`` (0: never).
 
-Used by test_training to check that a resume after a real kill gives the same bytes.
+Used by test_training to check that a resume after a real kill gives the same bytes. With
+``KILL_IN_SAVE=1`` the kill comes inside the Trainer's save at that step, after its RNG state
+and before its trainer state: a checkpoint with weights that cannot be resumed from.
 Usage: python kill_during_training.py WORK_DIR KILL_AT [RESUME_EVERY_S]
 """
 
@@ -10,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from s2l_pipeline.core.data.generator import generate_mixture
 from s2l_pipeline.core.lm.encoding import encode, tokenizer_texts
@@ -30,7 +32,22 @@ class KillAt(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def kill_in_save(step: int) -> None:
+    """SIGKILL once the Trainer has written step ``step``'s RNG state, before its trainer state."""
+    save_rng = Trainer._save_rng_state
+
+    def save_then_die(self, output_dir):
+        save_rng(self, output_dir)
+        if self.state.global_step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    Trainer._save_rng_state = save_then_die
+
+
 def main(root: Path, kill_at: int, resume_every_s: float | None) -> None:
+    in_save = kill_at and os.environ.get("KILL_IN_SAVE") == "1"
+    if in_save:
+        kill_in_save(kill_at)
     train, _ = generate_mixture(256, seed=5, heldout_per_family=1)
     tok = train_bpe_tokenizer(tokenizer_texts(train), 300)
     enc = encode(train, tok, 64)
@@ -48,7 +65,7 @@ def main(root: Path, kill_at: int, resume_every_s: float | None) -> None:
         root / "work",
         export,
         TrainHooks(on_message=lambda m: print(m, flush=True), resume_every_s=resume_every_s),
-        extra_callbacks=[KillAt(kill_at)] if kill_at else None,
+        extra_callbacks=[KillAt(kill_at)] if kill_at and not in_save else None,
     ).records
     print(json.dumps([r["sha256"] for r in records]))
 

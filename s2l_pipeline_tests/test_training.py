@@ -1,6 +1,7 @@
 """Proxy training: checkpoint schedule, safetensors exports, and resume after a crash."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -197,9 +198,10 @@ def test_sigkill_mid_epoch_resumes_to_the_same_bytes(tmp_path: Path) -> None:
 
     script = Path(__file__).with_name("kill_during_training.py")
 
-    def run(root: Path, kill_at: int, *every: str) -> subprocess.CompletedProcess:
+    def run(root: Path, kill_at: int, *every: str, in_save: bool = False):
         cmd = [sys.executable, str(script), str(root), str(kill_at), *every]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        env = {**os.environ, "KILL_IN_SAVE": "1" if in_save else "0"}
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
     clean = run(tmp_path / "clean", 0)
     assert clean.returncode == 0, clean.stderr[-2000:]
@@ -222,3 +224,15 @@ def test_sigkill_mid_epoch_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     assert json.loads(resumed.stdout.strip().splitlines()[-1]) == expected
     assert kept == ["step_0", "step_12", "step_4", "step_8"]  # nothing exported but kept steps
     assert len(list((tmp_path / "often" / "work").glob("checkpoint-*"))) <= 2
+
+    # Killed inside the first kept step's save, its weights written but not its trainer state:
+    # the rerun exports those weights and trains again from step 0 with step 0's weights (it
+    # once went on from the exported step's weights: another final checkpoint, seen on Ray).
+    killed = run(tmp_path / "in_save", 4, in_save=True)
+    assert killed.returncode == -9
+    left = tmp_path / "in_save" / "work" / "checkpoint-4"
+    assert (left / "rng_state.pth").exists() and not (left / "trainer_state.json").exists()
+    resumed = run(tmp_path / "in_save", 0)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" not in resumed.stdout
+    assert json.loads(resumed.stdout.strip().splitlines()[-1]) == expected

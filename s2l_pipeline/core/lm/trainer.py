@@ -315,7 +315,11 @@ def _step_of(path: Path) -> int:
 
 
 def _export_missing_from_disk(work_dir, keep, registry, export, tokenizer, model) -> None:
-    """A crash between a Trainer save and our export leaves a checkpoint to export on resume."""
+    """A crash between a Trainer save and our export leaves a checkpoint to export on resume.
+
+    The model is given back its own weights afterwards: when the crash also left that checkpoint
+    without its trainer state, training starts again from these weights, not the checkpoint's.
+    """
     from safetensors.torch import load_file
 
     for ckpt in sorted(work_dir.glob("checkpoint-*")):
@@ -324,10 +328,11 @@ def _export_missing_from_disk(work_dir, keep, registry, export, tokenizer, model
             continue
         step = int(m.group(1))
         if step in keep and step not in registry.records:
-            state = model.state_dict()
+            # A copy: state_dict() shares storage with the parameters that the load overwrites.
+            own = {k: v.detach().clone() for k, v in model.state_dict().items()}
             model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
             registry.add(step, export(model, tokenizer, step))
-            model.load_state_dict(state)
+            model.load_state_dict(own)
 
 
 def clean_work_dir(work_dir: Path) -> None:
