@@ -30,6 +30,20 @@ from .launch import (
     with_overrides,
 )
 
+# The main graph's assets in order, for `s2l run --until` (the same as defs.jobs.MAIN_ASSETS,
+# named here so the command line answers --help without importing Dagster).
+UNTIL_ASSETS = (
+    "raw_dataset",
+    "eval_sets",
+    "proxy_checkpoints",
+    "loss_trajectories",
+    "training_pool",
+    "trajectory_clusters",
+    "selected_subset",
+    "target_model",
+    "target_evaluation",
+)
+
 
 def _read(path: str, what: str) -> pl.DataFrame:
     if not Path(path).exists():
@@ -162,6 +176,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     job = defs.resolve_job_def("s2l_job")
     run_config = with_log_level(with_overrides(run_config_file(args.config), args), args)
+    selection = until_selection(defs, args.until)
+    if selection is not None:
+        run_config = only_selected_ops(run_config, selection)
     mistakes = config_mistakes(job, run_config)
     if mistakes:  # one line each, before anything runs; no traceback
         for line in mistakes:
@@ -193,6 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         partition_key=args.training_set,
         raise_on_error=False,
         tags=owner_tags(),
+        asset_selection=selection,
     )
     summary: dict = {
         "run_id": result.run_id,
@@ -200,7 +218,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         "profile": profile,
         "training_set": args.training_set,
     }
-    if result.success:
+    if result.success and args.until:
+        summary["until"] = args.until
+        summary.update(_partial_summary(result, selection))
+    elif result.success:
         raw = result.output_for_node("raw_dataset")
         evaluation = result.output_for_node("target_evaluation")
         summary["examples"] = raw.train.rows
@@ -235,6 +256,42 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     print(json.dumps(summary, default=str))
     return 0 if result.success else 1
+
+
+def until_selection(defs, until: str | None):
+    """The main graph's assets up to ``until`` (it and what it reads); None: all of them."""
+    if not until:
+        return None
+    import dagster as dg
+
+    from .defs.jobs import MAIN_GRAPH
+
+    graph = defs.resolve_asset_graph()
+    upstream = dg.AssetSelection.assets(until).upstream().resolve(graph)
+    return sorted(upstream & MAIN_GRAPH.resolve(graph), key=lambda k: k.to_user_string())
+
+
+def only_selected_ops(run_config: dict, selection) -> dict:
+    """The run config without settings for assets the run leaves out (Dagster refuses them)."""
+    names = {key.path[-1] for key in selection}
+    ops = {k: v for k, v in run_config.get("ops", {}).items() if k in names}
+    return {**run_config, "ops": ops}
+
+
+def _partial_summary(result, selection) -> dict:
+    """What a run stopped early made: the pool's size and, when selected, the subset."""
+    names = {key.path[-1] for key in selection}
+    out: dict = {"assets": sorted(names)}
+    if "raw_dataset" in names:
+        out["examples"] = result.output_for_node("raw_dataset").train.rows
+    if "selected_subset" in names:
+        out["subset"] = result.output_for_node("selected_subset").subset.uri
+        print(
+            f"s2l run: the subset is {out['subset']}; in your own records: "
+            "s2l export --out DIR [--format jsonl|parquet|hf]",
+            file=sys.stderr,
+        )
+    return out
 
 
 LINEAGE_ASSETS = ("selected_subset", "target_model", "target_evaluation", "training_pool")
@@ -431,6 +488,12 @@ def parser() -> argparse.ArgumentParser:
         choices=["selected", "random", "full"],
         default="selected",
         help="what the target trains on (the target assets' partition)",
+    )
+    r.add_argument(
+        "--until",
+        choices=UNTIL_ASSETS,
+        help="stop after this asset (and what it reads), e.g. selected_subset: the subset "
+        "without training or evaluating a target",
     )
     r.set_defaults(func=cmd_run)
 

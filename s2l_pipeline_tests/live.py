@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 from s2l_pipeline.core.support.processes import die_with_parent
@@ -36,6 +37,63 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
+
+
+# The main job run on a remote engine and compared with one process (test_live_stack, on Ray;
+# test_live_ray, multiprocess).
+UNIT = "loss_trajectories.score_trajectory_unit["
+# The GPU steps by name: an asset check on a GPU asset (target_evaluation_predictions_not_constant)
+# is a CPU step of its own.
+GPU_ASSETS = {"proxy_checkpoints", "target_model", "target_evaluation"}
+VICTIM = "proxy_checkpoints"  # long enough at the tiny scale to be killed mid-training
+SHELLS = {"sh", "bash", "dash"}
+# CPU results depend on the thread count: every run compared uses the same (Ray would give a
+# job that asked for one CPU a single thread; the executor forwards OMP_NUM_THREADS).
+THREADS = {"OMP_NUM_THREADS": "2"}
+# Each step on Ray or in its own process starts Python, torch and the code location (seconds):
+# 3 checkpoints x 2 row shards keep 6 scoring units (both GPUs get some) instead of 15.
+# The proxy trains 6 epochs, not 2, so a killed worker is caught mid-training (between its
+# first Trainer checkpoint and its last step) even on an idle machine.
+FEWER_UNITS = {
+    "ops": {
+        "proxy_checkpoints": {"config": {"num_checkpoints": 2, "epochs": 6.0}},
+        "loss_trajectories": {"ops": {"plan_scoring": {"config": {"shard_rows": 200}}}},
+    }
+}
+
+
+def is_gpu_step(key: str) -> bool:
+    return key in GPU_ASSETS or key.startswith(UNIT)
+
+
+def step_process(step_prefix: str) -> psutil.Process | None:
+    """The running `dagster api execute_step` process of a step whose key starts with the prefix."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            # The step's Python process, not the `/bin/sh -c` Ray wraps the entrypoint in.
+            if "execute_step" not in " ".join(cmdline) or Path(cmdline[0]).name in SHELLS:
+                continue
+            if proc.environ().get("DAGSTER_RUN_STEP_KEY", "").startswith(step_prefix):
+                return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+def step_started(home: Path, step_key: str, run_id: str) -> bool:
+    """Whether Dagster had seen the step start in the run (so a rerun of it is a retry)."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    records = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+    return any(r.dagster_event.step_key == step_key for r in records)
+
+
+def key_job(run, key: str) -> str:
+    """The killed attempt's Ray job: the retry's id without its attempt suffix."""
+    return run.workers[key][-1]["ray_job"].rsplit("-", 1)[0]
 
 
 def settled_ray_jobs(ray_url: str, timeout: float = 120) -> dict[str, dict]:

@@ -25,8 +25,8 @@ _USES_TINY_GRAPH = re.compile(r"def \w+\([^)]*\btiny_(graph|graph_copy|run)\b")
 # seconds (docs/benchmarks.md, "The test suite"): only the order of units depends on them.
 _COST = {"live": 120.0, "slow": 15.0}
 MODULE_SECONDS = {
-    "test_live_ray.py": 700.0,
-    "test_live_stack.py": 600.0,
+    "test_live_ray.py": 450.0,
+    "test_live_stack.py": 800.0,
     "test_study.py": 200.0,
     "test_live_dev.py": 300.0,
     "test_live_crash.py": 350.0,

@@ -432,3 +432,30 @@ def test_select_writes_the_users_records_in_the_format_out_names(tmp_path: Path)
     assert [set(json.loads(line)) for line in ids.read_text().splitlines()] == [{"example_id"}] * 10
     res = run(*common, "--out", str(tmp_path / "sel.txt"))
     assert res.returncode == 2 and "unknown format '.txt'" in res.stderr
+
+
+def test_until_selects_an_asset_and_what_it_reads() -> None:
+    """`s2l run --until selected_subset` runs the proxy to the subset, no target, no eval
+    sets; the run config keeps only the settings of the assets it runs."""
+    from s2l_pipeline.cli import UNTIL_ASSETS, only_selected_ops, until_selection
+    from s2l_pipeline.definitions import defs
+    from s2l_pipeline.defs.jobs import MAIN_ASSETS
+
+    assert list(UNTIL_ASSETS) == [a.key.path[-1] for a in MAIN_ASSETS]
+    assert until_selection(defs, None) is None
+    names = {k.path[-1] for k in until_selection(defs, "selected_subset")}
+    assert names == {
+        "raw_dataset",
+        "proxy_checkpoints",
+        "loss_trajectories",
+        "training_pool",
+        "trajectory_clusters",
+        "selected_subset",
+    }
+    assert {k.path[-1] for k in until_selection(defs, "proxy_checkpoints")} == {
+        "raw_dataset",
+        "proxy_checkpoints",
+    }
+    cfg = {"ops": {"target_model": {"config": {"epochs": 1}}, "raw_dataset": {"config": {}}}}
+    kept = only_selected_ops(cfg, until_selection(defs, "proxy_checkpoints"))
+    assert kept == {"ops": {"raw_dataset": {"config": {}}}}

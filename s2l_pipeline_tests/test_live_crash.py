@@ -23,12 +23,12 @@ pytestmark = pytest.mark.live
 S2L = str(Path(sys.executable).with_name("s2l"))
 
 
-def start(root: Path, config: dict) -> subprocess.Popen:
+def start(root: Path, config: dict, until: str) -> subprocess.Popen:
     env = project_env(root, "tiny")
     cfg = root / "run.yaml"
     cfg.write_text(yaml.safe_dump(config))
     return subprocess.Popen(
-        [S2L, "run", "--config", str(cfg)],
+        [S2L, "run", "--config", str(cfg), "--until", until],
         cwd=root / "home",
         env=env,
         stdout=(root / "s2l_run.log").open("a"),
@@ -37,16 +37,16 @@ def start(root: Path, config: dict) -> subprocess.Popen:
     )
 
 
-def finish(root: Path, config: dict, timeout: float = 600) -> str:
-    """Run to the end; the output of this invocation."""
+def finish(root: Path, config: dict, until: str, timeout: float = 600) -> str:
+    """Run up to ``until``; the output of this invocation."""
     before = (root / "s2l_run.log").stat().st_size if (root / "s2l_run.log").exists() else 0
-    proc = start(root, config)
+    proc = start(root, config, until)
     assert proc.wait(timeout=timeout) == 0, (root / "s2l_run.log").read_text()[-4000:]
     return (root / "s2l_run.log").read_text()[before:]
 
 
-def kill_when(root: Path, config: dict, what: str, ready) -> None:
-    proc = start(root, config)
+def kill_when(root: Path, config: dict, until: str, what: str, ready) -> None:
+    proc = start(root, config, until)
     try:
         wait_for(what, lambda: ready() or proc.poll() is not None, timeout=600, every=0.2)
         assert proc.poll() is None, f"the run ended before {what}"
@@ -68,11 +68,13 @@ def instance_at(root: Path, monkeypatch) -> dg.DagsterInstance:
 
 
 LONG_PROXY = {"ops": {"proxy_checkpoints": {"config": {"epochs": 60.0}}}}
+# What each test checks ends there: the later steps would only add minutes.
+PROXY, SCORING = "proxy_checkpoints", "loss_trajectories"
 
 
 def test_sigkill_during_proxy_training_then_rerun(tmp_path: Path, monkeypatch) -> None:
     clean = tmp_path / "clean"
-    finish(clean, LONG_PROXY)
+    finish(clean, LONG_PROXY, PROXY)
     reference = [c["sha256"] for c in proxy_manifest(clean)["checkpoints"]]
 
     crashed = tmp_path / "crashed"
@@ -80,6 +82,7 @@ def test_sigkill_during_proxy_training_then_rerun(tmp_path: Path, monkeypatch) -
     kill_when(
         crashed,
         LONG_PROXY,
+        PROXY,
         "the proxy's second Trainer checkpoint",
         lambda: len(list(work.glob("*/checkpoint-*/rng_state.pth"))) >= 2,
     )
@@ -87,7 +90,7 @@ def test_sigkill_during_proxy_training_then_rerun(tmp_path: Path, monkeypatch) -
     [dead] = instance.get_run_records()
     assert dead.dagster_run.status == dg.DagsterRunStatus.STARTED  # nobody told Dagster
 
-    out = finish(crashed, LONG_PROXY)
+    out = finish(crashed, LONG_PROXY, PROXY)
     assert "died with its process" in out and "marked failed" in out
     assert "resumed from step" in out
     assert [c["sha256"] for c in proxy_manifest(crashed)["checkpoints"]] == reference
@@ -104,11 +107,12 @@ def test_sigkill_during_scoring_reuses_finished_units(tmp_path: Path) -> None:
     kill_when(
         tmp_path,
         config,
+        SCORING,
         "ten scoring units to finish",
         lambda: len(list(units.glob("*.parquet"))) >= 10,
     )
     done = {p.name for p in units.glob("*.parquet")}
-    out = finish(tmp_path, config)
+    out = finish(tmp_path, config, SCORING)
     assert "already scored" in out
     reused = [line for line in out.splitlines() if "already scored" in line]
     assert len(reused) >= len(done) >= 10
@@ -118,7 +122,7 @@ def test_sigkill_during_scoring_reuses_finished_units(tmp_path: Path) -> None:
     import shutil
 
     shutil.rmtree(tmp_path / "artifacts")
-    out = finish(tmp_path, config)
+    out = finish(tmp_path, config, SCORING)
     assert "not in the store any more" in out
     manifest = proxy_manifest(tmp_path)
     assert all(Path(c["uri"], "model.safetensors").exists() for c in manifest["checkpoints"])

@@ -2,9 +2,11 @@
 
 `infra/stack up` starts PostgreSQL (instance storage, MLflow's store), a moto S3 server (artifacts,
 shards, MLflow's artifacts, compute logs), MLflow, a Ray head with two logical GPUs, the daemon
-and the webserver. The tiny job is launched through GraphQL and runs on the Ray executor; a
-shard dropped into the S3 shard prefix is picked up by the daemon's sensor, and automation
-re-selects; then `infra/stack down` stops everything.
+and the webserver. The tiny job is launched through GraphQL and runs on the Ray executor, every
+step a Ray job; the proxy's worker is SIGKILLed mid-training: Ray reports the job failed,
+Dagster's health check retries the step, and the run still succeeds with the same bytes as an
+in-process run of the same config. A shard dropped into the S3 shard prefix is picked up by the
+daemon's sensor, and automation re-selects; then `infra/stack down` stops everything.
 """
 
 from __future__ import annotations
@@ -22,23 +24,28 @@ import psutil
 import pytest
 import requests
 
+from s2l_pipeline.deploy.job_runs import deployment_env, start_main_job, summarize
 from s2l_pipeline.deploy.local_stack import pg_data_dir
 
 from .conftest import PROJECT_ROOT
 from .helpers import new_rows, write_shard
-from .live import DagsterGraphQL, settled_ray_jobs, wait_for
+from .live import (
+    FEWER_UNITS,
+    THREADS,
+    UNIT,
+    VICTIM,
+    DagsterGraphQL,
+    is_gpu_step,
+    key_job,
+    settled_ray_jobs,
+    step_process,
+    step_started,
+    wait_for,
+)
 
 pytestmark = pytest.mark.live
 
 STACK = PROJECT_ROOT / "infra" / "stack"
-# Each step is a Ray job that starts Python, torch and the code location: 3 scoring units, not 15
-# (test_live_ray shows units spread over both GPUs).
-FEWER_UNITS = {
-    "ops": {
-        "proxy_checkpoints": {"config": {"num_checkpoints": 2}},
-        "loss_trajectories": {"ops": {"plan_scoring": {"config": {"shard_rows": 400}}}},
-    }
-}
 
 
 def stack(*args: str, timeout: float = 400) -> str:
@@ -64,7 +71,27 @@ def stack_processes(state: dict) -> list[dict]:
 
 
 @pytest.fixture
-def deployment(tmp_path):
+def in_process_run(tmp_path):
+    """The same job in one process, started before the stack (the two share the cores while
+    the stack comes up); the test waits for it when it compares."""
+    root = tmp_path / "in_process"
+    local = deployment_env(root, "in_process", **THREADS)
+    log = root / "in_process.log"
+    proc = start_main_job(local, log, FEWER_UNITS)
+
+    def finished():
+        assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+        return summarize(Path(local["DAGSTER_HOME"]))
+
+    try:
+        yield finished
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def deployment(tmp_path, in_process_run):
     """`infra/stack up --foreground`, as an operator runs it in a terminal; stopped with Ctrl-C
     (SIGINT) unless the test stopped it with `down`, and then nothing of it may be left."""
     root = tmp_path / "stack"
@@ -74,6 +101,7 @@ def deployment(tmp_path):
         [str(STACK), "up", "--foreground", "--dir", str(root), "--profile", "tiny",
          "--gpus", "2", "--cpus", "2"],
         cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        env={**os.environ, **THREADS},  # every step's thread count, as the in-process run's
     )  # fmt: skip
     state = None
     try:
@@ -122,7 +150,62 @@ def _env_sh(root: Path) -> dict[str, str]:
     return env
 
 
-def test_stack_runs_on_ray_and_reselects_a_new_s3_shard(deployment, tmp_path) -> None:
+def _kill_the_proxy_mid_training(env: dict[str, str]) -> str:
+    """SIGKILL the proxy step's process once its first Trainer checkpoint is on disk (a sleep
+    after the step's start raced the step's end on a quiet machine); its step key."""
+    victim = wait_for(f"{VICTIM}'s Ray job", lambda: step_process(VICTIM), 600, every=0.2)
+    key = victim.environ()["DAGSTER_RUN_STEP_KEY"]
+    work = Path(env["S2L_DATA_DIR"]) / "work" / "proxy"
+    wait_for(
+        f"{key}'s first Trainer checkpoint",
+        lambda: any(work.glob("*/checkpoint-*/rng_state.pth")) or not victim.is_running(),
+        300,
+        every=0.05,
+    )
+    assert victim.is_running(), f"{key} ended before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    return key
+
+
+def _check_ray_run(run, key: str, baseline, ray_url: str) -> None:
+    """The killed step was retried, and the run gives the in-process run's bytes; every GPU
+    step ran as its own Ray job given one of the two GPUs; CPU steps asked for none."""
+    assert run.status == "SUCCESS"
+    assert key in run.retried, f"{key} was not retried: {run.retried}"
+    # Same inputs, same seed: the same trajectories, subset and evaluation, byte for byte.
+    differ = {a: (v, baseline.data_versions.get(a)) for a, v in run.data_versions.items()
+              if v != baseline.data_versions.get(a)}  # fmt: skip
+    for asset in ("loss_trajectories", "selected_subset", "target_model", "target_evaluation"):
+        assert run.data_versions[asset] == baseline.data_versions[asset], (asset, differ)
+    assert run.headline == baseline.headline and run.headline
+    gpu_steps = [k for k in run.step_s if is_gpu_step(k)]
+    units = [k for k in gpu_steps if k.startswith(UNIT)]
+    assert len(units) >= 6
+    for step in gpu_steps:
+        worker = run.workers[step][-1]
+        assert worker["executor"] == "ray", step
+        assert worker["CUDA_VISIBLE_DEVICES"] in ("0", "1"), (step, worker)
+        assert worker["ray_job"].startswith("dagster-step-"), (step, worker)
+    jobs = {run.workers[u][-1]["ray_job"] for u in units}
+    assert len(jobs) == len(units), "scoring units shared a Ray job"
+    assert run.workers[key][-1]["ray_job"].endswith("-1")  # the retry's own Ray job
+    assert {run.workers[u][-1]["CUDA_VISIBLE_DEVICES"] for u in units} == {"0", "1"}
+    by_id = settled_ray_jobs(ray_url)
+    assert by_id[key_job(run, key)]["status"] == "FAILED"  # the killed attempt
+    assert by_id[run.workers[key][-1]["ray_job"]]["status"] == "SUCCEEDED"
+    unsuccessful = {
+        i: (j["status"], j.get("message"))
+        for i, j in by_id.items()
+        if j["status"] != "SUCCEEDED" and i != key_job(run, key)
+    }
+    assert not unsuccessful, unsuccessful
+    cpu_job = next(j for j in by_id.values() if j["metadata"].get("dagster/op") == "training_pool")
+    assert not cpu_job.get("entrypoint_num_gpus")
+
+
+def test_stack_runs_on_ray_and_reselects_a_new_s3_shard(
+    deployment, in_process_run, tmp_path, monkeypatch
+) -> None:
     root, state, up = deployment
     env = _env_sh(root)
     dagster = DagsterGraphQL(state["urls"]["dagster"])
@@ -131,22 +214,18 @@ def test_stack_runs_on_ray_and_reselects_a_new_s3_shard(deployment, tmp_path) ->
 
     started = time.monotonic()
     run_id = dagster.launch("s2l_job", {"dagster/partition": "selected"}, FEWER_UNITS)
+    key = _kill_the_proxy_mid_training(env)
     dagster.wait_run(run_id, timeout=900)
     timings["main_job_s"] = round(time.monotonic() - started, 1)
-
-    # The run went through Ray: each step a Ray job, GPU steps given one of the two GPUs.
-    step_jobs = list(settled_ray_jobs(state["urls"]["ray"]).values())
-    assert len(step_jobs) >= 15, f"{len(step_jobs)} Ray jobs"
-    unsuccessful = {
-        j["submission_id"]: (j["status"], j.get("message"))
-        for j in step_jobs
-        if j["status"] != "SUCCEEDED"
-    }
-    assert not unsuccessful, unsuccessful
+    for name, value in env.items():  # the instance's dagster.yaml reads the stack's settings
+        monkeypatch.setenv(name, value)
+    assert step_started(Path(env["DAGSTER_HOME"]), key, run_id)  # a retry, not a skip
+    _check_ray_run(
+        summarize(Path(env["DAGSTER_HOME"]), run_id), key, in_process_run(), state["urls"]["ray"]
+    )
     proxy = dagster.latest_materialization("proxy_checkpoints")
     worker = json.loads(proxy["metadata"]["worker"])
     assert worker["executor"] == "ray" and worker["CUDA_VISIBLE_DEVICES"] in ("0", "1")
-    assert worker["ray_job"] in {j["submission_id"] for j in step_jobs}
 
     # Everything landed in the S3 server: artifacts, MLflow's artifacts, compute logs.
     s3 = _s3(env)

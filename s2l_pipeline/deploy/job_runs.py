@@ -91,13 +91,13 @@ class RunSummary:
     step_s: dict[str, float]  # step key -> seconds from step start to its end
 
 
-def summarize(home: Path) -> RunSummary:
-    """The latest run of the instance at ``home``."""
+def summarize(home: Path, run_id: str | None = None) -> RunSummary:
+    """The run ``run_id`` (else the latest run) of the instance at ``home``."""
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
-    run = instance.get_runs(limit=1)[0]
+    run = instance.get_run_by_id(run_id) if run_id else instance.get_runs(limit=1)[0]
     records = instance.all_logs(run.run_id)
     versions, headline, workers, retried = {}, {}, {}, []
     launched, started, ended = {}, {}, {}
