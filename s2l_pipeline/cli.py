@@ -24,6 +24,7 @@ from .launch import (
     config_mistakes,
     failures,
     fields_flag,
+    heldout_without_eval,
     run_config_file,
     use_profile_and_quiet_logs,
     with_log_level,
@@ -176,6 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     job = defs.resolve_job_def("s2l_job")
     run_config = with_log_level(with_overrides(run_config_file(args.config), args), args)
+    carved = heldout_without_eval(run_config, args)
+    if carved:
+        print(f"s2l run: {carved}", file=sys.stderr)
     selection = until_selection(defs, args.until)
     if selection is not None:
         run_config = only_selected_ops(run_config, selection)
@@ -468,15 +472,27 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--eval", action="append", help="an evaluation file (repeatable)")
     r.add_argument(
         "--fields",
-        help="templates mapping the records of the --data and --eval files, as JSON, e.g. "
+        help="templates mapping the records of the --data (and --eval) files, as JSON, e.g. "
         '\'{"prompt": "{question}\\nOptions: {options}", "response": "{rationale}", '
-        '"answer": "{correct}"}\' (files of one schema; mixed schemas: --config)',
+        '"answer": "{correct}"}\' (chat files need none; --eval-fields for --eval files of '
+        "another schema)",
+    )
+    r.add_argument(
+        "--eval-fields",
+        help="templates mapping the --eval files' records, as --fields does (default: --fields); "
+        "evaluation files of another schema than the training files",
     )
     r.add_argument(
         "--task",
         choices=["math", "summarization"],
         help="task of the --data and --eval files (default: the format's; with --fields, math "
         "when an answer is mapped, else summarization)",
+    )
+    r.add_argument(
+        "--duplicates",
+        choices=["drop", "reject"],
+        help="exact duplicates in --data (same prompt and response): dropped and counted apart "
+        "(drop, the default) or counted as rejected rows (reject)",
     )
     r.add_argument(
         "--verbose", action="store_true", help="every Dagster event (DEBUG), not only INFO"

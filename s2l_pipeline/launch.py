@@ -159,9 +159,13 @@ def with_overrides(cfg: dict, args: argparse.Namespace) -> dict:
         raw = asset("raw_dataset")
         raw["files"] = _file_entries(args.data, raw.get("files"), mapping)
         raw.setdefault("embedded", {})["enabled"] = False
-    if args.eval:
+    if getattr(args, "duplicates", None):
+        asset("raw_dataset")["duplicates"] = args.duplicates
+    if getattr(args, "eval", None):
         evals = asset("eval_sets")
-        evals["files"] = _file_entries(args.eval, evals.get("files"), mapping)
+        own = getattr(args, "eval_fields", None)
+        eval_mapping = fields_flag(args, "eval_fields") if own else mapping
+        evals["files"] = _file_entries(args.eval, evals.get("files"), eval_mapping)
     if args.budget:
         asset("selected_subset")["budget"] = args.budget
     if args.method:
@@ -171,19 +175,48 @@ def with_overrides(cfg: dict, args: argparse.Namespace) -> dict:
     return cfg
 
 
-def fields_flag(args: argparse.Namespace) -> dict:
-    """--fields (a JSON object of templates) and --task, as a file entry's settings."""
+# In-domain test problems carved from each source when `s2l run --data` has no --eval.
+HELDOUT_WITHOUT_EVAL = 200
+
+
+def heldout_without_eval(cfg: dict, args: argparse.Namespace) -> str | None:
+    """With --data, no evaluation file and no held-out setting, a run that evaluates carves a
+    test set from each source of the user's data; what it did, in words (None: nothing)."""
+    ops = cfg.get("ops", {})
+    raw = ops.get("raw_dataset", {}).get("config", {})
+    evals = ops.get("eval_sets", {}).get("config", {})
+    if not args.data or evals.get("files") or "heldout_per_source" in raw:
+        return None
+    if getattr(args, "until", None) and args.until != "target_evaluation":
+        return None  # nothing is evaluated: the whole file is the pool
+    from .core.data.ingest import HELDOUT_SHARE
+
+    raw = asset_config(cfg.setdefault("ops", {}), "raw_dataset")
+    raw["heldout_per_source"] = HELDOUT_WITHOUT_EVAL
+    share = raw.get("heldout_share", HELDOUT_SHARE)
+    return (
+        f"no --eval: {share:.0%} of each source (at most {HELDOUT_WITHOUT_EVAL} problems, every "
+        "row of a prompt on one side) is held out as the in-domain test set, out of the pool; "
+        "raw_dataset's line says how many (give --eval FILE, or raw_dataset heldout_per_source: "
+        "N in --config, to choose)"
+    )
+
+
+def fields_flag(args: argparse.Namespace, name: str = "fields") -> dict:
+    """--fields (or --eval-fields: a JSON object of templates) and --task, as a file entry's
+    settings."""
     out: dict = {}
-    if getattr(args, "fields", None):
+    raw = getattr(args, name, None)
+    flag = "--" + name.replace("_", "-")
+    if raw:
         try:
-            fields = json.loads(args.fields)
+            fields = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"--fields: not a JSON object ({exc}): {args.fields!r}") from exc
+            raise ValueError(f"{flag}: not a JSON object ({exc}): {raw!r}") from exc
         if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
             example = '\'{"prompt": "{question}", "response": "{rationale}"}\''
             raise ValueError(
-                f"--fields: expected a JSON object of templates, e.g. {example}, "
-                f"got {args.fields!r}"
+                f"{flag}: expected a JSON object of templates, e.g. {example}, got {raw!r}"
             )
         out["fields"] = fields
     if getattr(args, "task", None):

@@ -227,25 +227,37 @@ def test_run_failure_says_which_step_and_why(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_run_on_a_users_file_in_one_command(tmp_path: Path) -> None:
-    """`s2l run --data FILE --eval FILE --budget N --method M`: no run config to write."""
+    """`s2l run --data FILE --budget N --method M`: no run config to write, no evaluation file
+    (a tenth of each source is held out, and said); `--until selected_subset` then gives the
+    subset of the whole file without training a target."""
 
     from .conftest import PROJECT_ROOT
     from .helpers import new_rows, write_shard
 
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     train = write_shard(tmp_path / "mine" / "train.jsonl", new_rows(80, 3))
-    test = write_shard(tmp_path / "mine" / "test.jsonl", new_rows(16, 4))
     env = s2l_env(tmp_path)
-    cmd = [*s2l_cmd(), "run", "--data", str(train), "--eval", str(test)]
-    cmd += ["--budget", "24", "--method", "random"]
+    cmd = [*s2l_cmd(), "run", "--data", str(train), "--budget", "24", "--method", "random"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "s2l run: no --eval: 10% of each source" in res.stderr
     summary = json.loads(res.stdout.strip().splitlines()[-1])
-    assert summary["examples"] == 80 and "external_accuracy" in summary
+    held = json.loads((tmp_path / "art/_manifests/raw_dataset/__unpartitioned__.json").read_text())
+    assert 0 < held["heldout"]["rows"] <= 8 + 16  # 10% of each source's problems, whole
+    assert summary["examples"] == 80 - held["heldout"]["rows"] and "in_domain_accuracy" in summary
     subset = json.loads(
         (tmp_path / "art/_manifests/selected_subset/__unpartitioned__.json").read_text()
     )
     assert subset["method"] == "random" and subset["budget"] == 24
+
+    res = subprocess.run(
+        [*cmd, "--until", "selected_subset"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["examples"] == 80 and Path(summary["subset"]).exists()  # the whole file
+    assert "in_domain_accuracy" not in summary and "no --eval" not in res.stderr
+    assert "target_model" not in summary["assets"] and "s2l run: the subset is" in res.stderr
 
 
 def test_whole_graph_hint_only_for_select_all() -> None:
@@ -459,3 +471,34 @@ def test_until_selects_an_asset_and_what_it_reads() -> None:
     cfg = {"ops": {"target_model": {"config": {"epochs": 1}}, "raw_dataset": {"config": {}}}}
     kept = only_selected_ops(cfg, until_selection(defs, "proxy_checkpoints"))
     assert kept == {"ops": {"raw_dataset": {"config": {}}}}
+
+
+def test_flags_for_duplicates_eval_fields_and_a_run_without_eval() -> None:
+    """--duplicates reaches raw_dataset; --eval-fields maps only the evaluation files (a chat
+    training file needs no mapping); --data without --eval carves a capped test set, said in
+    words, unless the run stops before evaluating or the config chose."""
+    from s2l_pipeline.cli import parser
+    from s2l_pipeline.launch import heldout_without_eval, with_overrides
+
+    mc = '{"prompt": "{question}", "response": "{rationale}", "answer": "{correct}"}'
+    args = parser().parse_args(
+        ["run", "--data", "chat.jsonl", "--eval", "mc.jsonl", "--eval-fields", mc,
+         "--duplicates", "reject"]
+    )  # fmt: skip
+    cfg = with_overrides({}, args)
+    raw, evals = cfg["ops"]["raw_dataset"]["config"], cfg["ops"]["eval_sets"]["config"]
+    assert raw["files"] == [{"path": "chat.jsonl"}] and raw["duplicates"] == "reject"
+    assert evals["files"] == [{"path": "mc.jsonl", "fields": json.loads(mc)}]
+    assert heldout_without_eval(cfg, args) is None  # it has --eval
+
+    args = parser().parse_args(["run", "--data", "mine.jsonl"])
+    cfg = with_overrides({}, args)
+    said = heldout_without_eval(cfg, args)
+    assert cfg["ops"]["raw_dataset"]["config"]["heldout_per_source"] == 200
+    assert said.startswith("no --eval: 10% of each source (at most 200 problems")
+    args = parser().parse_args(["run", "--data", "mine.jsonl", "--until", "selected_subset"])
+    cfg = with_overrides({}, args)
+    assert heldout_without_eval(cfg, args) is None and "heldout_per_source" not in str(cfg)
+    args = parser().parse_args(["run", "--data", "mine.jsonl"])
+    chosen = {"ops": {"raw_dataset": {"config": {"heldout_per_source": 0}}}}
+    assert heldout_without_eval(with_overrides(chosen, args), args) is None

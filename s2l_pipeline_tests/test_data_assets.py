@@ -105,6 +105,7 @@ def files_config(max_share: float) -> dict:
                     {"path": str(FIXTURES / "bad_rows.jsonl")},
                 ],
                 "max_rejected_share": max_share,
+                "duplicates": "reject",  # bad_rows.jsonl repeats gsm8k rows: 10 rejected
             }
         },
         assets=["raw_dataset"],

@@ -110,9 +110,7 @@ def test_named_format_overrides_detection(tmp_path: Path) -> None:
 
 def test_bad_rows_are_rejected_with_file_line_field_and_reason() -> None:
     path = str(FIXTURES / "bad_rows.jsonl")
-    out = load_dataset(
-        files_only(FileSource(path)),
-    )
+    out = load_dataset(files_only(FileSource(path), duplicates="reject"))
     rej = out.rejected.sort("line")
     assert rej.schema == pl.Schema(REJECTED_SCHEMA)
     got = [(r["line"], r["field"], r["reason"].split(" (")[0]) for r in rej.iter_rows(named=True)]
@@ -134,7 +132,9 @@ def test_bad_rows_are_rejected_with_file_line_field_and_reason() -> None:
 
 
 def test_rejected_share_threshold() -> None:
-    out = load_dataset(files_only(FileSource(str(FIXTURES / "bad_rows.jsonl"))))
+    out = load_dataset(
+        files_only(FileSource(str(FIXTURES / "bad_rows.jsonl")), duplicates="reject")
+    )
     assert out.rejected_share == pytest.approx(7 / 10)
     with pytest.raises(TooManyRejected) as err:
         check_rejections(out, 0.01, "/tmp/rejected.parquet")
@@ -146,7 +146,7 @@ def test_rejected_share_threshold() -> None:
 
 def test_duplicates_across_files_keep_the_first() -> None:
     a = FileSource(str(FIXTURES / "gsm8k_train_sample.jsonl"))
-    out = load_dataset(files_only(a, a))
+    out = load_dataset(files_only(a, a, duplicates="reject"))
     assert out.train.height == 20 and out.rejected.height == 20
     assert out.rejected["reason"].str.starts_with("duplicate example").all()
 
@@ -195,6 +195,7 @@ def test_heldout_per_source_is_carved_and_stable() -> None:
         FileSource(str(FIXTURES / "gsm8k_train_sample.jsonl")),
         FileSource(str(FIXTURES / "math500_sample.jsonl")),
         heldout_per_source=4,
+        heldout_share=0.2,
     )
     a, b = load_dataset(spec), load_dataset(spec)
     assert a.heldout.group_by("eval_set").len().sort("eval_set").rows() == [
@@ -237,7 +238,9 @@ def test_s3_files_through_a_real_s3_server(s3_endpoint: str, s3_bucket: str) -> 
         files_only(FileSource(f"s3://{s3_bucket}/raw/gsm8k_train_sample.jsonl")), s3_endpoint
     )
     assert one.train.height == 20
-    both = load_dataset(files_only(FileSource(f"s3://{s3_bucket}/raw/")), s3_endpoint)
+    both = load_dataset(
+        files_only(FileSource(f"s3://{s3_bucket}/raw/"), duplicates="reject"), s3_endpoint
+    )
     # bad_rows.jsonl sorts first; its 3 good rows are gsm8k lines 1-3, which become duplicates.
     bad_uri, gsm_uri = (f"s3://{s3_bucket}/raw/{n}" for n in ("bad_rows", "gsm8k_train_sample"))
     assert both.train.height == 20
@@ -301,15 +304,58 @@ def test_duplicates_reject_or_drop(tmp_path: Path) -> None:
     rows = [json.loads(x) for x in (FIXTURES / "radiology_sample.jsonl").read_text().splitlines()]
     path = tmp_path / "reports.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows + rows[:5] + rows[:5]) + "\n")
-    rejecting = load_dataset(files_only(FileSource(str(path))))
+    rejecting = load_dataset(files_only(FileSource(str(path)), duplicates="reject"))
     assert rejecting.rejected.height == 10
     with pytest.raises(TooManyRejected) as err:
         check_rejections(rejecting, 0.01)
     text = str(err.value)
     assert "By reason: duplicate example 10" in text
-    assert "max_rejected_share (now 0.01)" in text and "duplicates: drop" in text
+    assert "max_rejected_share (now 0.01; raw_dataset's config" in text
+    assert "s2l run --duplicates drop, or duplicates: drop in raw_dataset's config" in text
 
-    dropping = load_dataset(files_only(FileSource(str(path)), duplicates="drop"))
+    dropping = load_dataset(files_only(FileSource(str(path))))  # the default
     assert dropping.train.height == len(rows) and dropping.rejected.height == 0
     assert dropping.duplicates.height == 10 and dropping.rows_seen == len(rows) + 10
     check_rejections(dropping, 0.01)  # nothing counted as rejected
+
+
+def test_heldout_is_a_capped_share_and_keeps_a_prompt_on_one_side(tmp_path: Path) -> None:
+    """200 problems asked of 254 hold out 26 (10%, rounded up), not 127; a prompt asked twice
+    with two responses, in other case and spacing, is held out whole or not at all."""
+    rows = [
+        {"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}. #### {2 * i}"}
+        for i in range(254)
+    ]
+    rows += [
+        {"question": f"WHAT is  {i} plus {i}?", "answer": f"Twice {i}. #### {2 * i}"}
+        for i in range(254)
+    ]
+    path = tmp_path / "asked_twice.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = load_dataset(files_only(FileSource(str(path)), heldout_per_source=200))
+    held = out.heldout["prompt"].str.to_lowercase().str.replace_all(" +", " ")
+    trained = out.train["prompt"].str.to_lowercase().str.replace_all(" +", " ")
+    assert out.heldout.height == 2 * 26  # 26 problems, both askings of each
+    assert set(held).isdisjoint(set(trained))
+    assert out.train.height + out.heldout.height == 508
+
+
+def test_a_file_that_is_not_utf8_says_so_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"question": "Caf\u00e9?", "answer": "#### 1"}\n'.encode("latin-1") * 3)
+    with pytest.raises(UnknownSchemaError) as err:
+        load_dataset(files_only(FileSource(str(path))))
+    text = str(err.value)
+    assert f"{path}: line 1: undecodable line: not UTF-8" in text and "save it as UTF-8" in text
+    assert "unknown schema" not in text
+
+
+def test_unknown_schema_shows_a_fields_flag_built_from_its_fields(tmp_path: Path) -> None:
+    path = tmp_path / "reports.jsonl"
+    path.write_text(json.dumps({"notes": "Clear lungs.", "summary": "Normal."}) + "\n")
+    with pytest.raises(UnknownSchemaError) as err:
+        load_dataset(files_only(FileSource(str(path))))
+    text = str(err.value)
+    assert "fields seen: ['notes', 'summary']" in text
+    assert """--fields '{"prompt": "{notes}", "response": "{summary}"}'""" in text
+    assert "--eval-fields for an evaluation file" in text

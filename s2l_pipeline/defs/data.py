@@ -91,7 +91,12 @@ class RawDatasetConfig(dg.Config):
     hf: list[HFInput] = Field(default_factory=list)
     heldout_per_source: int = Field(
         DatasetSpec.heldout_per_source,
-        description="In-domain test rows carved from each file/hf source (at most half).",
+        description="In-domain test problems carved from each file/hf source (all rows of a "
+        "prompt go to one side); s2l run --data without --eval sets 200.",
+    )
+    heldout_share: float = Field(
+        DatasetSpec.heldout_share,
+        description="At most this share of each source is held out.",
     )
     max_rejected_share: float = Field(
         DatasetSpec.max_rejected_share,
@@ -99,8 +104,8 @@ class RawDatasetConfig(dg.Config):
     )
     duplicates: str = Field(
         DatasetSpec.duplicates,
-        description="Exact duplicates (same prompt and response): 'reject' (count them as "
-        "rejected rows) or 'drop' (drop them and count them apart). Kept either way.",
+        description="Exact duplicates (same prompt and response): 'drop' (drop them and count "
+        "them apart) or 'reject' (count them as rejected rows). Kept either way.",
     )
 
     def to_spec(self) -> DatasetSpec:
@@ -116,6 +121,7 @@ class RawDatasetConfig(dg.Config):
                 for h in self.hf
             ),
             heldout_per_source=self.heldout_per_source,
+            heldout_share=self.heldout_share,
             max_rejected_share=self.max_rejected_share,
             duplicates=self.duplicates,
         )

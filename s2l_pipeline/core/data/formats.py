@@ -198,7 +198,18 @@ def detect_format(records: Iterable[dict], file: str) -> Format | ChatFormat:
             return fmt
     raise UnknownSchemaError(
         f"{file}: unknown schema (fields seen: {sorted(keys) or 'none'}); "
-        f"supported schemas: {supported_schemas()}"
+        f"supported schemas: {supported_schemas()}; or map its fields with templates, e.g. "
+        f"{fields_example(sorted(keys))}"
+    )
+
+
+def fields_example(keys: list[str]) -> str:
+    """A --fields flag built from a file's own field names (its first two), to edit."""
+    prompt, response = (keys + ["question", "answer"])[:2] if keys else ("question", "answer")
+    mapping = json.dumps({"prompt": "{" + prompt + "}", "response": "{" + response + "}"})
+    return (
+        f"--fields '{mapping}' (--eval-fields for an evaluation file; fields: in the file's "
+        "entry in --config)"
     )
 
 

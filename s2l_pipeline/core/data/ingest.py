@@ -35,6 +35,8 @@ from .schema import EVAL_SCHEMA, ORIGIN_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA, as_
 log = logging.getLogger(__name__)
 
 EMBEDDED_FILE = "embedded:reasoning-gym"
+# The largest share of a source carved as its in-domain test set.
+HELDOUT_SHARE = 0.1
 _DETECT_SAMPLE = 200
 
 
@@ -76,10 +78,12 @@ class DatasetSpec:
     files: tuple[FileSource, ...] = ()
     hf: tuple[HFSource, ...] = ()
     heldout_per_source: int = 0  # in-domain held-out rows carved from each file/hf source
+    # ... and at most this share of a source: 200 of 254 rows would leave too few to train on.
+    heldout_share: float = HELDOUT_SHARE
     max_rejected_share: float = 0.01
-    # Exact duplicates (same prompt and response): 'reject' counts them as rejected rows;
-    # 'drop' drops and counts them apart (templated reports repeat a lot) - kept either way.
-    duplicates: str = "reject"
+    # Exact duplicates (same prompt and response): 'drop' drops and counts them apart (real
+    # sets repeat: templated reports, scraped chats); 'reject' counts them as rejected rows.
+    duplicates: str = "drop"
 
 
 @dataclass
@@ -156,6 +160,7 @@ class RecordCollector:
         elif fmt_name:
             fmt = get_format(fmt_name, file)
         else:
+            _undecodable_file(records, file)
             decoded = (r for _, r in records if isinstance(r, dict))
             fmt = detect_format(itertools.islice(decoded, _DETECT_SAMPLE), file)
         if assistant_turns is not None:
@@ -248,7 +253,9 @@ def load_dataset(spec: DatasetSpec, endpoint_url: str | None = None) -> LoadedDa
             hs.assistant_turns,
         )
     accepted, rejected = collector.frames()
-    external_train, external_held = split_heldout(_with_ids(accepted), spec.heldout_per_source)
+    external_train, external_held = split_heldout(
+        _with_ids(accepted), spec.heldout_per_source, spec.heldout_share
+    )
 
     parts, held_parts = [], [external_held]
     if spec.embedded is not None:
@@ -329,24 +336,57 @@ def _drop_duplicates(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return first, rejected.cast(REJECTED_SCHEMA)
 
 
-def split_heldout(df: pl.DataFrame, per_source: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Carve up to ``per_source`` rows (at most half) of each source as an in-domain test set.
+def _undecodable_file(records: list, file: str) -> None:
+    """A file none of whose first records decodes (latin-1, not JSON) has no schema to detect:
+    say why, with the first line, instead of 'unknown schema (fields seen: none)'."""
+    sample = records[:_DETECT_SAMPLE]
+    if any(isinstance(r, dict) for _, r in sample):
+        return
+    line, err = sample[0]
+    hint = " (save it as UTF-8)" if "not UTF-8" in err.reason else ""
+    raise UnknownSchemaError(
+        f"{file}: line {line}: {err.reason}; no record among the first {len(sample)} could "
+        f"be read{hint}"
+    )
 
-    Rows are chosen by example_id order: a content hash, so the choice is random-like yet the
-    same on every run and independent of file order.
+
+def split_heldout(
+    df: pl.DataFrame, per_source: int, share: float = HELDOUT_SHARE
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Carve up to ``per_source`` problems (and ``share`` of them, under half) of each source
+    as an in-domain test set.
+
+    A problem is its prompt, case and spacing folded: every row asking it goes to the same side,
+    so no test prompt is trained on under another response. Problems are chosen by their
+    smallest example_id (a content hash): random-like, yet the same on every run and
+    independent of file order.
     """
     empty_held = pl.DataFrame(schema=EVAL_SCHEMA)
-    if per_source <= 0 or df.is_empty():
+    if per_source <= 0 or share <= 0 or df.is_empty():
         return df, empty_held
-    ranked = df.with_columns(
-        _rank=pl.col("example_id").rank("ordinal").over("source"),
-        _cap=pl.min_horizontal(pl.lit(per_source), pl.len().over("source") // 2),
+    key = (
+        pl.col("prompt")
+        .str.to_lowercase()
+        .str.split(" ")
+        .list.eval(pl.element().filter(pl.element() != ""))
+        .list.join(" ")
     )
+    keyed = df.with_columns(_key=key)
+    first = keyed.group_by("source", "_key").agg(_first=pl.col("example_id").min())
+    # A share of the source's problems, rounded up yet under half (none of a source of two).
+    problems = pl.len().over("source")
+    first = first.with_columns(
+        _rank=pl.col("_first").rank("ordinal").over("source"),
+        _cap=pl.min_horizontal(
+            pl.lit(per_source), (problems * share).ceil().cast(pl.Int64), (problems - 1) // 2
+        ),
+    )
+    ranked = keyed.join(first, on=["source", "_key"], how="left")
     held_mask = pl.col("_rank") <= pl.col("_cap")
     held = ranked.filter(held_mask).with_columns(
         eval_set=pl.col("source"), domain=pl.lit("in_domain"), metadata=pl.lit(None, pl.String)
     )
-    train = ranked.filter(~held_mask).drop("_rank", "_cap")
+    train = ranked.filter(~held_mask).drop("_key", "_first", "_rank", "_cap")
     return train, as_eval_table(held)
 
 
@@ -389,9 +429,15 @@ def check_rejected_share(
             "or the fields: templates and the record's field names)"
         ]
     else:
-        hints = [f"raise max_rejected_share (now {max_share:g}) to accept them"]
+        hints = [
+            f"raise max_rejected_share (now {max_share:g}; raw_dataset's config, or eval_sets' "
+            "for evaluation files) to accept them"
+        ]
     if "duplicate example" in totals:
-        hints.append("set duplicates: drop to drop exact duplicates and count them apart")
+        hints.append(
+            "drop exact duplicates and count them apart (s2l run --duplicates drop, or "
+            "duplicates: drop in raw_dataset's config)"
+        )
     raise TooManyRejected(
         f"{rejected.height} of {rows_seen} rows rejected ({share:.2%}), more than "
         f"the allowed {max_share:.2%} (max_rejected_share){where}.\nBy reason: "
