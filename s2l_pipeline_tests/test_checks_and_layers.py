@@ -322,3 +322,47 @@ def test_no_test_module_imports_another() -> None:
         if t.rpartition(".")[2].startswith("test_")
     ]
     assert crossing == []
+
+
+def test_contamination_reads_chat_turns_on_both_sides(tmp_path: Path) -> None:
+    """Test prompts asked as user turns of a chat training file are found (they never equal the
+    chat row's 'System: ... User: ...' prompt), and so is a chat evaluation item whose user
+    turn was trained on as a plain prompt; short generic turns ('Are you sure?') are not."""
+    import json
+
+    from s2l_pipeline.core.data.ingest import DatasetSpec, FileSource, load_dataset
+
+    from .conftest import FIXTURES
+
+    tests = [json.loads(x) for x in (FIXTURES / "gsm8k_test_sample.jsonl").read_text().splitlines()]
+    chats = tmp_path / "chats.jsonl"
+    with chats.open("w") as f:
+        for i, t in enumerate(tests):
+            user = t["question"] if i % 2 == 0 else f"An unrelated question number {i}?"
+            turns = [
+                {"role": "system", "content": "Solve it."},
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": t["answer"]},
+                {"role": "user", "content": "Are you sure?"},
+                {"role": "assistant", "content": "Yes."},
+            ]
+            f.write(json.dumps({"messages": turns}) + "\n")
+
+    def rows(path: Path, name: str) -> pl.DataFrame:
+        spec = DatasetSpec(embedded=None, files=(FileSource(str(path)),))
+        return load_dataset(spec).train.with_columns(eval_set=pl.lit(name))
+
+    chat_rows = rows(chats, "chats")
+    plain = rows(FIXTURES / "gsm8k_test_sample.jsonl", "gsm8k_test")
+    leaked = (len(tests) + 1) // 2
+    found = check_contamination(chat_rows, plain)
+    assert not found.passed and found.counts["gsm8k_test"] == leaked
+    back = check_contamination(plain, chat_rows)
+    assert not back.passed and back.counts["chats"] == leaked  # not every row: the generic turn
+    other = [
+        {"role": "user", "content": "A question asked nowhere in training?"},
+        {"role": "assistant", "content": "No."},
+        {"role": "user", "content": "Are you sure?"},  # in every training conversation
+    ]
+    fresh = chat_rows.with_columns(prompt=pl.lit("fresh"), messages=pl.lit(json.dumps(other)))
+    assert check_contamination(chat_rows, fresh).passed

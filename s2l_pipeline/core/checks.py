@@ -32,13 +32,43 @@ def _folded(col: str) -> pl.Expr:
     return pl.col(col).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
 
 
+# A user turn this short ("Are you sure?", "Continue") is asked everywhere: it says nothing.
+MIN_TURN_CHARS = 20
+
+
+def _texts(df: pl.DataFrame, key: str | None = None) -> pl.DataFrame:
+    """What a model reads of each row as separate texts (``prompt``): the prompt (a chat row's
+    whole conversation before its reply) and, for chat rows, every user turn of
+    ``MIN_TURN_CHARS`` or more; with ``key``, each text beside that column."""
+    keep = [key] if key else []
+    prompts = df.select(*keep, "prompt")
+    if "messages" not in df.columns or df["messages"].null_count() == df.height:
+        return prompts
+    turn = pl.Struct({"role": pl.String, "content": pl.String})
+    turns = (
+        df.filter(pl.col("messages").is_not_null())
+        .select(*keep, t=pl.col("messages").str.json_decode(pl.List(turn)))
+        .explode("t")
+        .unnest("t")
+        .filter((pl.col("role") == "user") & (pl.col("content").str.len_chars() >= MIN_TURN_CHARS))
+        .select(*keep, prompt=pl.col("content"))
+    )
+    return pl.concat([prompts, turns])
+
+
 def check_contamination(train: pl.DataFrame, evals: pl.DataFrame) -> Finding:
     """Evaluation prompts that also appear in training, verbatim or once case and whitespace
-    are folded, per evaluation set."""
-    leaked = evals.join(train.select("prompt").unique(), on="prompt", how="semi")
-    folded = evals.with_columns(_k=_folded("prompt")).join(
-        train.select(_k=_folded("prompt")).unique(), on="_k", how="semi"
-    )
+    are folded, per evaluation set: on what the model reads, so a prompt asked as a user turn
+    of a chat row counts, as does a chat evaluation item whose user turn was trained on."""
+    evals = evals.with_row_index("_item")
+    asked = _texts(evals, "_item")
+    trained = _texts(train)
+    hit = asked.join(trained.select("prompt").unique(), on="prompt", how="semi")["_item"]
+    hit_folded = asked.with_columns(_k=_folded("prompt")).join(
+        trained.select(_k=_folded("prompt")).unique(), on="_k", how="semi"
+    )["_item"]
+    leaked = evals.filter(pl.col("_item").is_in(hit.implode()))
+    folded = evals.filter(pl.col("_item").is_in(hit_folded.implode()))
     per_set = dict(leaked.group_by("eval_set").len().sort("eval_set").iter_rows())
     per_set_folded = dict(folded.group_by("eval_set").len().sort("eval_set").iter_rows())
     found = ", ".join(

@@ -330,7 +330,8 @@ def raw_dataset_rows_valid(
     asset="eval_sets",
     additional_ins={"raw_dataset": dg.AssetIn()},
     description="No evaluation prompt appears in the training table, verbatim or with case and "
-    "whitespace folded (warns; both counts per set).",
+    "whitespace folded, on what the model reads: prompts and every user turn of chat rows, on "
+    "both sides (warns; both counts per set).",
 )
 def eval_sets_not_in_training(
     eval_sets: EvalSetsManifest,
