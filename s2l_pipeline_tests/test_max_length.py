@@ -43,3 +43,13 @@ def test_a_number_is_kept_and_nonsense_refused(rows) -> None:
     assert LMTrainingConfig().train_config().max_length == "auto"
     with pytest.raises(ValueError, match="'auto' or a count of at least 8 tokens"):
         LMTrainingConfig(max_length="long").train_config()
+
+
+def test_a_row_whose_prompt_fills_the_cap_does_not_drive_auto(rows) -> None:
+    """One huge row in 20 is the 99th percentile; its prompt alone fills the cap, so no length
+    would train on it (it is flagged unscorable): it is left out, said, and auto stays short."""
+    df, tok = rows
+    small = pl.concat([df.head(19), df.tail(1).with_columns(prompt=pl.lit("longer " * 5000))])
+    chosen, said = resolve_max_length(small, tok, TrainConfig(max_length_cap=1024))
+    assert chosen < 64, said
+    assert "1 rows whose prompt alone fills the cap left out (unscorable)" in said

@@ -112,14 +112,22 @@ AUTO = "auto"
 
 def resolve_max_length(train_df: pl.DataFrame, tokenizer, cfg: TrainConfig) -> tuple[int, str]:
     """(max_length, what was decided): a number as it is; 'auto' the smallest multiple of 8
-    covering the 99th percentile of prompt + response tokens, at most ``max_length_cap``."""
+    covering the 99th percentile of prompt + response tokens, at most ``max_length_cap``.
+
+    Rows whose prompt alone fills the cap are left out of the percentile: no length allowed
+    would train on their response (they are flagged unscorable), so a few huge rows must not
+    drive every other row's length to the cap.
+    """
     if cfg.max_length != AUTO:
         if not isinstance(cfg.max_length, int) or cfg.max_length < 8:
             raise ValueError(
                 f"max_length must be 'auto' or a count of at least 8 tokens, not {cfg.max_length!r}"
             )
         return cfg.max_length, ""
-    lengths = np.sort(encode(train_df, tokenizer, 1_000_000).lengths)
+    enc = encode(train_df, tokenizer, 1_000_000)
+    context = enc.context_lens if enc.context_lens is not None else enc.prompt_lens
+    lengths = np.sort(enc.lengths[context < cfg.max_length_cap])
+    left_out = len(enc) - len(lengths)
     if not len(lengths):
         return min(128, cfg.max_length_cap), ""
     p99 = int(lengths[min(len(lengths) - 1, int(np.ceil(0.99 * len(lengths))) - 1)])
@@ -129,6 +137,11 @@ def resolve_max_length(train_df: pl.DataFrame, tokenizer, cfg: TrainConfig) -> t
         f"max_length auto: {chosen} tokens (99th percentile of prompt + response {p99}, "
         f"longest {int(lengths[-1])}, cap {cfg.max_length_cap}); {longer:.1%} of rows longer "
         "are truncated"
+        + (
+            f"; {left_out} rows whose prompt alone fills the cap left out (unscorable)"
+            if left_out
+            else ""
+        )
     )
 
 
