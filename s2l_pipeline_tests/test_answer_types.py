@@ -247,3 +247,27 @@ def test_prediction_modes_find_a_collapsed_set() -> None:
     )
     row = prediction_modes(reasoned).row(0, named=True)
     assert row["modal_prediction"] == "A" and row["modal_share"] == 1.0
+
+
+def test_rationales_in_the_forms_users_meet_read_at_98_percent() -> None:
+    """The endings a real set had ('answer.A', '= 3=C', 'Thus A', '>>B', 'Ans: 2/5 D', an
+    option number, a value and no letter): 99 of 100 read; the one that states nothing is
+    listed as such, after any miss of the reader's own."""
+    path = FIXTURES / "multiple_choice_rationales.jsonl"
+    table, _ = build_eval_sets(
+        pl.DataFrame(schema=EVAL_SCHEMA), 0, 0, (EvalFile(str(path), "mcr", fields=MC_FIELDS),)
+    )
+    assert table.height == 100 and table["answer_type"].unique().to_list() == ["choice"]
+    shares, failing = reference_accuracy(table)
+    assert shares["mcr"] >= 0.98, failing
+    assert [f["kind"] for f in failing["mcr"]] == ["no answer stated"]
+    # A wrong letter stated is a misread, and it comes first.
+    wrong = table.with_columns(
+        response=pl.when(pl.col("record_id" if "record_id" in table.columns else "example_id")
+                         == table["example_id"][40])
+        .then(pl.lit("Adding up gives the total.\nAnswer: E" if table["answer"][40] != "E"
+                     else "Adding up gives the total.\nAnswer: A"))
+        .otherwise(pl.col("response"))
+    )  # fmt: skip
+    kinds = [f["kind"] for f in reference_accuracy(wrong)[1]["mcr"]]
+    assert kinds == ["misread", "no answer stated"]

@@ -444,7 +444,10 @@ def references_score_as_correct(
     low = {name: share for name, share in shares.items() if share < REFERENCE_FLOOR}
     described = "; ".join(
         f"{name}: {share:.1%} of references judged correct, e.g. "
-        + " | ".join(f"...{f['response_end']!r} vs answer {f['answer']!r}" for f in failing[name])
+        + " | ".join(
+            f"({f['kind']}) ...{f['response_end']!r} vs answer {f['answer']!r}"
+            for f in failing[name]
+        )
         for name, share in low.items()
     )
     return dg.AssetCheckResult(

@@ -35,11 +35,27 @@ _LETTER = (
 _FILLER = r"(?:\s+(?i:is|was|would\s+be|will\s+be|should\s+be|choice|option|:))*"
 _ANSWER_KEY = re.compile(rf"\b(?i:answers?|ans\b\.?){_FILLER}\s*[:\-=–—]*\s*{_LETTER}")
 _OPTION_KEY = re.compile(rf"\b(?i:option|choice){_FILLER}\s*[:\-=–—]*\s*{_LETTER}")
-# "B is the answer", "(B) is correct", "Hence (D).", "i.e. (B)"
-_IS_CORRECT = re.compile(
-    r"(?:\(([A-J])\)|\b([A-J]))\)?\s+(?i:is|would\s+be)\s+(?i:the\s+)?(?i:correct|right|answer)"
+# "answer.A", "The Answer is, B.": a dot or comma before the letter only where the letter
+# ends the line ("the answer. A train ..." is a new sentence).
+_ANSWER_DOT = re.compile(
+    r"\b(?i:answers?|ans)\b(?:\s+(?i:is))?\s*[.,]\s*\(?([A-J])\)?(?=\s*[.\)]?\s*(?:$|\n))"
 )
-_CONCLUDES = re.compile(r"\b(?i:hence|thus|therefore|so|i\.e\.)\s*,?\s*\(([A-Ja-j])\)\s*\.?\s*$")
+# "Ans: 2/5 D", "Answer: 45 km (C)": the value, then its letter, ending the text.
+_ANSWER_VALUE = re.compile(
+    r"\b(?i:answers?|ans)\b\.?\s*[:\-=]\s*[-\d.,/%$+=\s]{1,16}(?:[a-z]{1,5}\.?)?\s+"
+    r"\(?([A-J])\)?\s*\.?\s*$"
+)
+# "B is the answer", "(B) is correct", "(B) must be true"
+_IS_CORRECT = re.compile(
+    r"(?:\(([A-J])\)|\b([A-J]))\)?\s+(?i:is|would\s+be|must\s+be)\s+(?i:the\s+)?"
+    r"(?i:correct|right|answer|true)"
+)
+# "Hence (D).", "i.e. (B)", "Thus A", "= 3=C", ">>B": a letter ending the text after a
+# conclusion word, an equals sign or an arrow.
+_CONCLUDES = re.compile(
+    r"(?:\b(?i:hence|thus|therefore|so|i\.e\.)\s*,?\s*\(([A-Ja-j])\)|"
+    r"\b(?i:hence|thus|therefore)\s*,?\s*([A-J])|[=>]\s*\(?([A-J])\)?)\s*\.?\s*$"
+)
 # A bare letter as the whole text or line: "C", "(c)", "C)", "C.", or "(C) 42", "C) 42".
 _BARE = re.compile(r"^\s*(?:\(?([A-Ja-j])\)?[\.:]?\s*$|\(?([A-Ja-j])\)\s+\S)")
 _MARKUP = re.compile(r"\*\*|__|\\text(?:bf)?\{|\\mathrm\{")
@@ -62,7 +78,7 @@ def extract_choice(text: str) -> str | None:
     text = _MARKUP.sub("", text).strip()
     if not text:
         return None
-    for rx in (_ANSWER_KEY, _IS_CORRECT, _CONCLUDES, _OPTION_KEY):
+    for rx in (_ANSWER_KEY, _ANSWER_DOT, _ANSWER_VALUE, _IS_CORRECT, _CONCLUDES, _OPTION_KEY):
         found = list(rx.finditer(text))
         if found:
             return _letter(found[-1])
@@ -77,6 +93,45 @@ def extract_choice(text: str) -> str | None:
         m = _BARE.match(line)
         if m:
             return _letter(m)
+    return None
+
+
+# Options as a prompt lists them: "Options: A)240, B)480" or one per line "(A) 240".
+_OPTION = re.compile(r"(?:^|[\s,;\[])\(?([A-J])\s*\)\s*(.+?)(?=\s*(?:,\s*\(?[A-J]\s*\)|\n|$))")
+_NUMBERED = re.compile(r"\b(?i:answers?|ans)\b\.?\s*(?:(?i:is)\s*)?[:\-=]?\s*(\d{1,2})\s*\.?\s*$")
+
+
+def options_in(prompt: str) -> dict[str, str]:
+    """The options a multiple-choice prompt lists, letter -> text ({} when it lists none)."""
+    found = {m.group(1): m.group(2).strip() for m in _OPTION.finditer(prompt or "")}
+    letters = sorted(found)
+    # Options run A, B, C, ... without a gap; anything else is no list of options.
+    return found if letters and letters == [chr(65 + i) for i in range(len(letters))] else {}
+
+
+def _number(text: str) -> float | None:
+    found = _NUMBER.findall(text.replace(",", ""))
+    try:
+        return float(eval_fraction(found[-1])) if found else None
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def eval_fraction(token: str) -> float:
+    num, _, den = token.partition("/")
+    return float(num) / float(den) if den else float(num)
+
+
+def choice_without_letter(text: str, options: dict[str, str]) -> str | None:
+    """A rationale that states no letter: the option it names by number ("ANSWER: 3" when no
+    option's value is 3), else the one option whose value equals the text's final number."""
+    value = _number(text)
+    matching = [k for k, v in options.items() if value is not None and _number(v) == value]
+    if len(matching) == 1:
+        return matching[0]
+    m = _NUMBERED.search(text)
+    if m and not matching and 1 <= int(m.group(1)) <= len(options):
+        return chr(64 + int(m.group(1)))
     return None
 
 
@@ -110,15 +165,21 @@ def extract_answer(generated: str) -> str:
     return numbers[-1].replace(",", "") if numbers else text
 
 
-def predicted_answer(answer_type: str, generated: str, pattern: re.Pattern | None = None) -> str:
-    """What a generation answers, read the way its set's answer type asks ('' if nothing)."""
+def predicted_answer(
+    answer_type: str,
+    generated: str,
+    pattern: re.Pattern | None = None,
+    options: dict[str, str] | None = None,
+) -> str:
+    """What a generation answers, read the way its set's answer type asks ('' if nothing);
+    a choice with no letter is matched against ``options`` (the prompt's, by letter)."""
     if pattern is not None:
         picked = _pattern_pick(pattern, generated)
         if picked is None:
             return ""
         generated = picked
     if answer_type == "choice":
-        return extract_choice(generated) or ""
+        return extract_choice(generated) or choice_without_letter(generated, options or {}) or ""
     if answer_type == "text":
         if pattern is not None:
             return generated
@@ -153,6 +214,11 @@ def equivalent(answer_type: str, predicted: str, reference: str) -> bool:
 
 
 def answer_correct(
-    answer_type: str, generated: str, reference: str, pattern: re.Pattern | None = None
+    answer_type: str,
+    generated: str,
+    reference: str,
+    pattern: re.Pattern | None = None,
+    options: dict[str, str] | None = None,
 ) -> bool:
-    return equivalent(answer_type, predicted_answer(answer_type, generated, pattern), reference)
+    predicted = predicted_answer(answer_type, generated, pattern, options)
+    return equivalent(answer_type, predicted, reference)

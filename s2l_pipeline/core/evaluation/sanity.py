@@ -3,9 +3,11 @@ the model does not answer one string to everything, and accuracy is read against
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
-from .answer_types import REASONING_GYM, predicted_answer
+from .answer_types import REASONING_GYM, options_in, predicted_answer
 from .scorers import is_correct
 
 
@@ -97,9 +99,27 @@ def _read_answer(row: dict) -> str:
     return predicted_answer(kind, row["prediction"] or "")
 
 
+# A rationale that mentions an answer or an option letter ("(C)", "C)", a lone "D", "answer"):
+# when the reader finds no letter there, the reader missed it; otherwise none is stated.
+_STATES_AN_ANSWER = re.compile(r"\(([A-J])\)|\b[A-J]\)|\b[B-HJ]\b|\b(?i:answer|ans|option)\b")
+# What a failing reference is, worst first: the reader read a wrong letter, missed a stated
+# one, or the reference states none (a rationale without its letter).
+MISS_KINDS = ("misread", "missed", "no answer stated")
+
+
+def _miss_kind(row: dict) -> str:
+    if row.get("answer_type") == "choice":
+        read = predicted_answer("choice", row["response"] or "", None, options_in(row["prompt"]))
+        if read:
+            return "misread"
+        return "missed" if _STATES_AN_ANSWER.search(row["response"] or "") else MISS_KINDS[2]
+    return "misread"
+
+
 def reference_accuracy(table: pl.DataFrame) -> tuple[dict[str, float], dict[str, list[dict]]]:
     """Each answer-scored set's reference responses scored as if a model had written them:
-    (share judged correct per set, up to three failing rows per set)."""
+    (share judged correct per set, up to three failing rows per set, the reader's own misses
+    before rows that state no answer: those hide nothing about the reader)."""
     shares: dict[str, float] = {}
     failing: dict[str, list[dict]] = {}
     math = table.filter(pl.col("task") == "math")
@@ -107,9 +127,15 @@ def reference_accuracy(table: pl.DataFrame) -> tuple[dict[str, float], dict[str,
         rows = list(part.iter_rows(named=True))
         misses = [r for r in rows if not is_correct(r, r["response"])]
         shares[name] = 1.0 - len(misses) / len(rows)
+        kinds = sorted(((MISS_KINDS.index(_miss_kind(r)), i) for i, r in enumerate(misses)))
         if misses:
             failing[name] = [
-                {"response_end": r["response"][-120:], "answer": r["answer"]} for r in misses[:3]
+                {
+                    "kind": MISS_KINDS[k],
+                    "response_end": misses[i]["response"][-120:],
+                    "answer": misses[i]["answer"],
+                }
+                for k, i in kinds[:3]
             ]
     return dict(sorted(shares.items())), failing
 

@@ -17,7 +17,7 @@ from functools import cache, lru_cache
 import numpy as np
 
 from ..data.answers import compile_pattern
-from .answer_types import REASONING_GYM, answer_correct
+from .answer_types import REASONING_GYM, answer_correct, options_in
 from .answer_types import extract_answer as extract_answer  # re-exported: tests, benchmarks
 
 
@@ -57,7 +57,8 @@ def is_correct(row: dict, generated: str) -> bool:
     if kind == REASONING_GYM or (kind is None and row.get("metadata")):
         return reasoning_gym_correct(row["source"], generated, row["answer"], row["metadata"])
     pattern = _pattern(row.get("answer_pattern"))
-    return answer_correct(kind or "math", generated, row.get("answer") or "", pattern)
+    options = options_in(row.get("prompt") or "") if kind == "choice" else None
+    return answer_correct(kind or "math", generated, row.get("answer") or "", pattern, options)
 
 
 def summarization_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
