@@ -476,3 +476,12 @@ def test_premise_diagnostic_tells_real_clusters_from_shuffled_ones(tiny_run) -> 
         if e.check_name == "clusters_group_similar_gradients"
     ]
     assert check.metadata["gap"].value == pytest.approx(real.gap)  # the check runs this
+
+
+def test_per_cluster_names_rows_without_a_cluster() -> None:
+    import polars as pl
+
+    from s2l_pipeline.defs.selection import labelled_clusters
+
+    table = pl.DataFrame({"cluster": [0, 1, None], "full_rows": [5, 4, 2]})
+    assert labelled_clusters(table)["cluster"].to_list() == ["0", "1", "unscorable"]

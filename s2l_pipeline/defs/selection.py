@@ -3,6 +3,7 @@
 import dataclasses
 
 import dagster as dg
+import polars as pl
 from pydantic import Field
 
 from ..core.selection import METHODS, SelectionInputError, SelectionOptions, parse_budget
@@ -308,8 +309,16 @@ def selected_subset(
     )
 
 
+UNSCORABLE = "unscorable"  # the per-cluster row of pool rows without a loss trajectory
+
+
+def labelled_clusters(by_cluster: pl.DataFrame) -> pl.DataFrame:
+    """Pool rows with no loss trajectory have no cluster: a row named so, not a blank one."""
+    return by_cluster.with_columns(pl.col("cluster").cast(pl.String).fill_null(UNSCORABLE))
+
+
 def subset_metadata(done: stage.Subset, m: SubsetManifest) -> dict:
-    by_source, by_cluster = done.by_source, done.by_cluster
+    by_source, by_cluster = done.by_source, labelled_clusters(done.by_cluster)
     bars = compare_bars_png(
         by_source["source"].to_list(),
         by_source["full_share"].to_list(),
