@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from .conftest import PROJECT_ROOT
 from .helpers import new_rows, write_shard
 from .live import DagsterDev, wait_for
 
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.live
 LONG_PROXY = {"ops": {"proxy_checkpoints": {"config": {"epochs": 400.0}}}}
 RETRY_EVENTS = {"ExecutionStepUpForRetryEvent", "ExecutionStepRestartEvent"}
 SELECTED = {"dagster/partition": "selected"}
+README = (PROJECT_ROOT / "README.md").read_text()
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As root in a closed network: no sandbox, no background connections to Google's hosts.
@@ -252,6 +254,13 @@ def test_launchpad_run_and_asset_page(dev: DagsterDev, tmp_path: Path) -> None:
                 t["key"]: t["value"] for r in dev.runs() if r["runId"] == run_id for t in r["tags"]
             }
             assert tags["dagster/partition"] == "selected"
+
+            # The README's link opens the asset graph with its groups open: assets, not boxes.
+            [link] = re.findall(r"http://127\.0\.0\.1:3000(/asset-groups\?expanded=\S+)", README)
+            page.goto(f"{dev.url}{link}")
+            for asset in ("raw_dataset", "selected_subset", "target_evaluation"):
+                expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+            page.screenshot(path=shots / "0_asset_graph.png")
 
             page.goto(f"{dev.url}/assets/selected_subset")
             expect(page.get_by_text("Row count")).to_be_visible()

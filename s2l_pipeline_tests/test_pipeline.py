@@ -485,3 +485,27 @@ def test_per_cluster_names_rows_without_a_cluster() -> None:
 
     table = pl.DataFrame({"cluster": [0, 1, None], "full_rows": [5, 4, 2]})
     assert labelled_clusters(table)["cluster"].to_list() == ["0", "1", "unscorable"]
+
+
+def test_lineage_link_opens_every_group_of_the_code_location() -> None:
+    """The README's and `infra/stack up`'s asset graph link names every asset group the
+    definitions have (the UI opens them collapsed otherwise)."""
+    from s2l_pipeline.definitions import defs
+    from s2l_pipeline.deploy.ui_links import ASSET_GROUPS, lineage_url
+
+    from .conftest import PROJECT_ROOT
+
+    graph = defs.resolve_asset_graph()
+    groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert set(ASSET_GROUPS) == groups
+    assert lineage_url("http://127.0.0.1:3000") in (PROJECT_ROOT / "README.md").read_text()
+
+
+def test_sentences_fit_the_asset_pages_value_column() -> None:
+    from s2l_pipeline.defs.metadata import VALUE_COLUMN_CHARS, sentences
+
+    said = ["Every cell's target answers one string to most rows of a validation set.", "Short."]
+    text = sentences(said).value
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    assert max(len(ln) for ln in lines) <= VALUE_COLUMN_CHARS
+    assert " ".join(lines).split() == " ".join(said).split()  # every word, in order

@@ -16,6 +16,22 @@ def md(df: pl.DataFrame, max_rows: int = 50) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(df, max_rows))
 
 
+# The asset page's metadata value column shows about 36 characters of monospace text at a
+# 1400-pixel-wide window and clips the rest (Markdown wraps at a wider, fixed width): sentences
+# are broken by hand to fit (screenshots in the browser test).
+VALUE_COLUMN_CHARS = 34
+
+
+def sentences(lines: list[str], width: int = VALUE_COLUMN_CHARS) -> dg.MetadataValue:
+    """Sentences as Markdown paragraphs with hard line breaks every ``width`` characters, so a
+    long recommendation reads whole on the asset page instead of running past its edge."""
+    import textwrap
+
+    return dg.MetadataValue.md(
+        "\n\n".join("  \n".join(textwrap.wrap(s, width)) for s in lines if s.strip())
+    )
+
+
 def preview(df: pl.DataFrame, rows: int = 5, width: int = 120) -> dg.MetadataValue:
     """First rows with long strings cut, so the UI stays readable."""
     short = df.head(rows).with_columns(

@@ -28,7 +28,7 @@ from ..core.support.plots import markdown_image
 from ..core.support.tables import read_table
 from ..core.support.tracking import find_run
 from .executors import cpu_step_tags, gpu_retry_policy, gpu_step_tags, on_gpu
-from .metadata import md
+from .metadata import md, sentences
 from .profiles import profiled
 from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
 from .runtime import training_hooks
@@ -328,16 +328,14 @@ def report_metadata(done: stage.Report) -> dict:
     report = done.report
     return {
         "plot": dg.MetadataValue.md(markdown_image(done.png, "score and NLL against budget")),
-        "recommendation": dg.MetadataValue.md("\n".join(f"- {s}" for s in report.recommendation)),
+        "recommendation": sentences(report.recommendation),
         "report": dg.MetadataValue.md(done.text),
         "report_path": dg.MetadataValue.path(done.manifest.report_md),
         "cells": done.manifest.cells,
         "smallest_budget_within_epsilon": dg.MetadataValue.json(
             report.smallest_budget_within_epsilon
         ),
-        "best_by_budget": dg.MetadataValue.json(
-            {str(k): v for k, v in report.best_by_budget.items()}
-        ),
+        "best_by_budget": sentences([f"{k}: {v}" for k, v in report.best_by_budget.items()]),
         "spec_id": done.manifest.spec_id,
         "endpoint": report.endpoint,
         "registered_comparisons": dg.MetadataValue.json(

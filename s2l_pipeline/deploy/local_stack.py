@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from .ui_links import lineage_url
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION_YAML = PROJECT_ROOT / "infra" / "dagster.production.yaml"
 BUCKET = "s2l"
@@ -381,6 +383,7 @@ def up(root: Path, profile: str = "tiny", gpus: int = 2, cpus: int = 2) -> dict:
         raise
     state["urls"] = {
         "dagster": f"http://127.0.0.1:{ports['webserver']}",
+        "lineage": lineage_url(f"http://127.0.0.1:{ports['webserver']}"),
         "mlflow": env["MLFLOW_TRACKING_URI"],
         "ray": env["RAY_ADDRESS"],
         "s3": env["AWS_ENDPOINT_URL"],
