@@ -210,3 +210,30 @@ def test_one_command_examples_run(tmp_path: Path) -> None:
     assert (done / "subset.jsonl").exists() and (done / "subset.parquet").exists()
     records = pl.read_parquet(done / "subset.parquet")
     assert {"question", "options", "rationale", "correct", "record_id"} <= set(records.columns)
+
+
+def _seconds(measured: str) -> int:
+    """'6 min 36 s', '23 s', '19 min 42 s' -> seconds."""
+    m = re.fullmatch(r"(?:(\d+) min)?\s*(?:(\d+) s)?", measured.strip())
+    assert m and any(m.groups()), f"not a time: {measured!r}"
+    return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+
+
+def test_readme_times_are_the_measured_ones() -> None:
+    """Every time the README states is in docs/benchmarks.md's table of measurements, and says
+    that measurement rounded (to the minute; to 10 seconds under a minute)."""
+    docs = (PROJECT_ROOT / "docs" / "benchmarks.md").read_text()
+    section = docs.split("## The README's times", 1)[1].split("\n## ", 1)[0]
+    rows = [r for r in section.splitlines() if r.startswith("| `")]
+    assert len(rows) >= 4
+    readme = " ".join((PROJECT_ROOT / "README.md").read_text().split())
+    for row in rows:
+        phrase, _, measured = [c.strip() for c in row.strip("|").split("|")][:3]
+        phrase = phrase.strip("`")
+        assert phrase in readme, f"the README no longer says {phrase!r}"
+        said = re.search(r"(\d+) (minute|second)", phrase)
+        seconds = _seconds(measured)
+        if said.group(2) == "minute":
+            assert int(said.group(1)) == round(seconds / 60), (phrase, measured)
+        else:
+            assert int(said.group(1)) == 10 * round(seconds / 10), (phrase, measured)
