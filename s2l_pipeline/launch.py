@@ -187,7 +187,7 @@ def heldout_without_eval(cfg: dict, args: argparse.Namespace) -> str | None:
     evals = ops.get("eval_sets", {}).get("config", {})
     if not args.data or evals.get("files") or "heldout_per_source" in raw:
         return None
-    if getattr(args, "until", None) and args.until != "target_evaluation":
+    if getattr(args, "until", None) not in (None, "eval_sets", "target_evaluation"):
         return None  # nothing is evaluated: the whole file is the pool
     from .core.data.ingest import HELDOUT_SHARE
 

@@ -418,3 +418,38 @@ def test_two_conversations_that_flatten_alike_stay_two_rows(tmp_path) -> None:
     path.write_text(json.dumps({"messages": one}) + "\n" + json.dumps({"messages": two}))
     loaded = load(path)
     assert loaded.train["prompt"].n_unique() == 1 and loaded.train.height == 2
+
+
+@pytest.mark.slow
+def test_one_command_for_a_chat_training_file_and_a_mapped_test_file(tmp_path: Path) -> None:
+    """Mixed schemas in one command: the chat file needs no mapping, `--eval-fields` maps the
+    multiple-choice test file; with `--fields` instead, the mapping would reach the chat file
+    and reject its rows (what a user met). `--until eval_sets` reads both and stops."""
+    import shutil
+    import subprocess
+
+    from .conftest import PROJECT_ROOT, s2l_cmd, s2l_env
+    from .helpers import MC, MC_FIELDS
+
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    train = tmp_path / "mine" / "chats.jsonl"
+    _chat_file(train, 60, 7)
+    env = s2l_env(tmp_path)
+    cmd = [*s2l_cmd(), "run", "--data", str(train), "--eval", str(MC), "--until", "eval_sets"]
+    res = subprocess.run(
+        [*cmd, "--eval-fields", json.dumps(MC_FIELDS)],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["examples"] == 60 and "proxy_checkpoints" not in summary["assets"]
+    art = tmp_path / "art" / "_manifests"
+    evals = json.loads((art / "eval_sets" / "__unpartitioned__.json").read_text())
+    table = pl.read_parquet(evals["eval"]["uri"])
+    assert table.height == 48 and set(table["answer_type"]) == {"choice"}
+
+    wrong = subprocess.run(
+        [*cmd, "--fields", json.dumps(MC_FIELDS)], capture_output=True, text=True, env=env,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert wrong.returncode == 1 and "rows rejected" in wrong.stderr

@@ -311,6 +311,16 @@ def test_lineage_command_prints_the_chain(pipeline, monkeypatch, capsys) -> None
     record = json.loads(capsys.readouterr().out)
     assert record["target"]["checkpoint_sha256"] == target["checkpoint_sha256"]
     assert record["selection"]["method"] == "s2l"
+    # Every MLflow run on the chain carries it: searchable tags and the whole record.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    subset_hash = meta(first, "selected_subset")["content_hash"]
+    for asset in ("selected_subset", "target_model", "target_evaluation"):
+        mlflow_run = meta(first, asset)["mlflow_run_id"]
+        tags = client.get_run(mlflow_run).data.tags
+        assert tags["lineage.selection.subset_hash"] == subset_hash, asset
+        assert "lineage.json" in {a.path for a in client.list_artifacts(mlflow_run)}, asset
 
     assert main(["lineage", "no_such_asset"]) == 2
     assert "neither an asset" in capsys.readouterr().err

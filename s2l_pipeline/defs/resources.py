@@ -15,6 +15,7 @@ from pydantic import Field
 from ..core.data.shards import (
     list_shards,
 )
+from ..core.stages.lineage import lineage_tags
 from ..core.stages.manifests import Manifest, manifest_key
 from ..core.support.storage import ArtifactStore
 from ..core.support.tracking import (
@@ -184,6 +185,13 @@ class MlflowTracking(dg.ConfigurableResource):
         uri = self.reachable_uri(context)
         client = MlflowClient(tracking_uri=uri)
         return Tracker(client, run_id, client.get_run(run_id).info.experiment_id, uri)
+
+
+def log_lineage(tracker: Tracker, lineage: dict) -> None:
+    """The chain a subset, target or evaluation was made from, on its MLflow run: the short
+    identifiers as tags (searchable) and the whole record as lineage.json."""
+    tracker.set_tags(lineage_tags(lineage))
+    tracker.log_dict(lineage, "lineage.json")
 
 
 def mlflow_metadata(tracker: Tracker) -> dict[str, dg.MetadataValue]:

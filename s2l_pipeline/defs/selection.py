@@ -9,7 +9,6 @@ from pydantic import Field
 from ..core.selection import METHODS, SelectionInputError, SelectionOptions, parse_budget
 from ..core.selection.diagnostics import POOL_COLUMNS, premise_on_pool
 from ..core.stages import selection as stage
-from ..core.stages.lineage import lineage_tags
 from ..core.stages.manifests import (
     ClustersManifest,
     ModelManifest,
@@ -32,7 +31,7 @@ from .data import scored_shards, shard_inventory
 from .executors import cpu_step_tags
 from .metadata import md, table_ref_metadata
 from .profiles import profiled
-from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
+from .resources import ArtifactStoreResource, MlflowTracking, log_lineage, mlflow_metadata
 from .trajectories import shard_trajectories
 
 
@@ -295,11 +294,11 @@ def selected_subset(
     context.log.info(f"{m.method}: {m.subset.rows} of {done.pool_rows} examples selected")
     pool_hash = training_pool.train.content_hash
     with mlflow.run(context, "selected_subset", {"training_pool": pool_hash}) as mt:
-        mt.set_tags({"selection_method": m.method, **lineage_tags(m.lineage)})
+        mt.set_tags({"selection_method": m.method})
+        log_lineage(mt, m.lineage)
         mt.log_params({"method": m.method, "budget": m.budget, "seed": m.seed})
         cost = {k: m.info[k] for k in SELECTION_COST if m.info.get(k) is not None}
         mt.log_metrics({"selected_rows": m.subset.rows, "pool_rows": done.pool_rows, **cost})
-        mt.log_dict(m.lineage, "lineage.json")
         m = dataclasses.replace(m, mlflow_run_id=mt.run_id)
         meta_ml = mlflow_metadata(mt)
     return dg.Output(

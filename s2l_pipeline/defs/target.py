@@ -11,7 +11,6 @@ from ..core.evaluation.sanity import prediction_modes
 from ..core.lm.fit import ModelSpec, TrainRun
 from ..core.lm.train_config import CheckpointSchedule
 from ..core.stages import models as stage
-from ..core.stages.lineage import lineage_tags
 from ..core.stages.manifests import (
     EvalSetsManifest,
     EvaluationManifest,
@@ -26,7 +25,7 @@ from .executors import cpu_step_tags, gpu_retry_policy, gpu_step_tags, on_gpu
 from .lm_config import LMTrainingConfig
 from .metadata import md, model_metadata, preview, run_params, training_loss_plot
 from .profiles import profiled
-from .resources import ArtifactStoreResource, MlflowTracking, mlflow_metadata
+from .resources import ArtifactStoreResource, MlflowTracking, log_lineage, mlflow_metadata
 from .runtime import training_hooks
 
 TRAINING_SETS = dg.StaticPartitionsDefinition(list(stage.TRAINING_SETS))
@@ -100,8 +99,7 @@ def target_model(
         )
         manifest = dataclasses.replace(trained, mlflow_run_id=mt.run_id)
         mt.log_dict(manifest.to_dict(), "target_manifest.json")
-        mt.set_tags(lineage_tags(manifest.lineage))
-        mt.log_dict(manifest.lineage, "lineage.json")
+        log_lineage(mt, manifest.lineage)
         meta_ml = mlflow_metadata(mt)
     context.log.info(f"{partition}: trained on {rows.rows.height} rows; final {manifest.final.uri}")
     return dg.Output(
@@ -180,7 +178,7 @@ def target_evaluation(
         mt.log_metrics({**m.headline, **done.per_set_metrics()})
         mt.log_artifact(store.fetch(m.metrics.uri), "evaluation")
         mt.log_artifact(store.fetch(m.predictions.uri), "evaluation")
-        mt.log_dict(m.lineage, "lineage.json")
+        log_lineage(mt, m.lineage)
         meta_ml = mlflow_metadata(mt)
     context.log.info(", ".join(f"{k}={v:.4f}" for k, v in m.headline.items()))
     return dg.Output(
