@@ -151,7 +151,9 @@ def build_tokenizer(spec: ModelSpec, train_df: pl.DataFrame):
     if spec.name != EMBEDDED:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(spec.name)
+        from .gguf import local_model
+
+        return AutoTokenizer.from_pretrained(local_model(spec.name))
     return train_bpe_tokenizer(tokenizer_texts(train_df), spec.vocab_size)
 
 

