@@ -9,7 +9,7 @@ import pytest
 from s2l_pipeline.core.lm.chat_template import stop_token_ids
 from s2l_pipeline.core.lm.generation import greedy_generate
 from s2l_pipeline.core.lm.gguf import SOURCE, gguf_folder
-from s2l_pipeline.core.lm.models import load_causal_lm
+from s2l_pipeline.core.lm.models import load_causal_lm, save_model
 from s2l_pipeline.core.support.hashing import file_hash
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,9 @@ def test_a_gguf_instruct_model_is_dequantized_once_and_generates_batched_as_alon
     assert gguf_folder(gguf) == folder  # the second use reads the cache
     assert (folder / "model.safetensors").stat().st_mtime_ns == made
 
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     model, tok = load_causal_lm(gguf)
+    save_model(model, tok, tmp_path / "checkpoint")  # what every checkpoint export does
     assert tok.chat_template and tok.eos_token == "<|im_end|>"
     assert tok.pad_token_id == tok.eos_token_id  # padding must be masked, never attended
     stops = stop_token_ids(tok, model)

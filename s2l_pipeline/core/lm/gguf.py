@@ -42,7 +42,10 @@ def gguf_folder(path: str | Path, cache_root: Path | None = None) -> Path:
     log.info("dequantizing %s into %s (once; cached by its SHA-256)", src, out)
     tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
-    plain = AutoModelForCausalLM.from_config(loaded.config)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # kept, it would mark the folder quantized too
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(loaded.state_dict())
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
