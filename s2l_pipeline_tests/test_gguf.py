@@ -77,3 +77,51 @@ def test_a_gguf_instruct_model_is_dequantized_once_and_generates_batched_as_alon
     ended = [len(tok(a, add_special_tokens=False)["input_ids"]) < limit - 1 for a in alone]
     assert any(ended), alone  # a short reply stopped at its end-of-turn, not at the limit
     print(json.dumps(dict(zip(QUESTIONS, alone, strict=True)), indent=1))
+
+
+def test_the_loss_covers_exactly_the_replies_under_smollm2s_own_template(tmp_path: Path) -> None:
+    """Encoded as training encodes it, a chat row's loss spans are its assistant replies as the
+    template renders each turn (the reply, `<|im_end|>` and the newline the template writes
+    after it, as the growing-prefix rendering defines a turn), nothing of the system or user
+    turns; generation is given exactly the tokens before the last reply; a padded batch labels
+    no padding although pad = eos, while each reply's own end-of-turn stays in the loss."""
+    import polars as pl
+    from transformers import AutoTokenizer
+
+    from s2l_pipeline.core.lm.encoding import encode
+    from s2l_pipeline.core.lm.trainer import make_collator
+
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok.pad_token = tok.eos_token
+    turns = [
+        {"role": "system", "content": "Answer with the number only."},
+        {"role": "user", "content": "What is 2 plus 3?"},
+        {"role": "assistant", "content": "5"},
+        {"role": "user", "content": "And 10 minus 4?"},
+        {"role": "assistant", "content": "6"},
+    ]
+    rows = pl.DataFrame(
+        {
+            "prompt": ["(chat)", "What is 7 times 6?"],
+            "response": ["6", "42"],
+            "task": ["math", "math"],
+            "messages": [json.dumps(turns), None],
+        }
+    )
+    enc = encode(rows, tok, 512)
+    ids = enc.input_ids[0]
+    spans = enc.loss_spans(0)
+    trained = [tok.decode(ids[a:b]) for a, b in spans]
+    assert trained == ["5<|im_end|>\n", "6<|im_end|>\n"], trained
+    whole = tok.apply_chat_template(turns, tokenize=False)
+    assert tok.decode(ids).strip() == whole.strip()  # the model's own template, token for token
+    assert tok.decode(enc.context(0)).endswith("And 10 minus 4?<|im_end|>\n<|im_start|>assistant\n")
+
+    rows_in = [{"input_ids": enc.input_ids[i], "labels": enc.labels(i)} for i in range(2)]
+    batch = make_collator(tok.pad_token_id)(rows_in)
+    for j in range(2):
+        n = len(enc.input_ids[j])
+        assert batch["attention_mask"][j, n:].sum() == 0  # padding is not attended to
+        assert (batch["labels"][j, n:] == -100).all()  # nor in the loss
+        assert batch["labels"][j, n - 1] == tok.eos_token_id or j == 0 and spans[-1][1] <= n
