@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from .data.problem_identity import normalized_column
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -25,11 +27,6 @@ def check_training_table(df: pl.DataFrame) -> Finding:
     bad = {k: v for k, v in counts.items() if v}
     summary = "all rows valid" if not bad else ", ".join(f"{v} {k}" for k, v in bad.items())
     return Finding(not bad, summary, counts)
-
-
-def _folded(col: str) -> pl.Expr:
-    """Case and whitespace folded, as problem_identity.normalized_text."""
-    return pl.col(col).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
 
 
 # A user turn this short ("Are you sure?", "Continue") is asked everywhere: it says nothing.
@@ -64,8 +61,8 @@ def check_contamination(train: pl.DataFrame, evals: pl.DataFrame) -> Finding:
     asked = _texts(evals, "_item")
     trained = _texts(train)
     hit = asked.join(trained.select("prompt").unique(), on="prompt", how="semi")["_item"]
-    hit_folded = asked.with_columns(_k=_folded("prompt")).join(
-        trained.select(_k=_folded("prompt")).unique(), on="_k", how="semi"
+    hit_folded = asked.with_columns(_k=normalized_column("prompt")).join(
+        trained.select(_k=normalized_column("prompt")).unique(), on="_k", how="semi"
     )["_item"]
     leaked = evals.filter(pl.col("_item").is_in(hit.implode()))
     folded = evals.filter(pl.col("_item").is_in(hit_folded.implode()))

@@ -29,6 +29,7 @@ from .formats import (
 )
 from .generator import TRAIN_FAMILIES, Family, generate_mixture
 from .hf_source import hf_display, iter_hf_records
+from .problem_identity import normalized_column
 from .readers import SUFFIXES, FileReadError, RecordError, iter_records
 from .schema import EVAL_SCHEMA, ORIGIN_SCHEMA, RAW_SCHEMA, REJECTED_SCHEMA, as_eval_table
 
@@ -364,14 +365,7 @@ def split_heldout(
     empty_held = pl.DataFrame(schema=EVAL_SCHEMA)
     if per_source <= 0 or share <= 0 or df.is_empty():
         return df, empty_held
-    key = (
-        pl.col("prompt")
-        .str.to_lowercase()
-        .str.split(" ")
-        .list.eval(pl.element().filter(pl.element() != ""))
-        .list.join(" ")
-    )
-    keyed = df.with_columns(_key=key)
+    keyed = df.with_columns(_key=normalized_column("prompt"))
     first = keyed.group_by("source", "_key").agg(_first=pl.col("example_id").min())
     # A share of the source's problems, rounded up yet under half (none of a source of two).
     problems = pl.len().over("source")

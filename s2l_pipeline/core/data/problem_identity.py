@@ -21,6 +21,13 @@ def normalized_text(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+def normalized_column(col: str):
+    """:func:`normalized_text` over a polars column (lower case rather than casefold)."""
+    import polars as pl
+
+    return pl.col(col).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+
 def _expression(expr: str) -> str:
     """An expression's canonical form: a product's factors sorted; a sum's signed terms sorted
     ('4 - 7 + 3' and '3 + 4 - 7' are one problem); anything else as written."""
