@@ -8,13 +8,7 @@ import sys
 import dagster as dg
 
 from .defs.automation import RetrainPolicy
-from .defs.data import (
-    data_shard,
-    eval_sets_not_in_training,
-    raw_dataset_rows_valid,
-    references_score_as_correct,
-    shard_inventory,
-)
+from .defs.data import data_shard, eval_sets_checks, shard_inventory
 from .defs.jobs import (
     EXECUTOR,
     MAIN_ASSETS,
@@ -27,7 +21,7 @@ from .defs.jobs import (
     study_report_job,
     whole_graph_hint,
 )
-from .defs.preflight import inputs_fit_the_run
+from .defs.preflight import raw_dataset_checks
 from .defs.resources import (
     ArtifactStoreResource,
     ManifestIOManager,
@@ -46,23 +40,15 @@ from .defs.sensors import (
     shard_sensor,
 )
 from .defs.target import predictions_not_constant
-from .defs.trajectories import (
-    shard_trajectories,
-    trajectories_cover_dataset,
-    trajectories_finite,
-    trajectories_loss_decreases,
-)
+from .defs.trajectories import loss_trajectories_checks, shard_trajectories
 
 # The main graph (defs/jobs.py) and the shards, which arrive one file at a time.
 ASSETS = [*MAIN_ASSETS, shard_inventory, data_shard, shard_trajectories, *STUDY_ASSETS]
+# Checks of one asset share a step (defs/check_groups.py).
 CHECKS = [
-    raw_dataset_rows_valid,
-    inputs_fit_the_run,
-    eval_sets_not_in_training,
-    references_score_as_correct,
-    trajectories_cover_dataset,
-    trajectories_finite,
-    trajectories_loss_decreases,
+    raw_dataset_checks,
+    eval_sets_checks,
+    loss_trajectories_checks,
     clusters_group_similar_gradients,
     predictions_not_constant,
 ]

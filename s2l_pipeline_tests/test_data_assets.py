@@ -270,6 +270,30 @@ def test_checks_pass_on_clean_data_and_flag_contamination(tmp_path: Path) -> Non
     assert leak.metadata["leaky"].value == 20
 
 
+def test_checks_sharing_a_step_still_run_alone(tmp_path: Path) -> None:
+    """eval_sets' two checks are one step (defs/check_groups.py); selecting one runs only it,
+    as the UI's "Execute" on a single check does."""
+    from s2l_pipeline.definitions import CHECKS
+
+    sample = str(FIXTURES / "gsm8k_train_sample.jsonl")
+    cfg = run_config(
+        "tiny",
+        assets=DATA,
+        overrides={"raw_dataset": {"files": [{"path": sample}]},
+                   "eval_sets": {"files": [{"path": sample, "name": "leaky"}]}},
+    )  # fmt: skip
+    resources = make_resources(str(tmp_path / "art"))
+    dg.materialize([raw_dataset, eval_sets], resources=resources, run_config=cfg)
+    one = dg.AssetCheckKey(dg.AssetKey("eval_sets"), "references_score_as_correct")
+    result = dg.materialize(
+        [raw_dataset, eval_sets, *CHECKS],
+        resources=resources,
+        selection=dg.AssetSelection.checks(one),
+    )
+    assert [e.check_name for e in result.get_asset_check_evaluations()] == [one.name]
+    assert not result.get_asset_materialization_events()  # the check alone, no asset rebuilt
+
+
 def test_field_mapping_through_run_config(tmp_path: Path) -> None:
     """The launchpad's `fields:` on a training file and on an evaluation file."""
     from .helpers import AQUA, AQUA_FIELDS
@@ -321,3 +345,30 @@ def test_duplicates_drop_is_counted_in_metadata(tmp_path: Path) -> None:
     raw = meta(res, "raw_dataset")
     assert raw["dagster/row_count"] == len(rows) and raw["rejected_rows"] == 0
     assert raw["duplicates_dropped"] == 4 and pl.read_parquet(raw["duplicates_path"]).height == 4
+
+
+def test_a_check_that_raises_lets_the_others_of_its_step_report() -> None:
+    import logging
+    from types import SimpleNamespace
+
+    from s2l_pipeline.defs.check_groups import selected_results
+
+    keys = {dg.AssetCheckKey(dg.AssetKey("a"), n) for n in ("first", "broken", "last")}
+    context = SimpleNamespace(selected_asset_check_keys=keys, log=logging.getLogger("t"))
+
+    def broken() -> dg.AssetCheckResult:
+        raise ValueError("unreadable table")
+
+    checks = {
+        "first": lambda: dg.AssetCheckResult(passed=True),
+        "broken": broken,
+        "last": lambda: dg.AssetCheckResult(passed=False),
+        "unselected": lambda: dg.AssetCheckResult(passed=True),
+    }
+    results = selected_results(context, "a", checks)
+    seen = [next(results), next(results)]
+    assert [(r.check_name, r.passed, r.asset_key) for r in seen] == [
+        ("first", True, dg.AssetKey("a")), ("last", False, dg.AssetKey("a"))
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="unreadable table"):
+        next(results)

@@ -27,6 +27,7 @@ from ..core.stages.data import (
 )
 from ..core.stages.manifests import EvalSetsManifest, RawDatasetManifest, ShardManifest
 from ..core.support.tables import read_table
+from .check_groups import selected_results
 from .executors import cpu_step_tags
 from .metadata import md, preview, table_ref_metadata
 from .profiles import profiled
@@ -312,36 +313,10 @@ def check_result(finding: Finding, severity: dg.AssetCheckSeverity) -> dg.AssetC
     )
 
 
-@dg.asset_check(
-    op_tags=cpu_step_tags(),
-    asset="raw_dataset",
-    blocking=True,
-    description="Every example_id present and unique; no empty prompt or response.",
-)
-def raw_dataset_rows_valid(
-    raw_dataset: RawDatasetManifest, artifact_store: ArtifactStoreResource
-) -> dg.AssetCheckResult:
-    train = read_table(raw_dataset.train, artifact_store.store())
-    return check_result(check_training_table(train), dg.AssetCheckSeverity.ERROR)
-
-
-@dg.asset_check(
-    op_tags=cpu_step_tags(),
-    asset="eval_sets",
-    additional_ins={"raw_dataset": dg.AssetIn()},
-    description="No evaluation prompt appears in the training table, verbatim or with case and "
-    "whitespace folded, on what the model reads: prompts and every user turn of chat rows, on "
-    "both sides (warns; both counts per set).",
-)
-def eval_sets_not_in_training(
-    eval_sets: EvalSetsManifest,
-    raw_dataset: RawDatasetManifest,
-    artifact_store: ArtifactStoreResource,
-) -> dg.AssetCheckResult:
-    store = artifact_store.store()
+def rows_valid(raw_dataset: RawDatasetManifest, store) -> dg.AssetCheckResult:
+    """Every example_id present and unique; no empty prompt or response."""
     train = read_table(raw_dataset.train, store)
-    evals = read_table(eval_sets.eval, store)
-    return check_result(check_contamination(train, evals), dg.AssetCheckSeverity.WARN)
+    return check_result(check_training_table(train), dg.AssetCheckSeverity.ERROR)
 
 
 REFERENCE_FLOOR = 0.95  # below this share a set's scorer is misreading its answers
@@ -430,16 +405,9 @@ def scored_shards(instance: dg.DagsterInstance) -> list[str]:
     return _materialized(instance, "shard_trajectories")
 
 
-@dg.asset_check(
-    op_tags=cpu_step_tags(),
-    asset="eval_sets",
-    description="Each answer-scored set's reference responses, scored as if a model wrote them, "
-    "are judged correct (warns below 95% on any set): the scorer reads this set's answers.",
-)
-def references_score_as_correct(
-    eval_sets: EvalSetsManifest, artifact_store: ArtifactStoreResource
-) -> dg.AssetCheckResult:
-    table = read_table(eval_sets.eval, artifact_store.store())
+def references_correct(table) -> dg.AssetCheckResult:
+    """The evaluation table's references, scored as predictions: a scorer that misreads a set's
+    answers shows here, before any model is judged by it."""
     shares, failing = reference_accuracy(table)
     low = {name: share for name, share in shares.items() if share < REFERENCE_FLOOR}
     described = "; ".join(
@@ -465,5 +433,49 @@ def references_score_as_correct(
             ),
             "sets_below_floor": len(low),
             "failing_examples": dg.MetadataValue.json(failing),
+        },
+    )
+
+
+EVAL_SETS_CHECKS = [
+    dg.AssetCheckSpec(
+        "eval_sets_not_in_training",
+        asset="eval_sets",
+        additional_deps=["raw_dataset"],
+        description="No evaluation prompt appears in the training table, verbatim or with case "
+        "and whitespace folded, on what the model reads: prompts and every user turn of chat "
+        "rows, on both sides (warns; both counts per set).",
+    ),
+    dg.AssetCheckSpec(
+        "references_score_as_correct",
+        asset="eval_sets",
+        description="Each answer-scored set's reference responses, scored as if a model wrote "
+        "them, are judged correct (warns below 95% on any set): the scorer reads this set's "
+        "answers.",
+    ),
+]
+
+
+@dg.multi_asset_check(specs=EVAL_SETS_CHECKS, can_subset=True, op_tags=cpu_step_tags())
+def eval_sets_checks(
+    context: dg.AssetCheckExecutionContext,
+    eval_sets: EvalSetsManifest,
+    raw_dataset: RawDatasetManifest,
+    artifact_store: ArtifactStoreResource,
+):
+    """The evaluation sets' checks, in one step (check_groups.py)."""
+    store = artifact_store.store()
+    evals = read_table(eval_sets.eval, store)
+
+    def not_in_training() -> dg.AssetCheckResult:
+        train = read_table(raw_dataset.train, store)
+        return check_result(check_contamination(train, evals), dg.AssetCheckSeverity.WARN)
+
+    yield from selected_results(
+        context,
+        "eval_sets",
+        {
+            "eval_sets_not_in_training": not_in_training,
+            "references_score_as_correct": lambda: references_correct(evals),
         },
     )

@@ -4,7 +4,8 @@ import dagster as dg
 
 from ..core.stages.manifests import RawDatasetManifest, ShardManifest, read_manifest
 from ..core.stages.preflight import check_inputs
-from .data import EvalSetsConfig, materialized_shards
+from .check_groups import selected_results
+from .data import EvalSetsConfig, materialized_shards, rows_valid
 from .executors import cpu_step_tags
 from .proxy import ProxyConfig
 from .resources import ArtifactStoreResource
@@ -30,19 +31,10 @@ def _planned(context: dg.AssetCheckExecutionContext) -> set[str]:
     return {k.to_user_string() for k in keys}
 
 
-@dg.asset_check(
-    op_tags=cpu_step_tags(),
-    asset="raw_dataset",
-    blocking=True,
-    description="Before the proxy trains: this run's budget fits the pool, every evaluation "
-    "file exists and parses, and few enough prompts fill max_length (blocking).",
-)
-def inputs_fit_the_run(
-    context: dg.AssetCheckExecutionContext,
-    raw_dataset: RawDatasetManifest,
-    artifact_store: ArtifactStoreResource,
+def inputs_fit(
+    context: dg.AssetCheckExecutionContext, raw_dataset: RawDatasetManifest, store
 ) -> dg.AssetCheckResult:
-    store = artifact_store.store()
+    """What this run's settings ask of the data, before the proxy trains."""
     run_config = context.run.run_config or {}
     proxy = _config(run_config, "proxy_checkpoints", ProxyConfig)
     selection = _config(run_config, "selected_subset", SelectionConfig)
@@ -77,5 +69,40 @@ def inputs_fit_the_run(
             "rows_without_response_tokens": found.unscorable,
             "max_length": found.max_length,
             "problems": len(found.problems),
+        },
+    )
+
+
+RAW_DATASET_CHECKS = [
+    dg.AssetCheckSpec(
+        "raw_dataset_rows_valid",
+        asset="raw_dataset",
+        blocking=True,
+        description="Every example_id present and unique; no empty prompt or response.",
+    ),
+    dg.AssetCheckSpec(
+        "inputs_fit_the_run",
+        asset="raw_dataset",
+        blocking=True,
+        description="Before the proxy trains: this run's budget fits the pool, every evaluation "
+        "file exists and parses, and few enough prompts fill max_length (blocking).",
+    ),
+]
+
+
+@dg.multi_asset_check(specs=RAW_DATASET_CHECKS, can_subset=True, op_tags=cpu_step_tags())
+def raw_dataset_checks(
+    context: dg.AssetCheckExecutionContext,
+    raw_dataset: RawDatasetManifest,
+    artifact_store: ArtifactStoreResource,
+):
+    """The training table's checks, both blocking, in one step (check_groups.py)."""
+    store = artifact_store.store()
+    yield from selected_results(
+        context,
+        "raw_dataset",
+        {
+            "raw_dataset_rows_valid": lambda: rows_valid(raw_dataset, store),
+            "inputs_fit_the_run": lambda: inputs_fit(context, raw_dataset, store),
         },
     )

@@ -33,6 +33,7 @@ from ..core.support.plots import loss_curve_png, markdown_image
 from ..core.support.tables import read_table
 from ..core.trajectories import CheckpointIntegrityError, TooManyUnscorable, loss_columns
 from .automation import REFRESH
+from .check_groups import selected_results
 from .data import SHARDS, check_result
 from .executors import cpu_step_tags, gpu_retry_policy, gpu_step_tags, on_gpu
 from .metadata import md
@@ -232,47 +233,54 @@ def _load(manifest: TrajectoriesManifest, artifact_store: ArtifactStoreResource)
     return read_table(manifest.trajectories, artifact_store.store())
 
 
-@dg.asset_check(
-    op_tags=cpu_step_tags(),
-    asset="loss_trajectories",
-    blocking=True,
-    additional_ins={"raw_dataset": dg.AssetIn()},
-    description="Every example_id of raw_dataset appears exactly once.",
-)
-def trajectories_cover_dataset(
+TRAJECTORY_CHECKS = [
+    dg.AssetCheckSpec(
+        "trajectories_cover_dataset",
+        asset="loss_trajectories",
+        blocking=True,
+        additional_deps=["raw_dataset"],
+        description="Every example_id of raw_dataset appears exactly once.",
+    ),
+    dg.AssetCheckSpec(
+        "trajectories_finite",
+        asset="loss_trajectories",
+        blocking=True,
+        description="No NaN or inf loss outside rows flagged truncated.",
+    ),
+    dg.AssetCheckSpec(
+        "trajectories_loss_decreases",
+        asset="loss_trajectories",
+        description="Mean loss falls from the first to the last checkpoint (warns if not).",
+    ),
+]
+
+
+@dg.multi_asset_check(specs=TRAJECTORY_CHECKS, can_subset=True, op_tags=cpu_step_tags())
+def loss_trajectories_checks(
+    context: dg.AssetCheckExecutionContext,
     loss_trajectories: TrajectoriesManifest,
     raw_dataset: RawDatasetManifest,
     artifact_store: ArtifactStoreResource,
-) -> dg.AssetCheckResult:
-    train = read_table(raw_dataset.train, artifact_store.store())
-    finding = check_trajectory_coverage(
-        train["example_id"], _load(loss_trajectories, artifact_store)
-    )
-    return check_result(finding, dg.AssetCheckSeverity.ERROR)
-
-
-@dg.asset_check(
-    op_tags=cpu_step_tags(),
-    asset="loss_trajectories",
-    blocking=True,
-    description="No NaN or inf loss outside rows flagged truncated.",
-)
-def trajectories_finite(
-    loss_trajectories: TrajectoriesManifest, artifact_store: ArtifactStoreResource
-) -> dg.AssetCheckResult:
+):
+    """The trajectory table's checks, in one step (check_groups.py)."""
     traj = _load(loss_trajectories, artifact_store)
-    return check_result(
-        check_trajectory_finite(traj, loss_columns(traj)), dg.AssetCheckSeverity.ERROR
+    losses = loss_columns(traj)
+
+    def covers() -> dg.AssetCheckResult:
+        train = read_table(raw_dataset.train, artifact_store.store())
+        finding = check_trajectory_coverage(train["example_id"], traj)
+        return check_result(finding, dg.AssetCheckSeverity.ERROR)
+
+    yield from selected_results(
+        context,
+        "loss_trajectories",
+        {
+            "trajectories_cover_dataset": covers,
+            "trajectories_finite": lambda: check_result(
+                check_trajectory_finite(traj, losses), dg.AssetCheckSeverity.ERROR
+            ),
+            "trajectories_loss_decreases": lambda: check_result(
+                check_loss_decreases(traj, losses), dg.AssetCheckSeverity.WARN
+            ),
+        },
     )
-
-
-@dg.asset_check(
-    op_tags=cpu_step_tags(),
-    asset="loss_trajectories",
-    description="Mean loss falls from the first to the last checkpoint (warns if not).",
-)
-def trajectories_loss_decreases(
-    loss_trajectories: TrajectoriesManifest, artifact_store: ArtifactStoreResource
-) -> dg.AssetCheckResult:
-    traj = _load(loss_trajectories, artifact_store)
-    return check_result(check_loss_decreases(traj, loss_columns(traj)), dg.AssetCheckSeverity.WARN)
