@@ -18,7 +18,7 @@ import psutil
 import requests
 
 from s2l_pipeline.core.support.processes import die_with_parent
-from s2l_pipeline.deploy.job_runs import deployment_env
+from s2l_pipeline.deploy.job_runs import deployment_env, start_main_job
 from s2l_pipeline.deploy.local_stack import free_port
 
 from .conftest import PROJECT_ROOT
@@ -51,15 +51,76 @@ SHELLS = {"sh", "bash", "dash"}
 # job that asked for one CPU a single thread; the executor forwards OMP_NUM_THREADS).
 THREADS = {"OMP_NUM_THREADS": "2"}
 # Each step on Ray or in its own process starts Python, torch and the code location (seconds):
-# 3 checkpoints x 2 row shards keep 6 scoring units (both GPUs get some) instead of 15.
-# The proxy trains 6 epochs, not 2, so a killed worker is caught mid-training (between its
-# first Trainer checkpoint and its last step) even on an idle machine.
+# 3 checkpoints x 1 row shard keep 3 scoring units (two at once, so both GPUs get one) instead
+# of 15. The proxy trains 6 epochs, not 2, so a killed worker is caught mid-training (between
+# its first Trainer checkpoint and its last step) even on an idle machine.
 FEWER_UNITS = {
     "ops": {
         "proxy_checkpoints": {"config": {"num_checkpoints": 2, "epochs": 6.0}},
-        "loss_trajectories": {"ops": {"plan_scoring": {"config": {"shard_rows": 200}}}},
+        "loss_trajectories": {"ops": {"plan_scoring": {"config": {"shard_rows": 400}}}},
     }
 }
+
+
+class SharedInProcessRun:
+    """The tiny main job in one process at FEWER_UNITS and THREADS: what the Ray and the
+    multiprocess runs must reproduce byte for byte, run once per pytest session however many
+    xdist workers ask. The first to ask starts it and holds a file lock until it has finished;
+    the others wait on the lock and read the same instance."""
+
+    def __init__(self, base: Path):
+        from filelock import FileLock
+
+        self.home = base / "in_process" / "home"
+        self.done = base / "in_process.done"
+        self.lock = FileLock(str(base / "in_process.lock"))
+        self.proc = None
+        if self.done.exists():
+            return
+        try:
+            self.lock.acquire(timeout=0)
+        except TimeoutError:
+            return  # another worker runs it: ``finished`` waits for its lock
+        if self.done.exists():
+            self.lock.release()
+            return
+        local = deployment_env(base / "in_process", "in_process", **THREADS)
+        assert Path(local["DAGSTER_HOME"]) == self.home
+        self.log = base / "in_process.log"
+        self.proc = start_main_job(local, self.log, FEWER_UNITS)
+
+    def finished(self):
+        """The run's summary, once it has ended (here or in another worker)."""
+        from s2l_pipeline.deploy.job_runs import summarize
+
+        if self.proc is not None:
+            try:
+                code = self.proc.wait(timeout=900)
+                assert code == 0, self.log.read_text()[-4000:]
+                self.done.write_text("ok")
+            finally:
+                self.stop()
+        elif not self.done.exists():
+            with self.lock.acquire(timeout=900):
+                pass
+        assert self.done.exists(), "the shared in-process run failed in another worker"
+        return summarize(self.home)
+
+    def stop(self) -> None:
+        """End the run if it is still going (a test stopped early) and let others in."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+        self.lock.release()
+
+
+def session_base(tmp_path_factory) -> Path:
+    """A folder every xdist worker of this pytest session shares (one of its own otherwise)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 def is_gpu_step(key: str) -> bool:

@@ -7,8 +7,6 @@ in-process run in test_live_stack, on the production-shaped stack.
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from s2l_pipeline.deploy.job_runs import deployment_env, start_main_job, summarize
 from s2l_pipeline.deploy.local_stack import start_local_ray, stop_group
 
-from .live import FEWER_UNITS, THREADS, is_gpu_step
+from .live import FEWER_UNITS, THREADS, SharedInProcessRun, is_gpu_step, session_base
 
 pytestmark = pytest.mark.live
 
@@ -32,16 +30,13 @@ def ray_address(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def in_process_run(tmp_path_factory):
-    """The tiny main job in one process: what the other engines must reproduce, byte for byte."""
-    root = tmp_path_factory.mktemp("in_process")
-    local = deployment_env(root, "in_process", **THREADS)
-    proc = start_main_job(local, root / "in_process.log", FEWER_UNITS)
+    """The tiny main job in one process: what the other engines must reproduce, byte for byte
+    (one run for the session, shared with the stack test: live.py)."""
+    run = SharedInProcessRun(session_base(tmp_path_factory))
     try:
-        assert proc.wait(timeout=600) == 0, (root / "in_process.log").read_text()[-4000:]
+        yield run.finished()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    return summarize(Path(local["DAGSTER_HOME"]))
+        run.stop()
 
 
 def test_multiprocess_gives_each_gpu_step_its_own_gpu_and_the_same_bytes(

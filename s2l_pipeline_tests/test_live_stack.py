@@ -24,7 +24,7 @@ import psutil
 import pytest
 import requests
 
-from s2l_pipeline.deploy.job_runs import deployment_env, start_main_job, summarize
+from s2l_pipeline.deploy.job_runs import summarize
 from s2l_pipeline.deploy.local_stack import pg_data_dir
 
 from .conftest import PROJECT_ROOT
@@ -35,8 +35,10 @@ from .live import (
     UNIT,
     VICTIM,
     DagsterGraphQL,
+    SharedInProcessRun,
     is_gpu_step,
     key_job,
+    session_base,
     settled_ray_jobs,
     step_process,
     step_started,
@@ -71,23 +73,15 @@ def stack_processes(state: dict) -> list[dict]:
 
 
 @pytest.fixture
-def in_process_run(tmp_path):
-    """The same job in one process, started before the stack (the two share the cores while
-    the stack comes up); the test waits for it when it compares."""
-    root = tmp_path / "in_process"
-    local = deployment_env(root, "in_process", **THREADS)
-    log = root / "in_process.log"
-    proc = start_main_job(local, log, FEWER_UNITS)
-
-    def finished():
-        assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
-        return summarize(Path(local["DAGSTER_HOME"]))
-
+def in_process_run(tmp_path_factory):
+    """The same job in one process, shared with the Ray module's multiprocess test (live.py):
+    started before the stack when this test asks first (the two share the cores while the
+    stack comes up); the test waits for it when it compares."""
+    run = SharedInProcessRun(session_base(tmp_path_factory))
     try:
-        yield finished
+        yield run.finished
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        run.stop()
 
 
 @pytest.fixture
@@ -180,7 +174,7 @@ def _check_ray_run(run, key: str, baseline, ray_url: str) -> None:
     assert run.headline == baseline.headline and run.headline
     gpu_steps = [k for k in run.step_s if is_gpu_step(k)]
     units = [k for k in gpu_steps if k.startswith(UNIT)]
-    assert len(units) >= 6
+    assert len(units) == 3  # 3 checkpoints x 1 row shard (FEWER_UNITS)
     for step in gpu_steps:
         worker = run.workers[step][-1]
         assert worker["executor"] == "ray", step
