@@ -233,9 +233,13 @@ def train_model(
     exporter = StoreExporter(store, f"{kind}/{fp}")
     from .trainer import clean_work_dir, train_with_checkpoints  # torch: only when training
 
+    # A pretrained model's vocabulary (49K for SmolLM2) makes logits at every position most of
+    # a step's memory: the head runs at response positions only. The embedded models keep the
+    # library's loss, and so every checkpoint's bytes as published.
     training = train_with_checkpoints(
-        model, tokenizer, enc, run.train, run.schedule, work_dir, exporter, hooks
-    )
+        model, tokenizer, enc, run.train, run.schedule, work_dir, exporter, hooks,
+        head_at_labels=run.model.name != EMBEDDED,
+    )  # fmt: skip
     history = exporter.loss_history(training.loss_history)
     clean_work_dir(work_dir)
     return TrainedModel(

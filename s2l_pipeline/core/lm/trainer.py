@@ -107,16 +107,43 @@ class EpochSeededSampler:
         return iter(order.tolist())
 
 
-class _SeededTrainer(Trainer):
-    """HF ``Trainer`` whose sampler is seeded per epoch (exact resume)."""
+def loss_at_labels(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+    """The causal-LM loss with the LM head applied only where a label is, as the scorer does
+    (losses.py): the same value as ``model(..., labels=...).loss``, without the logits of every
+    prompt and padding position, which for a 49K-token vocabulary are most of a step's memory
+    and a fifth of its arithmetic."""
+    import torch.nn.functional as F
 
-    def __init__(self, *args, lengths: list[int], cfg: TrainConfig, **kwargs):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    hidden = base.base_model(
+        input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+    ).last_hidden_state
+    targets = inputs["labels"][:, 1:]  # position t predicts token t+1
+    keep = targets != -100
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    total = F.cross_entropy(logits, targets[keep], reduction="sum")
+    return total / (num_items_in_batch if num_items_in_batch is not None else keep.sum())
+
+
+class _SeededTrainer(Trainer):
+    """HF ``Trainer`` whose sampler is seeded per epoch (exact resume); with ``head_at_labels``
+    its loss is :func:`loss_at_labels`."""
+
+    def __init__(
+        self, *args, lengths: list[int], cfg: TrainConfig, head_at_labels: bool = False, **kwargs
+    ):
         super().__init__(*args, **kwargs)
-        self._lengths, self._cfg = lengths, cfg
+        self._lengths, self._cfg, self._head_at_labels = lengths, cfg, head_at_labels
 
     def _get_train_sampler(self, train_dataset=None):
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return EpochSeededSampler(self._lengths, batch, self._cfg)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._head_at_labels:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = loss_at_labels(model, inputs, num_items_in_batch)
+        return (loss, None) if return_outputs else loss
 
 
 def last_complete_checkpoint(work_dir: Path) -> Path | None:
@@ -269,8 +296,10 @@ def train_with_checkpoints(
     export: Exporter,
     hooks: TrainHooks | None = None,
     extra_callbacks: list | None = None,
+    head_at_labels: bool = False,
 ) -> Training:
-    """Train, exporting step 0 and every scheduled step; resumes from the state in ``work_dir``."""
+    """Train, exporting step 0 and every scheduled step; resumes from the state in ``work_dir``.
+    ``head_at_labels``: the loss of :func:`loss_at_labels` (same value, less memory)."""
     hooks = hooks or TrainHooks()
     hf_logging.disable_progress_bar()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -297,6 +326,7 @@ def train_with_checkpoints(
         ],
         lengths=[int(n) for n in enc.lengths],
         cfg=cfg,
+        head_at_labels=head_at_labels,
     )
     trainer.remove_callback(PrinterCallback)  # losses go to on_log (MLflow), not stdout
     if resume is not None:

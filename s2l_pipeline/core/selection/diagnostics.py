@@ -3,10 +3,10 @@ model the same way: their gradients should be more alike than those of random pa
 
 Per-example gradients of the proxy's last checkpoint (loss on response tokens), each sketched
 to ``dims`` numbers by a seeded CountSketch (every coordinate added, with a random sign, to one
-random bucket: inner products are kept in expectation at O(parameters) cost, so a 70M-parameter
-model is as cheap per example as a forward-backward pass). Cosine similarity of pairs inside a
-cluster is compared with pairs drawn uniformly from all rows; silhouette on a sample scores the
-clustering itself.
+random bucket: inner products are kept in expectation at O(parameters) cost), over the model's
+last parameters up to ``SKETCHED_PARAMETERS`` (all of an embedded model). Cosine similarity of
+pairs inside a cluster is compared with pairs drawn uniformly from all rows; silhouette on a
+sample scores the clustering itself.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class PremiseReport:
     silhouette: float | None
     silhouette_sample: int
     sketch_dims: int
+    sketched_parameters: int = 0  # gradient coordinates sketched (the model's last ones)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,11 +69,35 @@ def cluster_sample(
     return np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
 
 
+# Gradients of at most this many parameters are sketched: the model's last ones in its own order
+# (the top blocks and final norm, or an untied output head). Every embedded model has fewer, so
+# all of it counts; a pretrained proxy such as SmolLM2-135M sketched 135M coordinates a row,
+# backpropagated through every block and held 1.6 GB of bucket and sign tables: 107 s and a
+# 5.4 GB peak for 40 rows, where its top two blocks take a few seconds.
+SKETCHED_PARAMETERS = 8_000_000
+
+
+def sketched_parameters(model, budget: int = SKETCHED_PARAMETERS) -> list:
+    """The trainable parameters whose gradients are sketched: the last ones, up to ``budget``
+    coordinates (at least one tensor)."""
+    named = [p for p in model.parameters() if p.requires_grad]
+    chosen, total = [], 0
+    for p in reversed(named):
+        if chosen and total + p.numel() > budget:
+            break
+        chosen.append(p)
+        total += p.numel()
+    return chosen[::-1]
+
+
 def gradient_sketches(model, enc, rows: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    """(len(rows), dims) CountSketch of each row's gradient of its mean response loss."""
+    """(len(rows), dims) CountSketch of each row's gradient of its mean response loss, over
+    :func:`sketched_parameters` (backpropagation stops below them)."""
     import torch
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = sketched_parameters(model)
+    kept = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in kept]
     total = sum(p.numel() for p in params)
     gen = torch.Generator().manual_seed(seed)
     bucket = torch.randint(0, dims, (total,), generator=gen)
@@ -81,14 +106,22 @@ def gradient_sketches(model, enc, rows: np.ndarray, dims: int, seed: int) -> np.
     bucket, sign = bucket.to(device), sign.to(device)
     out = np.zeros((len(rows), dims), dtype=np.float32)
     model.eval()  # no dropout: the gradient of the model as it scores
-    for k, r in enumerate(rows):
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for k, r in enumerate(rows):
+            model.zero_grad(set_to_none=True)
+            ids = torch.tensor([enc.input_ids[r]], device=device)
+            labels = torch.tensor([enc.labels(int(r))], device=device)
+            model(input_ids=ids, labels=labels).loss.backward()
+            flat = torch.cat([p.grad.reshape(-1) for p in params])
+            out[k] = (
+                torch.zeros(dims, device=device).index_add_(0, bucket, flat * sign).cpu().numpy()
+            )
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
         model.zero_grad(set_to_none=True)
-        ids = torch.tensor([enc.input_ids[r]], device=device)
-        labels = torch.tensor([enc.labels(int(r))], device=device)
-        model(input_ids=ids, labels=labels).loss.backward()
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        out[k] = torch.zeros(dims, device=device).index_add_(0, bucket, flat * sign).cpu().numpy()
-    model.zero_grad(set_to_none=True)
     return out
 
 
@@ -172,6 +205,7 @@ def premise_report(
         silhouette=silhouette,
         silhouette_sample=n_sil,
         sketch_dims=dims,
+        sketched_parameters=sum(p.numel() for p in sketched_parameters(model)),
     )
 
 
