@@ -47,9 +47,11 @@ UNIT = "loss_trajectories.score_trajectory_unit["
 GPU_ASSETS = {"proxy_checkpoints", "target_model", "target_evaluation"}
 VICTIM = "proxy_checkpoints"  # long enough at the tiny scale to be killed mid-training
 SHELLS = {"sh", "bash", "dash"}
-# CPU results depend on the thread count: every run compared uses the same (Ray would give a
-# job that asked for one CPU a single thread; the executor forwards OMP_NUM_THREADS).
-THREADS = {"OMP_NUM_THREADS": "2"}
+# CPU results depend on the thread count: every run compared uses the same (Ray gives a job that
+# asked for one CPU a single thread; the executor forwards OMP_NUM_THREADS). One thread: three
+# pytest workers share two cores, and a second thread spent its time waiting on the first
+# (an in-process run took 22.5 CPU-s with one, 26.9 with two, on an idle machine).
+THREADS = {"OMP_NUM_THREADS": "1"}
 # Each step on Ray or in its own process starts Python, torch and the code location (seconds):
 # 3 checkpoints x 1 row shard keep 3 scoring units (two at once, so both GPUs get one) instead
 # of 15. The proxy trains 6 epochs, not 2, so a killed worker is caught mid-training (between

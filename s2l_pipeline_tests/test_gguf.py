@@ -305,3 +305,21 @@ def test_s2l_run_with_smollm2_as_proxy_and_lora_target_on_plain_and_chat_files(
             dict(zip(preds["prompt"].str.slice(0, 60).to_list(), texts, strict=True)), indent=1
         )
     )
+
+
+def test_the_study_estimate_times_the_target_as_cells_train_it(cache: Path) -> None:
+    """A study whose target is the .gguf with LoRA (spec `target: {model: ..., lora_r: 8}`):
+    its time estimate times steps of the model a cell trains (adapters only, activation
+    checkpointing, the loss at response positions), not a full fine-tune."""
+    from s2l_pipeline.core.lm.fit import ModelSpec, TrainRun, training_model
+    from s2l_pipeline.core.lm.train_config import TrainConfig
+    from s2l_pipeline.core.study.estimate import measure_train_step
+
+    rows = _rows(4, 2)
+    run = TrainRun(ModelSpec(str(smollm2_gguf())), TrainConfig(batch_size=2, max_length=96),
+                   lora_r=8)  # fmt: skip
+    model, _ = training_model(run, rows)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
+    assert model.get_base_model().is_gradient_checkpointing
+    assert 0 < measure_train_step(run, rows, None, steps=2) < 120

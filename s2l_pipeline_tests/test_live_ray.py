@@ -122,7 +122,7 @@ def test_study_cells_run_two_at_a_time_each_on_its_own_gpu(tmp_path: Path) -> No
 
 def test_study_cells_run_as_ray_jobs(ray_address: str, tmp_path: Path) -> None:
     """`s2l study` on a Ray deployment: each cell's GPU step is a Ray job given one GPU."""
-    env = deployment_env(tmp_path / "ray", "ray", RAY_ADDRESS=ray_address, OMP_NUM_THREADS="2")
+    env = deployment_env(tmp_path / "ray", "ray", RAY_ADDRESS=ray_address, **THREADS)
     out = _study(
         env,
         ["--methods", "random", "--budgets", "0.2", "--seeds", "1", "--parallel", "2"],

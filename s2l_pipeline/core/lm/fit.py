@@ -166,6 +166,31 @@ def with_lora(model, r: int, alpha: int):
     )
 
 
+def training_model(run: TrainRun, train_df: pl.DataFrame, tokenizer_dir: Path | None = None):
+    """(model, tokenizer) as a run trains them, so that whatever times or trains a run (the
+    study's estimate too) sees the same model: a pretrained one with activation checkpointing,
+    LoRA adapters when ``lora_r`` > 0."""
+    model, tokenizer = build_model(run.model, train_df, tokenizer_dir)
+    if run.model.name != EMBEDDED:
+        # A pretrained model's activations, not its weights, fill memory (SmolLM2-135M with
+        # LoRA, 8 rows of 296 tokens: 6.9 GiB for one step, 3.9 with this); recomputing them
+        # in the backward pass costs time, not results. The embedded models are too small.
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+    if run.lora_r > 0:
+        model = with_lora(model, run.lora_r, run.lora_alpha)
+    return model, tokenizer
+
+
+def head_at_labels(run: TrainRun) -> bool:
+    """Whether the run's loss applies the LM head at response positions only (trainer.py):
+    a pretrained model's vocabulary (49K for SmolLM2) makes logits at every position most of a
+    step's memory. The embedded models keep the library's loss, and so every checkpoint's
+    bytes as published."""
+    return run.model.name != EMBEDDED
+
+
 class StoreExporter:
     """Write each checkpoint as safetensors + config + tokenizer under ``prefix/step_N``."""
 
@@ -214,16 +239,7 @@ def train_model(
     """Train (or resume) a model of ``kind`` ('proxy_checkpoints', 'target_model')."""
     tok_id = file_hash(tokenizer_dir / "tokenizer.json") if tokenizer_dir else ""
     fp = run.fingerprint(data_hash + tok_id)
-    model, tokenizer = build_model(run.model, train_df, tokenizer_dir)
-    if run.model.name != EMBEDDED:
-        # A pretrained model's activations, not its weights, fill memory (SmolLM2-135M with
-        # LoRA, 8 rows of 296 tokens: 6.9 GiB for one step, 3.9 with this); recomputing them
-        # in the backward pass costs time, not results. The embedded models are too small.
-        model.activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False}
-        )
-    if run.lora_r > 0:
-        model = with_lora(model, run.lora_r, run.lora_alpha)
+    model, tokenizer = training_model(run, train_df, tokenizer_dir)
     max_length, fit = resolve_max_length(train_df, tokenizer, run.train)
     if fit:
         (hooks or TrainHooks()).say(fit)
@@ -233,12 +249,9 @@ def train_model(
     exporter = StoreExporter(store, f"{kind}/{fp}")
     from .trainer import clean_work_dir, train_with_checkpoints  # torch: only when training
 
-    # A pretrained model's vocabulary (49K for SmolLM2) makes logits at every position most of
-    # a step's memory: the head runs at response positions only. The embedded models keep the
-    # library's loss, and so every checkpoint's bytes as published.
     training = train_with_checkpoints(
         model, tokenizer, enc, run.train, run.schedule, work_dir, exporter, hooks,
-        head_at_labels=run.model.name != EMBEDDED,
+        head_at_labels=head_at_labels(run),
     )  # fmt: skip
     history = exporter.loss_history(training.loss_history)
     clean_work_dir(work_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..lm.fit import TrainRun, build_model, resolve_max_length
+from ..lm.fit import TrainRun, head_at_labels, resolve_max_length, training_model
 from .cells import CellSpec
 
 # Starting one cell's Dagster run (a process, imports, the definitions, the step's own reads,
@@ -49,21 +49,24 @@ def measure_train_step(
     import torch
 
     from ..lm.encoding import encode
+    from ..lm.trainer import loss_at_labels
 
-    model, tokenizer = build_model(run.model, rows, tokenizer_dir)
+    model, tokenizer = training_model(run, rows, tokenizer_dir)  # LoRA, checkpointing: as trained
     max_length, _ = resolve_max_length(rows, tokenizer, run.train)
     bs = run.train.batch_size
     sample = rows.sample(min(rows.height, bs * (steps + 1)), seed=0, shuffle=True)
     batches = _batches(encode(sample, tokenizer, max_length), bs, tokenizer.pad_token_id or 0)
     if torch.cuda.is_available():
         model = model.to("cuda")
-    opt = torch.optim.AdamW(model.parameters(), lr=run.train.learning_rate)
+    trained = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
+    opt = torch.optim.AdamW(trained, lr=run.train.learning_rate)
     model.train()
     times = []
     for batch in (batches * (steps + 1))[: steps + 1]:
         t0 = time.perf_counter()
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        model(**batch).loss.backward()
+        loss = loss_at_labels(model, batch) if head_at_labels(run) else model(**batch).loss
+        loss.backward()
         opt.step()
         opt.zero_grad()
         if torch.cuda.is_available():
