@@ -248,10 +248,14 @@ def cmd_study(args: argparse.Namespace) -> int:
         find=find, split=split, cell_job=cell_job,
     )  # fmt: skip
     sequential = None
-    if policy is None:
-        failed, ran = run(todo), len(todo)
-    else:
-        failed, ran, sequential = _run_looks(grid, spec, run, todo, find)
+    try:
+        if policy is None:
+            failed, ran = run(todo), len(todo)
+        else:
+            failed, ran, sequential = _run_looks(grid, spec, run, todo, find)
+    except KeyboardInterrupt:  # Ctrl-C: no further cell starts, the finished ones are kept
+        _say("interrupted: every finished cell is kept; the same command resumes from them")
+        return 130
     took = time.monotonic() - t0
     if ran:
         _say(f"{ran} cells ran in {_hours(took / 3600)} (estimated {_hours(hours)})")
@@ -538,7 +542,15 @@ def _run_cells_here(todo, cell_ops, cell_job, instance, logs: Path, progress: _P
             run_config=config, instance=instance, partition_key=cell.key, tags=owner_tags(),
             raise_on_error=False,
         )  # fmt: skip
+        if _interrupted(result):  # Dagster turned Ctrl-C into this run's failure
+            raise KeyboardInterrupt
         progress.done(cell.key, result.success, time.monotonic() - t0, len(todo) - i - 1)
+
+
+def _interrupted(result) -> bool:
+    errors = [e.step_failure_data.error for e in result.get_step_failure_events()]
+    names = {c.cls_name for e in errors if e is not None for c in (e, e.cause) if c is not None}
+    return "DagsterExecutionInterruptedError" in names
 
 
 def _run_cells_apart(todo, cell_ops, parallel, logs: Path, progress: _Progress) -> None:

@@ -143,6 +143,36 @@ def _readme_spec() -> dict:
     return spec
 
 
+def _interrupt_at_first_cell(tmp_path: Path, spec: dict):
+    """`s2l study --spec` given Ctrl-C (SIGINT) once its first cell has started."""
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import s2l_cmd, s2l_env
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    log = tmp_path / "interrupted.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [*s2l_cmd(), "study", "--profile", "tiny", "--spec", str(path)], cwd=tmp_path,
+            env={**s2l_env(tmp_path, profile=None), "S2L_ARTIFACT_ROOT": str(tmp_path / "art")},
+            stdout=subprocess.DEVNULL, stderr=err, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while " started" not in log.read_text() and proc.poll() is None:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", log.read_text())
+
+
 def _study(tmp_path: Path, spec: dict, *extra: str, machine: str | None = None):
     """`s2l study --spec` as a user runs it; ``machine``: a new Dagster instance and data
     folder under that name, the same artifact store (where the cells' records are)."""
@@ -198,8 +228,13 @@ def test_s2l_study_from_the_readmes_spec_registers_it_and_reuses_cells(tmp_path:
     assert out2["registration"]["cells_finished_before"] == 8
     assert "exploratory" in Path(out2["report"]).read_text()
 
-    # An arm's options changed: that arm's cells run again, the others are reused.
+    # An arm's options changed: that arm's cells run again, the others are reused. Ctrl-C in
+    # its first cell stops the study (no other cell starts); the same command then runs both.
     arms = {**spec["arms"], "s2l_paper": {"method": "s2l", "stratify_by": "source"}}
+    stopped = _interrupt_at_first_cell(tmp_path, {**spec, "arms": arms})
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "interrupted: every finished cell is kept" in stopped.stderr
+    assert stopped.stderr.count(" started") == 1 and "report:" not in stopped.stderr
     changed, out3 = _study(tmp_path, {**spec, "arms": arms})
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert out3["cells_run"] == 2 and out3["cells_reused"] == 6
