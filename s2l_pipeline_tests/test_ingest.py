@@ -359,3 +359,16 @@ def test_unknown_schema_shows_a_fields_flag_built_from_its_fields(tmp_path: Path
     assert "fields seen: ['notes', 'summary']" in text
     assert """--fields '{"prompt": "{notes}", "response": "{summary}"}'""" in text
     assert "--eval-fields for an evaluation file" in text
+
+
+def test_a_file_reached_through_dot_dot_is_named_by_its_folder(tmp_path: Path, monkeypatch) -> None:
+    """`s2l run --eval ../test.jsonl` named the set '.._test', and MLflow refused its metric
+    '.._test.accuracy' after the whole run had trained: the folder reached is the name."""
+    from s2l_pipeline.core.data.ingest import file_label
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path / "runs")
+    assert file_label("../test.jsonl") == f"{tmp_path.name}_test"
+    assert file_label("data/gsm8k/test.jsonl") == "gsm8k_test"
+    assert file_label("test.jsonl") == "test"
+    assert file_label("s3://bucket/gsm8k/test.jsonl") == "gsm8k_test"

@@ -200,10 +200,15 @@ class RecordCollector:
 
 
 def file_label(path: str) -> str:
-    """A short name for a file: its folder and stem, e.g. 'gsm8k_test'."""
+    """A short name for a file: its folder and stem, e.g. 'gsm8k_test'. A relative path that
+    climbs ('../test.jsonl') names the folder it reaches: '..' in a set's name made MLflow
+    refuse its metrics ('.._test.accuracy' may resolve to another name as a file)."""
     p = PurePosixPath(path.rstrip("/"))
     stem = p.name.split(".")[0]
-    return f"{p.parent.name}_{stem}" if p.parent.name else stem
+    folder = p.parent.name
+    if folder == ".." and not storage.is_s3(path):
+        folder = storage.Path(path).expanduser().resolve().parent.name
+    return f"{folder}_{stem}" if folder and folder != ".." else stem
 
 
 def _raw(rec: dict) -> str:
