@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,46 +68,63 @@ FEWER_UNITS = {
 class SharedInProcessRun:
     """The tiny main job in one process at FEWER_UNITS and THREADS: what the Ray and the
     multiprocess runs must reproduce byte for byte, run once per pytest session however many
-    xdist workers ask. The first to ask starts it and holds a file lock until it has finished;
-    the others wait on the lock and read the same instance."""
+    xdist workers ask. The first to ask starts it (holding a file lock so no one else does); a
+    watcher thread marks it done or failed the moment it ends, so the others wait on that mark,
+    not on the starter's test (a waiting worker sat idle for minutes of the stack test)."""
 
     def __init__(self, base: Path):
         from filelock import FileLock
 
         self.home = base / "in_process" / "home"
         self.done = base / "in_process.done"
+        self.failed = base / "in_process.failed"
         self.lock = FileLock(str(base / "in_process.lock"))
         self.proc = None
-        if self.done.exists():
+        if self.done.exists() or self.failed.exists():
             return
         try:
             self.lock.acquire(timeout=0)
         except TimeoutError:
-            return  # another worker runs it: ``finished`` waits for its lock
-        if self.done.exists():
+            return  # another worker runs it: ``finished`` waits for its mark
+        if self.done.exists() or self.failed.exists():
             self.lock.release()
             return
         local = deployment_env(base / "in_process", "in_process", **THREADS)
         assert Path(local["DAGSTER_HOME"]) == self.home
         self.log = base / "in_process.log"
         self.proc = start_main_job(local, self.log, FEWER_UNITS)
+        self.marker = threading.Thread(target=self._mark, args=(self.proc,), daemon=True)
+        self.marker.start()
+
+    def _mark(self, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        if code == 0:
+            self.done.write_text("ok")
+        else:
+            self.failed.write_text(f"exit {code}:\n{self.log.read_text()[-4000:]}")
 
     def finished(self):
         """The run's summary, once it has ended (here or in another worker)."""
         from s2l_pipeline.deploy.job_runs import summarize
 
-        if self.proc is not None:
-            try:
-                code = self.proc.wait(timeout=900)
-                assert code == 0, self.log.read_text()[-4000:]
-                self.done.write_text("ok")
-            finally:
-                self.stop()
-        elif not self.done.exists():
-            with self.lock.acquire(timeout=900):
-                pass
-        assert self.done.exists(), "the shared in-process run failed in another worker"
+        def ended():
+            if self.failed.exists():
+                raise AssertionError(f"the shared in-process run failed: {self.failed.read_text()}")
+            if not self.done.exists() and self.proc is None and self._starter_gone():
+                raise AssertionError("the worker running the shared in-process run stopped first")
+            return self.done.exists()
+
+        wait_for("the shared in-process run", ended, 900, every=0.5)
         return summarize(self.home)
+
+    def _starter_gone(self) -> bool:
+        """Nobody holds the lock yet no mark was left: the starting worker died mid-run."""
+        try:
+            self.lock.acquire(timeout=0)
+        except TimeoutError:
+            return False
+        self.lock.release()
+        return not (self.done.exists() or self.failed.exists())
 
     def stop(self) -> None:
         """End the run if it is still going (a test stopped early) and let others in."""
@@ -115,6 +133,7 @@ class SharedInProcessRun:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        self.marker.join()  # the mark is left before others may take the lock
         self.proc = None
         self.lock.release()
 

@@ -34,7 +34,7 @@ def in_process_run(tmp_path_factory):
     (one run for the session, shared with the stack test: live.py)."""
     run = SharedInProcessRun(session_base(tmp_path_factory))
     try:
-        yield run.finished()
+        yield run.finished  # called when compared: the test's own run starts meanwhile
     finally:
         run.stop()
 
@@ -43,7 +43,7 @@ def test_multiprocess_gives_each_gpu_step_its_own_gpu_and_the_same_bytes(
     in_process_run, tmp_path: Path
 ) -> None:
     """One machine with two GPUs: every step a process, GPU steps leasing GPU 0 or 1."""
-    baseline, threads = in_process_run, THREADS
+    threads = THREADS
 
     multi = deployment_env(
         tmp_path / "multi", "multiprocess", S2L_GPUS="2", S2L_GPU_LEASE_DIR=str(tmp_path), **threads
@@ -51,6 +51,7 @@ def test_multiprocess_gives_each_gpu_step_its_own_gpu_and_the_same_bytes(
     proc = start_main_job(multi, tmp_path / "multi.log", FEWER_UNITS)
     assert proc.wait(timeout=900) == 0, (tmp_path / "multi.log").read_text()[-4000:]
     run = summarize(Path(multi["DAGSTER_HOME"]))
+    baseline = in_process_run()
 
     assert run.status == "SUCCESS"
     for asset in ("loss_trajectories", "selected_subset", "target_model", "target_evaluation"):

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from ..support.hashing import file_hash
+from ..support.records import from_plain, to_plain
 from ..support.storage import ArtifactStore
 from .encoding import encode, tokenizer_texts
 from .models import SIZES, build_gpt_neox, count_parameters, load_causal_lm, save_model
@@ -218,6 +219,21 @@ class StoreExporter:
             return fresh
         return json.loads(self.store.read_text(key)) if self.store.exists(key) else []
 
+    def finish(self, trained: TrainedModel) -> TrainedModel:
+        """Keep what the run made beside its checkpoints, so a rerun returns it unbuilt."""
+        self.store.write_text(f"{self.prefix}/trained.json", json.dumps(to_plain(trained)))
+        return trained
+
+    def finished(self) -> TrainedModel | None:
+        """The stored record of this run when every checkpoint it names is still in the store."""
+        key = f"{self.prefix}/trained.json"
+        if not self.store.exists(key):
+            return None
+        trained = from_plain(TrainedModel, json.loads(self.store.read_text(key)))
+        if not all(self.present(asdict(c)) for c in trained.checkpoints):
+            return None
+        return trained
+
     def present(self, record: dict) -> bool:
         """The record points where this store keeps that step, and the weights are there."""
         key = self.key(record["step"])
@@ -239,6 +255,12 @@ def train_model(
     """Train (or resume) a model of ``kind`` ('proxy_checkpoints', 'target_model')."""
     tok_id = file_hash(tokenizer_dir / "tokenizer.json") if tokenizer_dir else ""
     fp = run.fingerprint(data_hash + tok_id)
+    exporter = StoreExporter(store, f"{kind}/{fp}")
+    finished = exporter.finished()
+    if finished is not None:  # a rerun: no model to build, no tokenizer to train
+        n = len(finished.checkpoints)
+        (hooks or TrainHooks()).say(f"every checkpoint is already exported ({n}): nothing to train")
+        return finished
     model, tokenizer = training_model(run, train_df, tokenizer_dir)
     max_length, fit = resolve_max_length(train_df, tokenizer, run.train)
     if fit:
@@ -246,7 +268,6 @@ def train_model(
     run = replace(run, train=replace(run.train, max_length=max_length))
     enc = encode(train_df, tokenizer, max_length)
     work_dir = work_root / fp
-    exporter = StoreExporter(store, f"{kind}/{fp}")
     from .trainer import clean_work_dir, train_with_checkpoints  # torch: only when training
 
     training = train_with_checkpoints(
@@ -255,26 +276,28 @@ def train_model(
     )  # fmt: skip
     history = exporter.loss_history(training.loss_history)
     clean_work_dir(work_dir)
-    return TrainedModel(
-        fingerprint=fp,
-        data_hash=data_hash,
-        checkpoints=[Checkpoint(r["step"], r["uri"], r["sha256"]) for r in training.records],
-        n_parameters=count_parameters(model),
-        model=run.model,
-        train=run.train,
-        lora_r=run.lora_r,
-        n_examples=len(enc),
-        n_truncated=int(enc.truncated.sum()),
-        train_tokens=int(enc.lengths.sum()),
-        loss_history=history,
-        order=order_report(
-            enc.lengths.tolist(),
-            train_df["source"].to_list(),
-            run.train.batch_size * run.train.grad_accum,
-            run.train.seed,
-            run.train.group_by_length,
-            run.train.length_window,
-        ),
+    return exporter.finish(
+        TrainedModel(
+            fingerprint=fp,
+            data_hash=data_hash,
+            checkpoints=[Checkpoint(r["step"], r["uri"], r["sha256"]) for r in training.records],
+            n_parameters=count_parameters(model),
+            model=run.model,
+            train=run.train,
+            lora_r=run.lora_r,
+            n_examples=len(enc),
+            n_truncated=int(enc.truncated.sum()),
+            train_tokens=int(enc.lengths.sum()),
+            loss_history=history,
+            order=order_report(
+                enc.lengths.tolist(),
+                train_df["source"].to_list(),
+                run.train.batch_size * run.train.grad_accum,
+                run.train.seed,
+                run.train.group_by_length,
+                run.train.length_window,
+            ),
+        )
     )
 
 

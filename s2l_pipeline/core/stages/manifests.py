@@ -9,60 +9,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..lm.fit import TrainedModel
 from ..selection.common import SelectionOptions
 from ..study.cells import CellResult
+from ..support.records import from_plain, to_plain
 from ..support.storage import ArtifactStore
 from ..support.tables import TableRef
 from ..trajectories import ScoringUnit
-
-
-def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, list | tuple):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    return value
-
-
-def _decode(tp: Any, value: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) > 1:  # e.g. int | str: JSON already holds the right kind
-            return value
-        [tp] = args
-        origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        known = {f.name for f in dataclasses.fields(tp)}
-        return tp(**{k: _decode(hints[k], v) for k, v in value.items() if k in known})
-    if origin is list:
-        [arg] = typing.get_args(tp)
-        return [_decode(arg, v) for v in value]
-    if origin is tuple:
-        return tuple(value)
-    return value
 
 
 class Manifest:
     """JSON round trip for the dataclasses below."""
 
     def to_dict(self) -> dict:
-        return _encode(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict):
-        return _decode(cls, data)
+        return from_plain(cls, data)
 
 
 M = TypeVar("M", bound=Manifest)
