@@ -30,6 +30,8 @@ def pytest_configure(config: pytest.Config) -> None:
     import threading
 
     config.stash[_MARK] = stopping.mark_this_process()
+    if not hasattr(config, "workerinput"):
+        _compile_the_package()
     if hasattr(config, "workerinput"):
         # Two workers on two cores: one torch thread each (set before torch is imported; the
         # processes a test starts inherit it), not two each fighting for the same cores.
@@ -59,6 +61,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     from .scheduling import UnitScheduling
 
     return UnitScheduling(config, log)
+
+
+def _compile_the_package() -> None:
+    """Write the package's bytecode once: under PYTHONDONTWRITEBYTECODE (set on these machines)
+    an editable install has none, and each of the suite's few hundred Python processes (every
+    `s2l`, `dagster` and Ray step) compiled the modules it imports again."""
+    import compileall
+
+    for folder in ("s2l_pipeline", "s2l_pipeline_tests"):
+        compileall.compile_dir(str(PROJECT_ROOT / folder), quiet=1, workers=1)
 
 
 def _exit_without_teardown() -> None:

@@ -65,6 +65,11 @@ FEWER_UNITS = {
 }
 
 
+# Set by test_live_stopping for the pytest it stops mid-run: that pytest never compares, so its
+# in-process run would be 25 CPU-s thrown away.
+NO_BASELINE = "S2L_TEST_NO_BASELINE"
+
+
 class SharedInProcessRun:
     """The tiny main job in one process at FEWER_UNITS and THREADS: what the Ray and the
     multiprocess runs must reproduce byte for byte, run once per pytest session however many

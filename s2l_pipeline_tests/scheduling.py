@@ -21,16 +21,26 @@ from xdist.scheduler import LoadScopeScheduling
 TESTS = Path(__file__).parent
 TINY_GRAPH = "tiny graph"
 _USES_TINY_GRAPH = re.compile(r"def \w+\([^)]*\btiny_(graph|graph_copy|run)\b")
-# Rough seconds a test costs by its markers, and for the long live modules their measured
-# seconds (docs/benchmarks.md, "The test suite"): only the order of units depends on them.
+# Rough seconds a test costs by its markers, and for the long modules their measured seconds
+# (a whole suite at -n 3 on two cores, 2026-12-07): only the order of units depends on them. A
+# long module ranked by its markers alone started last and kept one worker busy 80 s after the
+# others had finished.
 _COST = {"live": 120.0, "slow": 15.0}
 MODULE_SECONDS = {
-    "test_live_ray.py": 450.0,
-    "test_live_stack.py": 800.0,
-    "test_study.py": 200.0,
-    "test_live_dev.py": 300.0,
-    "test_live_crash.py": 350.0,
-    "test_live_stopping.py": 150.0,
+    "test_live_stack.py": 405.0,
+    "test_live_ray.py": 265.0,  # and its OWN_UNIT test, 75 s
+    "test_gguf.py": 285.0,
+    "test_live_dev.py": 275.0,
+    "test_live_crash.py": 270.0,
+    "test_study.py": 255.0,
+    "test_cli.py": 155.0,
+    "test_benchmarks.py": 150.0,
+    "test_study_spec.py": 135.0,
+    "test_live_stopping.py": 105.0,
+    "test_training.py": 95.0,
+    "test_readme.py": 75.0,
+    "test_sequential.py": 70.0,
+    "test_selection_study.py": 60.0,
 }
 
 

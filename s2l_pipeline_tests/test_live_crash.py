@@ -67,7 +67,10 @@ def instance_at(root: Path, monkeypatch) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(root / "home"))
 
 
-LONG_PROXY = {"ops": {"proxy_checkpoints": {"config": {"epochs": 60.0}}}}
+# 208 steps, a Trainer checkpoint every 26: the kill lands after the second (step 52), with
+# three quarters of the training (about 4 s on an idle machine, more under load) still to go.
+# It trained 60 epochs killed at half-way: three times the steps for the same proof.
+LONG_PROXY = {"ops": {"proxy_checkpoints": {"config": {"epochs": 16.0, "num_checkpoints": 8}}}}
 # What each test checks ends there: the later steps would only add minutes.
 PROXY, SCORING = "proxy_checkpoints", "loss_trajectories"
 
@@ -100,8 +103,9 @@ def test_sigkill_during_proxy_training_then_rerun(tmp_path: Path, monkeypatch) -
 
 
 def test_sigkill_during_scoring_reuses_finished_units(tmp_path: Path) -> None:
+    # 8 row shards x 5 checkpoints: 40 units, killed after 10 (20-row shards made 100).
     config = {
-        "ops": {"loss_trajectories": {"ops": {"plan_scoring": {"config": {"shard_rows": 20}}}}}
+        "ops": {"loss_trajectories": {"ops": {"plan_scoring": {"config": {"shard_rows": 50}}}}}
     }
     units = tmp_path / "artifacts" / "loss_trajectories" / "units"
     kill_when(

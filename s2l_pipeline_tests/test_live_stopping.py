@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from .conftest import PROJECT_ROOT
-from .live import wait_for
+from .live import NO_BASELINE, wait_for
 
 pytestmark = pytest.mark.live
 
@@ -70,7 +70,7 @@ def test_sigterm_to_pytest_during_the_stack_test_leaves_no_process(tmp_path: Pat
     inner = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--basetemp",
          str(basetemp), str(Path(__file__).with_name("test_live_stack.py"))],
-        cwd=PROJECT_ROOT, env={**os.environ, TAG: tag}, stdout=log.open("w"),
+        cwd=PROJECT_ROOT, env={**os.environ, TAG: tag, NO_BASELINE: "1"}, stdout=log.open("w"),
         stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     procs: dict[int, tuple[float, str]] = {}
