@@ -236,3 +236,44 @@ def test_sigkill_mid_epoch_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" not in resumed.stdout
     assert json.loads(resumed.stdout.strip().splitlines()[-1]) == expected
+
+
+@pytest.mark.slow  # two trainings and a tokenizer: beyond the fast loop
+def test_a_finished_run_comes_back_from_its_record_until_a_checkpoint_is_lost(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """train_model again on the same rows and settings: the stored record, equal to the first
+    run's, with no model built; a checkpoint gone from the store sends it back to training,
+    which makes the same bytes."""
+    import shutil
+
+    import polars as pl
+
+    from s2l_pipeline.core.lm import fit
+    from s2l_pipeline.core.support.storage import ArtifactStore
+
+    rows = generate_mixture(48, seed=3, heldout_per_family=0)[0]
+    run = fit.TrainRun(
+        fit.ModelSpec(size="proxy-tiny"),
+        TrainConfig(epochs=1, batch_size=16, learning_rate=3e-3),
+        CheckpointSchedule(count=2),
+    )
+    store = ArtifactStore(str(tmp_path / "store"))
+    said: list[str] = []
+    hooks = TrainHooks(on_message=said.append)
+    digest = str(pl.DataFrame(rows).hash_rows().sum())
+
+    def train():
+        return fit.train_model("proxy_checkpoints", rows, digest, run, store, tmp_path / "w", hooks)
+
+    first = train()
+    with monkeypatch.context() as m:
+        m.setattr(fit, "training_model", None)  # the record path must not build a model
+        again = train()
+    assert again == first and "nothing to train" in said[-1]
+    assert again.n_parameters > 0 and again.order is not None
+
+    shutil.rmtree(Path(first.checkpoints[1].uri))
+    redone = train()
+    assert [c.sha256 for c in redone.checkpoints] == [c.sha256 for c in first.checkpoints]
+    assert any("not in the store any more" in m for m in said)
