@@ -222,17 +222,23 @@ def cmd_study(args: argparse.Namespace) -> int:
             "default_limit): the others wait for the gpu pool; set it to your GPU count"
         )
     lanes = min(parallel, slots) if slots is not None else parallel
-    times = _measure(split, proxy, settings, store)
     pool_rows, val_rows = split.train.rows, split.validation.rows
-    start_s = IN_PROCESS_START_SECONDS if cells_here(parallel) else RUN_START_SECONDS
-    seconds = {c.key: cell_seconds(c, pool_rows, val_rows, times, start_s) for c in todo}
+    if todo or policy:
+        times = _measure(split, proxy, settings, store)
+        start_s = IN_PROCESS_START_SECONDS if cells_here(parallel) else RUN_START_SECONDS
+        seconds = {c.key: cell_seconds(c, pool_rows, val_rows, times, start_s) for c in todo}
+        measured = (
+            f" (measured here: a target step {times.train_step_s:.2f} s for "
+            f"{times.rows_per_step} rows, a validation row {times.eval_row_s:.3f} s; "
+            f"{pool_rows} rows to select from, {val_rows} validation rows)"
+        )
+    else:  # every cell reused: nothing to time (a target step costs seconds to measure)
+        seconds, measured = {}, ""
     hours = study_seconds(list(seconds.values()), lanes) / 3600
     _say(
         f"{len(grid)} cells{' at most' if policy else ''}, {len(done)} finished before "
         f"(reused), {len(todo)} to run, {parallel} at a time: about {_hours(hours)}"
-        f"{' if no look decides anything' if policy else ''} (measured here: a target step "
-        f"{times.train_step_s:.2f} s for {times.rows_per_step} rows, a validation row "
-        f"{times.eval_row_s:.3f} s; {pool_rows} rows to select from, {val_rows} validation rows)"
+        f"{' if no look decides anything' if policy else ''}{measured}"
     )
     if hours > args.max_hours and not args.go_past_max_hours:
         _say(

@@ -478,6 +478,32 @@ def test_premise_diagnostic_tells_real_clusters_from_shuffled_ones(tiny_run) -> 
     assert check.metadata["gap"].value == pytest.approx(real.gap)  # the check runs this
 
 
+def test_the_premise_check_keeps_its_report_for_the_same_inputs(tiny_run, monkeypatch) -> None:
+    """The check's report is stored by its inputs: asked again for the same clusters, pool
+    and proxy it is read back, equal to what the check reported, without a gradient."""
+    import dataclasses
+
+    from s2l_pipeline.core.stages import selection as stage
+
+    _, resources, result = tiny_run
+    store = resources["artifact_store"].store()
+    clusters, pool, proxy = (
+        result.output_for_node(n)
+        for n in ("trajectory_clusters", "training_pool", "proxy_checkpoints")
+    )
+    monkeypatch.setattr(stage, "premise_on_pool", None)  # a stored report must not recompute
+    report = stage.premise_of_clusters(clusters, pool, proxy, store)
+    [check] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "clusters_group_similar_gradients"
+    ]
+    assert check.metadata["gap"].value == report.gap and report.within_pairs > 0
+    other_seed = dataclasses.replace(clusters, seed=clusters.seed + 1)
+    with pytest.raises(TypeError):  # other inputs: not the stored report, so it would compute
+        stage.premise_of_clusters(other_seed, pool, proxy, store)
+
+
 def test_per_cluster_names_rows_without_a_cluster() -> None:
     import polars as pl
 

@@ -7,7 +7,6 @@ import polars as pl
 from pydantic import Field
 
 from ..core.selection import METHODS, SelectionInputError, SelectionOptions, parse_budget
-from ..core.selection.diagnostics import POOL_COLUMNS, premise_on_pool
 from ..core.stages import selection as stage
 from ..core.stages.manifests import (
     ClustersManifest,
@@ -25,7 +24,6 @@ from ..core.support.plots import (
     histogram_png,
     markdown_image,
 )
-from ..core.support.tables import read_table
 from .automation import REFRESH
 from .data import scored_shards, shard_inventory
 from .executors import cpu_step_tags
@@ -178,15 +176,8 @@ def clusters_group_similar_gradients(
     proxy_checkpoints: ModelManifest,
     artifact_store: ArtifactStoreResource,
 ) -> dg.AssetCheckResult:
-    store = artifact_store.store()
-    report = premise_on_pool(
-        read_table(training_pool.trajectories, store),
-        read_table(training_pool.train, store, POOL_COLUMNS),
-        read_table(trajectory_clusters.clusters, store),
-        store.fetch_dir(proxy_checkpoints.final.uri),
-        proxy_checkpoints.train.max_length,
-        steps=trajectory_clusters.options.steps or None,
-        seed=trajectory_clusters.seed,
+    report = stage.premise_of_clusters(
+        trajectory_clusters, training_pool, proxy_checkpoints, artifact_store.store()
     )
     values = report.to_dict()
     same, within = report.same_source_cosine, report.within_cluster_cosine

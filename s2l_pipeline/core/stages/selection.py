@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,11 +26,18 @@ from ..selection import (
     cluster_table,
 )
 from ..selection.common import pick_steps
+from ..selection.diagnostics import (
+    POOL_COLUMNS,
+    SKETCHED_PARAMETERS,
+    PremiseReport,
+    premise_on_pool,
+)
 from ..selection.ifd import response_losses
 from ..selection.learning_percentage import epoch1_from_schedule
 from ..selection.pool import assemble_pool
 from ..selection.report import compare_counts
 from ..support.hashing import table_hash
+from ..support.records import from_plain, to_plain
 from ..support.storage import ArtifactStore
 from ..support.tables import read_table, write_table
 from ..trajectories import step_of, steps_of
@@ -228,3 +237,36 @@ def make_subset(
         compare_counts(full, subset, "source"),
         compare_counts(full, subset, "cluster"),
     )
+
+
+# Bump when premise_on_pool's numbers would change for the same inputs: stored reports are
+# keyed by their inputs and this.
+PREMISE_VERSION = 1
+
+
+def premise_of_clusters(
+    clusters: ClustersManifest, pool: PoolManifest, proxy: ModelManifest, store: ArtifactStore
+) -> PremiseReport:
+    """The premise diagnostic of these clusters over this pool with this proxy, kept in the
+    store by its inputs: every rerun of a study or a run checks the unchanged clusters again,
+    and the report (a proxy backward pass per sampled row) was most of that step."""
+    inputs = [
+        PREMISE_VERSION, SKETCHED_PARAMETERS, clusters.clusters.content_hash,
+        pool.trajectories.content_hash, pool.train.content_hash, proxy.final.sha256,
+        proxy.train.max_length, list(clusters.options.steps or []), clusters.seed,
+    ]  # fmt: skip
+    digest = hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()[:16]
+    key = f"trajectory_clusters/premise/{digest}.json"
+    if store.exists(key):
+        return from_plain(PremiseReport, json.loads(store.read_text(key)))
+    report = premise_on_pool(
+        read_table(pool.trajectories, store),
+        read_table(pool.train, store, POOL_COLUMNS),
+        read_table(clusters.clusters, store),
+        store.fetch_dir(proxy.final.uri),
+        proxy.train.max_length,
+        steps=clusters.options.steps or None,
+        seed=clusters.seed,
+    )
+    store.write_text(key, json.dumps(to_plain(report)))
+    return report
