@@ -144,6 +144,10 @@ def loss_at_labels(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor
     return total / (num_items_in_batch if num_items_in_batch is not None else keep.sum())
 
 
+def _nothing_to_free(*objects):
+    return [None] * len(objects)  # what accelerate's free_memory returns for ``objects``
+
+
 class _SeededTrainer(Trainer):
     """HF ``Trainer`` whose sampler is seeded per epoch (exact resume); with ``head_at_labels``
     its loss is :func:`loss_at_labels`."""
@@ -153,6 +157,12 @@ class _SeededTrainer(Trainer):
     ):
         super().__init__(*args, **kwargs)
         self._lengths, self._cfg, self._head_at_labels = lengths, cfg, head_at_labels
+        if not torch.cuda.is_available():
+            # train() opens with accelerate's free_memory(), which runs gc.collect(): 0.4 s in a
+            # fresh `s2l run` (Dagster, torch and transformers loaded) and seconds in a process
+            # that has run many steps, to free nothing: this Trainer's accelerator holds no
+            # model yet, and on CPU there is no device cache to empty. On a GPU it stays.
+            self.accelerator.free_memory = _nothing_to_free
 
     def _get_train_sampler(self, train_dataset=None):
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
