@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from s2l_pipeline.core.support.tracking import empty_store_bytes, store_template
+
 from . import stopping
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -95,8 +97,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Each test downloads S3 objects into its own cache, never the user's ~/.cache."""
-    monkeypatch.setenv("S2L_CACHE_DIR", str(tmp_path_factory.mktemp("s2l_cache")))
+    """Each test downloads S3 objects into its own cache, never the user's ~/.cache; the
+    MLflow store template (what every new store copies) is the one this worker's first test
+    built, as on a user's machine after the first run."""
+    template = _mlflow_template(tmp_path_factory)
+    cache = tmp_path_factory.mktemp("s2l_cache")
+    monkeypatch.setenv("S2L_CACHE_DIR", str(cache))
+    shutil.copytree(template.parent, store_template(cache).parent)
+
+
+def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This worker's copy of the MLflow store template, built once (into a folder of its own,
+    never the user's cache)."""
+    root = tmp_path_factory.getbasetemp() / "mlflow_template"
+    held = store_template(root)
+    if not held.exists():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("S2L_CACHE_DIR", str(root))
+            data = empty_store_bytes()
+        if not held.exists():  # this process had made one already: keep its bytes
+            held.parent.mkdir(parents=True, exist_ok=True)
+            held.write_bytes(data)
+    return held
 
 
 def s2l_cmd() -> list[str]:

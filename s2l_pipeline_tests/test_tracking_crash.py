@@ -27,7 +27,11 @@ with mlflow_run(sys.argv[1], "exp", "first"):
 def test_killed_while_creating_the_store_then_runs_work(tmp_path: Path, delay: float) -> None:
     """SIGKILL the first run somewhere in importing MLflow or building its tables; the next
     run must work. Before the store was built atomically, a kill inside MLflow's migrations
-    left 'table _alembic_tmp_params already exists' for every later run."""
+    left 'table _alembic_tmp_params already exists' for every later run. No store template
+    in the cache: the kill lands while MLflow builds it, as on a machine's first run."""
+    import shutil
+
+    shutil.rmtree(Path(os.environ["S2L_CACHE_DIR"]) / "mlflow")
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     proc = subprocess.Popen([sys.executable, "-c", FIRST_RUN, uri])
     time.sleep(delay)
@@ -99,3 +103,30 @@ def test_closer_sensors_mark_a_dead_runs_mlflow_runs_killed(
         for r in client.search_runs([exp.experiment_id])
     }
     assert statuses == {run.run_id: "KILLED", other: "RUNNING"}
+
+
+def test_new_stores_copy_one_template_kept_in_the_cache(tmp_path: Path, monkeypatch) -> None:
+    """MLflow migrates an empty store once per machine and version (the cache folder keeps
+    it); each new store is a copy whose default experiment lives beside that store, and a
+    template that is not a database is built again."""
+    from s2l_pipeline.core.support import tracking
+
+    monkeypatch.setattr(tracking, "_EMPTY_STORE", {})  # as a new process starts
+    stores = [tmp_path / name / "mlflow.db" for name in ("a", "b", "c")]
+    tracking.ensure_sqlite_store(f"sqlite:///{stores[0]}")
+    [template] = (Path(os.environ["S2L_CACHE_DIR"]) / "mlflow").glob("empty-store-*.db")
+    made = template.stat().st_mtime_ns
+    monkeypatch.setattr(tracking, "_EMPTY_STORE", {})
+    tracking.ensure_sqlite_store(f"sqlite:///{stores[1]}")
+    assert template.stat().st_mtime_ns == made  # read, not built again
+    template.write_bytes(b"half a file")
+    monkeypatch.setattr(tracking, "_EMPTY_STORE", {})
+    tracking.ensure_sqlite_store(f"sqlite:///{stores[2]}")
+    assert template.read_bytes().startswith(b"SQLite format 3")
+    for store in stores:
+        uri = f"sqlite:///{store}"
+        with mlflow_run(uri, "exp", "one", {"k": "v"}) as run:
+            run.log_metrics({"m": 1.0})
+        default = run.client.get_experiment("0").artifact_location
+        assert default.startswith(tracking.local_artifact_location(uri)), default
+        assert run.client.get_run(run.run_id).data.metrics == {"m": 1.0}

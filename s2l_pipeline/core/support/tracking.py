@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .storage import default_cache_dir
+
 
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking server did not answer."""
@@ -68,36 +70,62 @@ def ensure_sqlite_store(tracking_uri: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-# A new store's bytes, made once per process: MLflow's migrations take about 1.2 s a store.
-_EMPTY_STORE: dict[str, tuple[bytes, str]] = {}  # MLflow version -> (bytes, artifact root)
+# A new store's bytes: MLflow's migrations take about 1.2 s a store, so they run once per
+# machine and MLflow version; the result is kept in the cache folder and in this process.
+_EMPTY_STORE: dict[str, bytes] = {}  # MLflow version -> an empty store's bytes
+_TEMPLATE_ROOT = "file:///s2l-empty-store"  # its default experiment's folder, moved per store
 
 
 def _write_empty_store(file: Path, artifact_root: str | None) -> None:
-    """An empty, migrated store at ``file``: the first one in this process built by MLflow,
-    later ones copied from it with the default experiment's folder moved to ``artifact_root``
-    (the one row that depends on where the store lives)."""
+    """An empty, migrated store at ``file``: a copy of the template, with the default
+    experiment's folder moved to ``artifact_root`` (the one row that depends on where the
+    store lives)."""
     import sqlite3
 
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    if artifact_root is None:  # MLflow's own default folder: built as MLflow builds it
+        SqlAlchemyStore(f"sqlite:///{file}", None).engine.dispose()
+        return
+    file.write_bytes(empty_store_bytes())
+    with sqlite3.connect(file) as db:
+        [(location,)] = db.execute(
+            "select artifact_location from experiments where experiment_id = 0"
+        ).fetchall()
+        db.execute(
+            "update experiments set artifact_location = ? where experiment_id = 0",
+            (artifact_root + location.removeprefix(_TEMPLATE_ROOT),),
+        )
+    db.close()
+
+
+def store_template(cache_dir: Path) -> Path:
+    """Where ``cache_dir`` keeps the empty store of the installed MLflow version."""
+    import mlflow
+
+    return cache_dir / "mlflow" / f"empty-store-{mlflow.__version__}.db"
+
+
+def empty_store_bytes() -> bytes:
+    """The template store of this MLflow version: from this process, else the cache folder,
+    else built by MLflow and kept there (written whole, then renamed into place)."""
     import mlflow
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    made = _EMPTY_STORE.get(mlflow.__version__)
-    if made is not None and artifact_root is not None:
-        data, root = made
-        file.write_bytes(data)
-        with sqlite3.connect(file) as db:
-            [(location,)] = db.execute(
-                "select artifact_location from experiments where experiment_id = 0"
-            ).fetchall()
-            db.execute(
-                "update experiments set artifact_location = ? where experiment_id = 0",
-                (artifact_root + location.removeprefix(root),),
-            )
-        db.close()
-        return
-    SqlAlchemyStore(f"sqlite:///{file}", artifact_root).engine.dispose()
-    if artifact_root is not None:
-        _EMPTY_STORE[mlflow.__version__] = (file.read_bytes(), artifact_root)
+    version = mlflow.__version__
+    if version in _EMPTY_STORE:
+        return _EMPTY_STORE[version]
+    kept = store_template(default_cache_dir())
+    data = kept.read_bytes() if kept.exists() else b""
+    if not data.startswith(b"SQLite format 3\0"):  # absent, or not a database: build it
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        tmp = kept.with_name(f".{kept.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        SqlAlchemyStore(f"sqlite:///{tmp}", _TEMPLATE_ROOT).engine.dispose()
+        data = tmp.read_bytes()
+        os.replace(tmp, kept)
+    _EMPTY_STORE[version] = data
+    return data
 
 
 def local_tracking_uri(data_dir: str | Path) -> str:
