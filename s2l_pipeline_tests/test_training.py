@@ -16,6 +16,7 @@ from s2l_pipeline.core.lm.train_config import (
     RunCanceled,
     TrainConfig,
     TrainHooks,
+    in_micro_batches,
     total_steps,
 )
 from s2l_pipeline.core.lm.trainer import last_complete_checkpoint, train_with_checkpoints
@@ -277,3 +278,34 @@ def test_a_finished_run_comes_back_from_its_record_until_a_checkpoint_is_lost(
     redone = train()
     assert [c.sha256 for c in redone.checkpoints] == [c.sha256 for c in first.checkpoints]
     assert any("not in the store any more" in m for m in said)
+
+
+def test_micro_batches_split_only_what_exceeds_the_cap() -> None:
+    cfg = TrainConfig(batch_size=8, grad_accum=1)
+    assert in_micro_batches(cfg, 608, 2560) == TrainConfig(batch_size=4, grad_accum=2)
+    assert in_micro_batches(cfg, 608, 1000) == TrainConfig(batch_size=1, grad_accum=8)
+    assert in_micro_batches(cfg, 320, 2560) is cfg  # 8 x 320 fits: one pass
+    odd = in_micro_batches(TrainConfig(batch_size=6, grad_accum=2), 600, 2000)
+    assert (odd.batch_size, odd.grad_accum) == (3, 4)  # equal parts: 6 rows are 2 x 3, not 4 + 2
+
+
+def test_micro_batches_train_the_weights_whole_batches_train(tmp_path: Path, data) -> None:
+    """A batch run as micro-batches (gradients accumulated, the loss averaged over the whole
+    batch's response tokens, the head at labels as a pretrained model trains) reaches the
+    weights of the same batches run whole: the split buys memory, not another run."""
+    import torch
+    from safetensors.torch import load_file
+
+    tok, enc = data
+    whole = TrainConfig(epochs=1, batch_size=16, learning_rate=3e-3, warmup_ratio=0.0)
+    weights = {}
+    for name, cfg in {"whole": whole, "micro": in_micro_batches(whole, 64, 256)}.items():
+        model = build_gpt_neox(SIZES["proxy-tiny"], tok, seed=0)
+        [*_, last] = train_with_checkpoints(
+            model, tok, enc, cfg, CheckpointSchedule(count=1), tmp_path / name / "work",
+            _exporter(tmp_path / name / "out"), head_at_labels=True,
+        ).records  # fmt: skip
+        weights[name] = load_file(Path(last["uri"]) / "model.safetensors")
+    assert (in_micro_batches(whole, 64, 256).batch_size, last["step"]) == (4, 16)
+    for key, value in weights["whole"].items():
+        assert torch.allclose(value, weights["micro"][key], atol=2e-5), key

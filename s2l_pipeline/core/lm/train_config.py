@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .order import DEFAULT_LENGTH_WINDOW
 
@@ -60,6 +60,21 @@ class CheckpointSchedule:
 def total_steps(n_examples: int, cfg: TrainConfig) -> int:
     per_epoch = math.ceil(math.ceil(n_examples / cfg.batch_size) / cfg.grad_accum)
     return max(1, math.ceil(per_epoch * cfg.epochs))
+
+
+def in_micro_batches(cfg: TrainConfig, max_length: int, max_tokens: int) -> TrainConfig:
+    """``cfg`` with each batch of ``batch_size`` rows run as the fewest equal micro-batches of
+    at most ``max_tokens`` padded tokens, their gradients accumulated: the same optimizer steps,
+    rows and order (the loss is averaged over the whole batch's response tokens, trainer.py),
+    with a forward pass's activations a fraction of the whole batch's."""
+    parts = next(
+        (d for d in range(1, cfg.batch_size + 1)
+         if cfg.batch_size % d == 0 and cfg.batch_size // d * max_length <= max_tokens),
+        cfg.batch_size,
+    )  # fmt: skip
+    if parts == 1:
+        return cfg
+    return replace(cfg, batch_size=cfg.batch_size // parts, grad_accum=cfg.grad_accum * parts)
 
 
 # An exporter turns (model, tokenizer, step) into a JSON-able record (uri, hash, ...). It may

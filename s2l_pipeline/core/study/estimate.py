@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..lm.fit import TrainRun, head_at_labels, resolve_max_length, training_model
+from ..lm.fit import TrainRun, as_trained, head_at_labels, resolve_max_length, training_model
 from .cells import CellSpec
 
 # Starting one cell's Dagster run (a process, imports, the definitions, the step's own reads,
@@ -53,7 +53,8 @@ def measure_train_step(
 
     model, tokenizer = training_model(run, rows, tokenizer_dir)  # LoRA, checkpointing: as trained
     max_length, _ = resolve_max_length(rows, tokenizer, run.train)
-    bs = run.train.batch_size
+    trained_as = as_trained(run, max_length)  # micro-batches, when the run trains in them
+    bs = trained_as.batch_size
     sample = rows.sample(min(rows.height, bs * (steps + 1)), seed=0, shuffle=True)
     batches = _batches(encode(sample, tokenizer, max_length), bs, tokenizer.pad_token_id or 0)
     if torch.cuda.is_available():
@@ -72,7 +73,7 @@ def measure_train_step(
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return float(sum(times[1:]) / max(1, len(times) - 1)) * run.train.grad_accum
+    return float(sum(times[1:]) / max(1, len(times) - 1)) * trained_as.grad_accum
 
 
 def measure_eval_row(
