@@ -184,16 +184,23 @@ def training_model(run: TrainRun, train_df: pl.DataFrame, tokenizer_dir: Path | 
     return model, tokenizer
 
 
-# Padded tokens in one forward pass of a pretrained model; a batch holding more trains as
-# micro-batches (train_config.in_micro_batches). SmolLM2-135M with LoRA, batch 8 x 608 tokens:
-# a step peaked at 4.59 GiB in one pass, 3.11 GiB in two (real_model_speed.py --grad-accum).
-MICRO_BATCH_TOKENS = 2560
+# Padded tokens in one forward pass of a pretrained model on CPU; a batch holding more trains
+# as micro-batches (train_config.in_micro_batches). SmolLM2-135M with LoRA, batch 8, on 2
+# cores (real_model_speed.py --micro-batch-tokens): at 392 tokens whole batches ran 101.5
+# tokens/s at a 4.38 GiB peak, 2 x 4 rows 98.7-113.0 at 3.02-3.06, 4 x 2 rows 100.6-108.6 at
+# 2.04-2.14, 8 x 1 row 100.0 at 1.55; at 608 tokens, whole 101.4-102.2 at 4.72, one row at a
+# time 106.9 at 1.70. On a GPU batches stay whole: its memory is the device's, and small
+# passes are slow there.
+MICRO_BATCH_TOKENS = 1024
 
 
 def as_trained(run: TrainRun, max_length: int) -> TrainConfig:
-    """The run's config as the trainer runs it: a pretrained model's large batches split into
-    micro-batches (memory); the embedded models' batches whole (their bytes as published)."""
-    if run.model.name == EMBEDDED:
+    """The run's config as the trainer runs it: on CPU a pretrained model's large batches
+    split into micro-batches (memory, and no slower); the embedded models' batches whole
+    (their bytes as published)."""
+    import torch
+
+    if run.model.name == EMBEDDED or torch.cuda.is_available():
         return run.train
     return in_micro_batches(run.train, max_length, MICRO_BATCH_TOKENS)
 
