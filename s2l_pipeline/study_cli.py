@@ -132,7 +132,13 @@ def with_spec(config: dict, spec: StudySpec) -> dict:
     if spec.arm_config():
         asset("study_cells")["arms"] = spec.arm_config()
     if spec.split:
-        asset("study_split").update(spec.split)
+        split = dict(spec.split)
+        for key in ("validation_files", "test_files"):
+            if key in split:  # judge files beside the spec, as data files are
+                split[key] = [_relative_to(spec.source, f) for f in split[key]]
+        asset("study_split").update(split)
+    if spec.proxy:
+        asset("proxy_checkpoints").update(spec.proxy)
     return config
 
 
@@ -197,14 +203,30 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     for budget in sorted({c.budget for c in grid}):  # before any cell: each budget has rows
         resolve_budget(budget, split.train.rows)
-    settings = _cell_settings(cell_ops, split, proxy, store)  # (run, selection, evaluation)
-    find = _finder(split, settings, store, spec)
-    todo, done = _pending(grid, find)
     from .core.stages.study import register_spec
     from .defs.study import finished_cells
 
     before = len(finished_cells(instance, store, split.study_id))
-    registered = register_spec(spec, split, store, before)
+    registered = register_spec(spec, split, store, before)  # before any result, tuning's too
+    parallel = args.parallel or default_parallel()
+    tuned = None
+    if spec.tuning is not None:
+        instance.add_dynamic_partitions("study_cells", _tuning_keys(spec))
+        try:
+            tuned = _tune(spec, cell_ops, split, proxy, store, parallel, instance, cell_job)
+        except KeyboardInterrupt:
+            _say("interrupted: every finished cell is kept; the same command resumes from them")
+            return 130
+        if tuned is None:
+            return 1
+        cell_ops = _with_settings(cell_ops, tuned["chosen"])
+        from .core.stages.study import record_tuning
+
+        record_tuning(split, spec.spec_id, tuned, store)
+    settings = _cell_settings(cell_ops, split, proxy, store)  # (run, selection, evaluation)
+    judge = _judge(cell_ops, split)
+    find = _finder(split, settings, store, spec, judge)
+    todo, done = _pending(grid, find)
     _say(
         f"spec {spec.spec_id} (endpoint {spec.endpoint}, {len(spec.comparisons)} comparisons): "
         + ("registered before any result of this data"
@@ -213,7 +235,6 @@ def cmd_study(args: argparse.Namespace) -> int:
            f"{registered['cells_finished_before']} cells of this data had finished "
            "(exploratory)")
     )  # fmt: skip
-    parallel = args.parallel or default_parallel()
     slots = instance.get_concurrency_config().pool_config.default_pool_limit
     if slots is not None and parallel > slots:
         _say(
@@ -302,6 +323,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     }
     if sequential is not None:
         summary["sequential"] = sequential
+    if tuned is not None:
+        summary["tuning"] = tuned
+    summary["judge"] = judge
     print(json.dumps(summary))
     return 1 if failed else 0
 
@@ -395,6 +419,66 @@ def _hours(h: float) -> str:
     return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
 
 
+def _tuning_keys(spec: StudySpec) -> list[str]:
+    t = spec.tuning
+    return [CellSpec(t.arm, spec.tuning_budget, s).key for s in range(t.seeds)]
+
+
+def _with_settings(cell_ops: dict, values: dict, judge: str | None = None) -> dict:
+    """study_cells' config with these recipe settings (and judge) in place."""
+    config = dict(cell_ops.get("study_cells", {}).get("config", {}))
+    config.update(values)
+    if judge is not None:
+        config["judge"] = judge
+    return {**cell_ops, "study_cells": {**cell_ops.get("study_cells", {}), "config": config}}
+
+
+def _judge(cell_ops: dict, split) -> str:
+    from .defs.study import StudyCellConfig
+
+    config = cell_ops.get("study_cells", {}).get("config", {})
+    return StudyCellConfig(**config).judge_of(split)
+
+
+def _tune(spec: StudySpec, cell_ops, split, proxy, store, parallel, instance, cell_job):
+    """The spec's grid on the validation split only: each point's cells (the tuning arm at
+    its budget), then the point with the best mean endpoint (ties: the lower NLL). The choice
+    and every point's scores, or None when a cell failed."""
+    t = spec.tuning
+    keys = _tuning_keys(spec)
+    points = []
+    for values in t.points():
+        ops = _with_settings(cell_ops, values, judge="validation")
+        find = _finder(split, _cell_settings(ops, split, proxy, store), store, spec, "validation")
+        todo = [parse_cell_key(k) for k in keys if find(k) is None]
+        label = ", ".join(f"{k} {v:g}" for k, v in values.items())
+        _say(f"tuning on validation ({label}): {len(todo)} of {len(keys)} cells to run")
+        seconds = {c.key: 0.0 for c in todo}
+        failed = _run_cells(todo, ops, parallel, seconds, instance, find, split, cell_job)
+        if failed:
+            _say(f"tuning cell(s) {', '.join(failed)} failed: no choice is made; rerun the "
+                 "command (finished cells are kept)")  # fmt: skip
+            return None
+        cells = [find(k) for k in keys]
+        score = sum(c.endpoint_score(spec.endpoint) for c in cells) / len(cells)
+        nll = sum(c.nll for c in cells) / len(cells)
+        points.append({**values, "validation_score": score, "validation_nll": nll})
+    best = max(points, key=lambda p: (p["validation_score"], -p["validation_nll"]))
+    chosen = {k: best[k] for k in t.grid}
+    edge = [k for k, v in chosen.items() if len(t.grid[k]) > 1 and v in _ends(t.grid[k])]
+    _say(
+        "chosen on validation: " + ", ".join(f"{k} {v:g}" for k, v in chosen.items())
+        + f" ({spec.endpoint} {100 * best['validation_score']:.1f})"
+        + (f"; at the edge of its grid: {', '.join(edge)} (widen the grid)" if edge else "")
+    )  # fmt: skip
+    return {"chosen": chosen, "points": points, "arm": t.arm, "budget": spec.tuning_budget,
+            "seeds": t.seeds, "at_grid_edge": edge, "judge": "validation"}  # fmt: skip
+
+
+def _ends(values: list[float]) -> tuple[float, float]:
+    return min(values), max(values)
+
+
 def _cell_settings(cell_ops: dict, split, proxy, store):
     """The cells' config as the asset will see it: (run, selection options, eval options)."""
     from .core.stages.selection import selection_options
@@ -410,13 +494,13 @@ def _cell_settings(cell_ops: dict, split, proxy, store):
     return cfg.to_run(), opts, cfg.eval_options()
 
 
-def _finder(split, settings, store, spec: StudySpec):
-    """key -> the cell's result record with this split, these settings and its arm's options
-    (None: not finished). The records in the store decide, not the Dagster instance, whose
-    latest materialization of a key may be another arm's of the same name."""
+def _finder(split, settings, store, spec: StudySpec, judge: str):
+    """key -> the cell's result record with this split, these settings, this judge and its
+    arm's options (None: not finished). The records in the store decide, not the Dagster
+    instance, whose latest materialization of a key may be another arm's of the same name."""
     from .core.stages import study as stage
 
-    recipe = stage.recipe_id(*settings)
+    recipe = stage.recipe_id(*settings, judge)
 
     def find(key: str):
         arm = spec.arm(parse_cell_key(key).method)

@@ -90,6 +90,48 @@ def test_validation_split_is_per_source_disjoint_and_order_free() -> None:
         carve_validation(data.head(4), traj.head(4), 0.5, 1000, seed=0)
 
 
+def test_a_test_split_is_carved_apart_and_judge_files_leave_the_pool() -> None:
+    from s2l_pipeline.core.study.split import HoldOut, carve_split
+
+    data, traj = _pool(sources=4)
+    s = carve_split(data, traj, 0, HoldOut(0.1, 1000), HoldOut(0.2, 1000))
+    assert s.test.height == 120 and s.validation.height == 48 and s.train.height == 432
+    assert set(s.test["eval_set"].unique()) == {f"test:src{i}" for i in range(4)}
+    ids = [set(t["example_id"]) for t in (s.test, s.validation, s.train)]
+    assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
+    again = carve_split(data.reverse(), traj.reverse(), 0, HoldOut(0.1, 1000), HoldOut(0.2, 1000))
+    assert again.test.equals(s.test) and again.validation.equals(s.validation)
+    # A file the user holds out: its prompts leave the pool, counted; one set per source.
+    given = data.head(30).with_columns(eval_set=pl.lit("mine"), domain=pl.lit("external"))
+    f = carve_split(data, traj, 0, HoldOut(0.1, 1000), given)
+    assert f.dropped_as_judged == 30 and f.test.height == 30
+    assert not set(given["prompt"]) & set(f.train["prompt"])
+    assert set(f.test["eval_set"].unique()) == {f"test:{x}" for x in given["source"].unique()}
+
+
+def test_a_tuning_grid_is_part_of_the_registered_spec() -> None:
+    from s2l_pipeline.core.study.spec import SpecError, parse_spec
+
+    base = {"arms": {"s2l": {}}, "budgets": [0.1, 0.2]}
+    grid = {"learning_rate": [1e-3, 2e-3], "epochs": [10, 30], "seeds": 2}
+    spec = parse_spec({**base, "tuning": grid})
+    assert len(spec.tuning.points()) == 4 and spec.tuning_budget == 0.1
+    assert spec.tuning.arm == "random" and spec.tuning.seeds == 2
+    assert parse_spec(spec.to_dict()).spec_id == spec.spec_id  # it reads back as written
+    assert spec.spec_id != parse_spec(base).spec_id
+    assert "tuning" not in parse_spec(base).registered()  # old specs keep their ids
+    for bad, said in (
+        ({"weight_decay": [0.1]}, "not a setting a grid may choose"),
+        ({"learning_rate": []}, "a list of candidate values"),
+        ({"learning_rate": [1e-3], "arm": "zip"}, "is not an arm"),
+        ({"learning_rate": [1e-3], "budget": 0.5}, "one of the budgets"),
+    ):
+        with pytest.raises(SpecError, match=said):
+            parse_spec({**base, "tuning": bad})
+    with pytest.raises(SpecError, match="also fixed in target"):
+        parse_spec({**base, "target": {"epochs": 3}, "tuning": {"epochs": [1, 2]}})
+
+
 def test_cell_keys_round_trip_and_bad_ones_are_named() -> None:
     grid = study_grid(["s2l", "learning_percentage"], [0.05, 0.2], 2)
     assert len(grid) == 3 * 2 * 2 + 2  # random joins; full data once per seed

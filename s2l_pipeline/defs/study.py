@@ -5,8 +5,10 @@ import dataclasses
 from typing import Any
 
 import dagster as dg
+import polars as pl
 from pydantic import Field
 
+from ..core.data.readers import FileReadError
 from ..core.evaluation.sanity import reference_accuracy
 from ..core.selection import METHODS
 from ..core.stages import study as stage
@@ -27,6 +29,7 @@ from ..core.study.spec import parse_spec
 from ..core.support.plots import markdown_image
 from ..core.support.tables import read_table
 from ..core.support.tracking import find_run
+from .data import EvalFileInput
 from .executors import cpu_step_tags, gpu_retry_policy, gpu_step_tags, on_gpu
 from .metadata import md, sentences
 from .profiles import profiled
@@ -39,6 +42,7 @@ from .target import EvaluationConfig, TargetConfig
 # a cell has three). `s2l study` adds the keys of its grid; the UI can add more.
 STUDY_CELLS = dg.DynamicPartitionsDefinition(name="study_cells")
 STUDY_TAG = "s2l.study_id"
+JUDGES = ("auto", "validation", "test")
 
 
 class StudySplitConfig(dg.Config):
@@ -47,6 +51,51 @@ class StudySplitConfig(dg.Config):
         500, description="At most this many validation rows in all (split over the sources)."
     )
     seed: int = Field(0, description="Which rows are held out (a seeded hash of the ids).")
+    validation_files: list[EvalFileInput] = Field(
+        default_factory=list,
+        description="Validation rows from files (one set per source) instead of carving them "
+        "from the pool; pool rows with the same prompt are dropped.",
+    )
+    test_share: float = Field(
+        0.0,
+        description="> 0: also carve this share of each source as a held-out test split, read "
+        "once per reported cell (choices stay on validation).",
+    )
+    max_test_rows: int = Field(1000, description="At most this many carved test rows in all.")
+    test_files: list[EvalFileInput] = Field(
+        default_factory=list,
+        description="The held-out test split from your evaluation files (one set per source) "
+        "instead of carving it; pool rows with the same prompt are dropped.",
+    )
+
+    def judges(self, endpoint_url: str | None) -> tuple[dict, object, object]:
+        """(where each judge's rows come from, the test rule or table, the validation table)."""
+        from ..core.study.split import HoldOut
+
+        if self.test_files and self.test_share > 0:
+            raise ValueError("split: give test_share or test_files, not both")
+        where = {"validation": "files" if self.validation_files else "carved"}
+        test = None
+        if self.test_files:
+            test, where["test"] = _read_judge(self.test_files, endpoint_url), "files"
+        elif self.test_share > 0:
+            test, where["test"] = HoldOut(self.test_share, self.max_test_rows), "carved"
+        validation = (
+            _read_judge(self.validation_files, endpoint_url) if self.validation_files else None
+        )
+        return where, test, validation
+
+
+def _read_judge(files: list[EvalFileInput], endpoint_url: str | None):
+    """Judge files as one table (the same reader and checks as evaluation files)."""
+    from ..core.data.eval_sets import EvalFile, load_eval_file
+
+    parts = []
+    for f in files:
+        spec = EvalFile(f.path, f.name, f.format, f.fields, f.task, f.answer_type,
+                        f.answer_pattern)  # fmt: skip
+        parts.append(load_eval_file(spec, endpoint_url)[0])
+    return pl.concat(parts)
 
 
 @dg.asset(
@@ -66,37 +115,29 @@ def study_split(
 ) -> dg.Output[StudySplitManifest]:
     store = artifact_store.store()
     try:
+        where, test, given = config.judges(artifact_store.endpoint_url)
         m, validation = stage.make_study_split(
-            training_pool, config.validation_share, config.max_validation_rows, config.seed, store
-        )
-    except ValueError as exc:
+            training_pool, config.validation_share, config.max_validation_rows, config.seed,
+            store, test, given, where,
+        )  # fmt: skip
+    except (ValueError, FileReadError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    uri = mlflow.reachable_uri(context)
-    parent = find_run(uri, mlflow.experiment, STUDY_TAG, m.study_id)
-    if parent is None:  # one parent run per study; its cells nest under it
-        with mlflow.run(
-            context, "study", {"training_pool": training_pool.train.content_hash}
-        ) as mt:
-            mt.set_tags({STUDY_TAG: m.study_id, "s2l.role": "study"})
-            mt.log_params(
-                {"validation_rows": m.validation.rows, "train_rows": m.train.rows,
-                 "validation_share": m.validation_share, "seed": m.seed}
-            )  # fmt: skip
-            parent = mt.run_id
+    parent = _parent_run(context, mlflow, m, training_pool)
     m = dataclasses.replace(m, mlflow_parent_run_id=parent)
     sets = validation.group_by("eval_set", "task", "answer_type").len().sort("eval_set")
-    shares, failing = reference_accuracy(validation)  # the scorer must accept the references
+    judged = validation if m.test is None else pl.concat([validation, read_table(m.test, store)])
+    shares, failing = reference_accuracy(judged)  # the scorer must accept the references
     for name in (n for n, share in shares.items() if share < 0.95):
         context.log.warning(f"{name}: references judged correct {shares[name]:.0%}: {failing}")
-    context.log.info(
-        f"study {m.study_id}: {m.validation.rows} validation rows, {m.train.rows} to select from"
-    )
+    _log_split(context, m)
     return dg.Output(
         m,
         data_version=dg.DataVersion(m.study_id),
         metadata={
             "study_id": m.study_id,
             "validation_rows": m.validation.rows,
+            "test_rows": m.test.rows if m.test else 0,
+            "judges": dg.MetadataValue.json(m.judges),
             "train_rows": m.train.rows,
             "validation_sets": md(sets),
             "reference_accuracy": dg.MetadataValue.json(shares),
@@ -104,6 +145,36 @@ def study_split(
             "lineage": dg.MetadataValue.json(m.lineage),
         },
     )
+
+
+def _parent_run(context, mlflow: MlflowTracking, m: StudySplitManifest, pool: PoolManifest
+                ) -> str | None:  # fmt: skip
+    """The study's MLflow parent run (one per study; its cells nest under it)."""
+    parent = find_run(mlflow.reachable_uri(context), mlflow.experiment, STUDY_TAG, m.study_id)
+    if parent is not None:
+        return parent
+    with mlflow.run(context, "study", {"training_pool": pool.train.content_hash}) as mt:
+        mt.set_tags({STUDY_TAG: m.study_id, "s2l.role": "study"})
+        mt.log_params(
+            {"validation_rows": m.validation.rows, "train_rows": m.train.rows,
+             "validation_share": m.validation_share, "seed": m.seed,
+             "test_rows": m.test.rows if m.test else 0,
+             **{f"judge.{k}": v for k, v in m.judges.items()}}
+        )  # fmt: skip
+        return mt.run_id
+
+
+def _log_split(context: dg.AssetExecutionContext, m: StudySplitManifest) -> None:
+    tested = f", {m.test.rows} held-out test rows ({m.judges['test']})" if m.test else ""
+    context.log.info(
+        f"study {m.study_id}: {m.validation.rows} validation rows ({m.judges['validation']})"
+        f"{tested}, {m.train.rows} to select from"
+    )
+    if m.judges.get("dropped_as_judged"):
+        context.log.warning(
+            f"{m.judges['dropped_as_judged']} pool rows share a prompt with a judge file: "
+            "dropped from the pool, never trained on"
+        )
 
 
 class ArmConfig(dg.Config):
@@ -136,6 +207,18 @@ class StudyCellConfig(TargetConfig):
         description="Named arms (a spec's): a cell key's first part names one of these, or a "
         "method run with the settings above.",
     )
+    judge: str = Field(
+        "auto",
+        description="What scores a cell: validation (choices), test (the numbers reported), or "
+        "auto: test when the split holds one, else validation.",
+    )
+
+    def judge_of(self, split: StudySplitManifest) -> str:
+        if self.judge not in JUDGES:
+            raise ValueError(f"judge: one of {', '.join(JUDGES)}, not {self.judge!r}")
+        if self.judge == "auto":
+            return "test" if split.test is not None else "validation"
+        return self.judge
 
     def arm(self, name: str) -> tuple[str, dict]:
         """(selector, its own options) of the arm a cell key names."""
@@ -192,6 +275,8 @@ def study_cells(
     try:
         spec = parse_cell_key(key)
         selector, arm_options = config.arm(spec.method)
+        judge = config.judge_of(study_split)
+        study_split.judge_table(judge)
     except ValueError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     traj = read_table(study_split.trajectories, store)
@@ -199,7 +284,7 @@ def study_cells(
         trajectory_clusters, proxy_checkpoints, traj, **config.selection_changes()
     )
     run, eval_opts = config.to_run(), config.eval_options()
-    recipe = stage.recipe_id(run, opts, eval_opts)
+    recipe = stage.recipe_id(run, opts, eval_opts, judge)
     found = stage.cached_cell(study_split, recipe, key, store, arm_options)
     if found is not None:
         context.log.info(f"{key}: finished before (score {100 * found.score:.1f}); reused")
@@ -207,13 +292,13 @@ def study_cells(
     upstream = {"study_split": study_split.study_id, "proxy": proxy_checkpoints.fingerprint}
     with mlflow.run(context, "study_cells", upstream, study_split.mlflow_parent_run_id) as mt:
         mt.set_tags({STUDY_TAG: study_split.study_id, "selection_method": selector,
-                     "s2l.arm": spec.method})  # fmt: skip
+                     "s2l.arm": spec.method, "s2l.judge": judge})  # fmt: skip
         mt.log_params(spec.params(selector, arm_options, opts.nested))
         try:
             cell = stage.run_study_cell(
                 key, study_split, proxy_checkpoints, opts, run, eval_opts, store,
                 artifact_store.work_path("study_cells"), training_hooks(context, mt),
-                context.log.info, selector, arm_options,
+                context.log.info, selector, arm_options, judge,
             )  # fmt: skip
         except ValueError as exc:  # a budget too small for the method, say: this cell only
             raise dg.Failure(description=f"{key}: {exc}", allow_retries=False) from exc
@@ -236,6 +321,7 @@ def _cell_output(cell: StudyCellManifest, reused: bool) -> dg.Output[StudyCellMa
             "arm_options": dg.MetadataValue.json(cell.arm_options),
             "budget": cell.budget,
             "seed": cell.seed,
+            "judge": cell.judge,
             "study_id": cell.study_id,
             "recipe": cell.recipe,
             "dagster/row_count": cell.rows,

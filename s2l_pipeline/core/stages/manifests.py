@@ -172,6 +172,17 @@ class StudySplitManifest(Manifest):
     seed: int
     lineage: dict
     mlflow_parent_run_id: str | None = None
+    test: TableRef | None = None  # the held-out test judge; None: validation judges alone
+    judges: dict = field(default_factory=dict)  # judge -> where its rows came from
+
+    def judge_table(self, judge: str) -> TableRef:
+        """The table a cell judged by ``judge`` ('validation' or 'test') reads."""
+        if judge == "test":
+            if self.test is None:
+                raise ValueError(f"study {self.study_id} has no test split (split: test_share "
+                                 "or test_files)")  # fmt: skip
+            return self.test
+        return self.validation
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Study stages: the validation split, one cell (select, train the study target, judge it on
-the split), and the report over every finished cell."""
+"""Study stages: the judges (validation and test splits), one cell (select, train the study
+target, judge it), and the report over every finished cell."""
 
 from __future__ import annotations
 
@@ -21,10 +21,17 @@ from ..lm.fit import TrainRun
 from ..lm.train_config import TrainHooks
 from ..selection import MODEL_METHODS, SelectionOptions
 from ..study.cells import CellResult, CellSpec, parse_cell_key, validation_score
-from ..study.render import costs, report_markdown, spec_markdown, spec_yaml, study_plot_png
+from ..study.render import (
+    costs,
+    judge_text,
+    report_markdown,
+    spec_markdown,
+    spec_yaml,
+    study_plot_png,
+)
 from ..study.report import FULL, StudyReport, build_report
 from ..study.spec import StudySpec
-from ..study.split import carve_validation
+from ..study.split import HoldOut, carve_split
 from ..support.hashing import table_hash
 from ..support.storage import ArtifactStore
 from ..support.tables import read_table, write_table
@@ -40,16 +47,37 @@ from .selection import choose_subset
 
 
 def make_study_split(
-    pool: PoolManifest, share: float, max_rows: int, seed: int, store: ArtifactStore
+    pool: PoolManifest,
+    share: float,
+    max_rows: int,
+    seed: int,
+    store: ArtifactStore,
+    test: HoldOut | pl.DataFrame | None = None,
+    validation: pl.DataFrame | None = None,
+    judges: dict | None = None,
 ) -> tuple[StudySplitManifest, pl.DataFrame]:
-    """The pool's rows less a validation split per source; (manifest, validation table)."""
-    split = carve_validation(
-        read_table(pool.train, store), read_table(pool.trajectories, store), share, max_rows, seed
-    )
+    """The pool's rows less its judges: a validation split per source (or the ``validation``
+    file's rows) and, given ``test``, a held-out test split; (manifest, validation table)."""
+    split = carve_split(
+        read_table(pool.train, store), read_table(pool.trajectories, store), seed,
+        validation if validation is not None else HoldOut(share, max_rows), test,
+    )  # fmt: skip
     train_hash, val_hash = table_hash(split.train), table_hash(split.validation)
     traj_hash = table_hash(split.trajectories)
-    study_id = _digest([train_hash, traj_hash, val_hash])[:16]
+    parts = [train_hash, traj_hash, val_hash]
+    test_hash = table_hash(split.test) if split.test is not None else None
+    if test_hash is not None:  # a study without a test split keeps the id it always had
+        parts.append(test_hash)
+    study_id = _digest(parts)[:16]
     prefix = f"study_split/{study_id}"
+    test_ref = (
+        write_table(split.test, store, f"{prefix}/test.parquet", test_hash)
+        if split.test is not None
+        else None
+    )
+    lineage = {"study_id": study_id, "validation": val_hash}
+    if test_hash is not None:
+        lineage["test"] = test_hash
     manifest = StudySplitManifest(
         train=write_table(split.train, store, f"{prefix}/train.parquet", train_hash),
         trajectories=write_table(split.trajectories, store, f"{prefix}/traj.parquet", traj_hash),
@@ -57,7 +85,9 @@ def make_study_split(
         study_id=study_id,
         validation_share=share,
         seed=seed,
-        lineage={**pool.lineage, "study_split": {"study_id": study_id, "validation": val_hash}},
+        lineage={**pool.lineage, "study_split": lineage},
+        test=test_ref,
+        judges={**(judges or {}), "dropped_as_judged": split.dropped_as_judged},
     )
     return manifest, split.validation
 
@@ -72,10 +102,15 @@ def cell_run(run: TrainRun, seed: int) -> TrainRun:
     return dataclasses.replace(run, model=model, train=dataclasses.replace(run.train, seed=seed))
 
 
-def recipe_id(run: TrainRun, opts: SelectionOptions, eval_opts: EvalOptions) -> str:
-    """The settings every cell of one study shares (the seed aside), hashed."""
-    return _digest([dataclasses.asdict(cell_run(run, 0)), dataclasses.asdict(opts),
-                    dataclasses.asdict(eval_opts)])[:12]  # fmt: skip
+def recipe_id(
+    run: TrainRun, opts: SelectionOptions, eval_opts: EvalOptions, judge: str = "validation"
+) -> str:
+    """The settings every cell of one study shares (the seed aside), and its judge, hashed."""
+    parts = [dataclasses.asdict(cell_run(run, 0)), dataclasses.asdict(opts),
+             dataclasses.asdict(eval_opts)]  # fmt: skip
+    if judge != "validation":  # validation-judged cells keep the ids they always had
+        parts.append({"judge": judge})
+    return _digest(parts)[:12]
 
 
 def arm_digest(arm_options: dict | None) -> str:
@@ -112,14 +147,17 @@ def run_study_cell(
     progress: Callable[[str], None] | None = None,
     selector: str | None = None,
     arm_options: dict | None = None,
+    judge: str = "validation",
 ) -> StudyCellManifest:
-    """Select the cell's rows, train the study target on them, score it on the validation
-    split; the result is kept in the store, so the cell is never run twice. ``selector`` and
-    ``arm_options``: a named arm's method and its own selector options (the key names the arm)."""
+    """Select the cell's rows, train the study target on them, score it on its judge (the
+    validation split, or the held-out test split, read once); the result is kept in the store,
+    so the cell is never run twice. ``selector`` and ``arm_options``: a named arm's method and
+    its own selector options (the key names the arm)."""
     spec = parse_cell_key(key)
     selector = selector or spec.method
     arm_options = dict(arm_options or {})
-    recipe = recipe_id(run, opts, eval_opts)  # shared by every arm: the report's grouping
+    judged_on = split.judge_table(judge)  # before any training: no test split is an error now
+    recipe = recipe_id(run, opts, eval_opts, judge)  # shared by every arm: the report's grouping
     found = cached_cell(split, recipe, key, store, arm_options)
     if found is not None:
         return found
@@ -138,21 +176,17 @@ def run_study_cell(
         tokenizer_dir,
     )  # fmt: skip
     train_s = time.perf_counter() - t0
-    validation = read_table(split.validation, store)
+    judged = read_table(judged_on, store)
     t0 = time.perf_counter()
-    preds, metrics = evaluate_model(trained.final.uri, validation, eval_opts, store, progress)
+    preds, metrics = evaluate_model(trained.final.uri, judged, eval_opts, store, progress)
     eval_s = time.perf_counter() - t0
     floors = dict(
-        answer_floor(validation, modal_answers(rows))
-        .select("eval_set", "floor_accuracy")
-        .iter_rows()
+        answer_floor(judged, modal_answers(rows)).select("eval_set", "floor_accuracy").iter_rows()
     )
-    floors.update(summary_floor(validation, rows))  # each set's constant answer, scored
+    floors.update(summary_floor(judged, rows))  # each set's constant answer, scored
     floor = pl.Series([v for v in floors.values() if v is not None], dtype=pl.Float64)
     score, nll, metric, per_set = validation_score(metrics)
-    collapsed = {
-        k: [p, round(share, 4)] for k, (p, share) in collapsed_sets(preds, validation).items()
-    }
+    collapsed = {k: [p, round(share, 4)] for k, (p, share) in collapsed_sets(preds, judged).items()}
     version = table_hash(preds)
     pred_ref = write_table(preds, store, f"study_cells/predictions/{version[:16]}.parquet", version)
     result = StudyCellManifest(
@@ -184,6 +218,7 @@ def run_study_cell(
                 selector=selector,
                 arm_options=arm_options,
                 correct=_packed_correct(preds),
+                judge=judge,
                 **cost,
             )
         )
@@ -196,7 +231,7 @@ def run_study_cell(
 
 
 def _packed_correct(preds: pl.DataFrame) -> str:
-    """Each validation row's correctness, in the stored predictions' order ('' for summaries,
+    """Each judged row's correctness, in the stored predictions' order ('' for summaries,
     judged by ROUGE): the record alone can be re-analysed item by item."""
     if "correct" not in preds.columns or preds["correct"].null_count() == preds.height:
         return ""
@@ -259,6 +294,18 @@ def register_spec(spec: StudySpec, split: StudySplitManifest, store: ArtifactSto
     return record
 
 
+def record_tuning(split: StudySplitManifest, spec_id: str, tuned: dict, store: ArtifactStore
+                  ) -> None:  # fmt: skip
+    """What the spec's grid chose on validation, beside the spec: the report names it."""
+    store.write_text(_spec_path(split, spec_id).replace(".json", ".tuning.json"),
+                     json.dumps(tuned, indent=1, sort_keys=True))  # fmt: skip
+
+
+def tuning_record(split: StudySplitManifest, spec_id: str, store: ArtifactStore) -> dict | None:
+    path = _spec_path(split, spec_id).replace(".json", ".tuning.json")
+    return json.loads(store.read_text(path)) if store.exists(path) else None
+
+
 def registration(split: StudySplitManifest, spec_id: str, store: ArtifactStore) -> dict | None:
     path = _spec_path(split, spec_id)
     return json.loads(store.read_text(path)) if store.exists(path) else None
@@ -318,12 +365,18 @@ def make_study_report(
     )
     report = study_report(cells, epsilon, spec)
     registered = registration(split, spec.spec_id, store) if spec else None
-    text = report_markdown(report, cells, split.study_id, split.validation.rows, proxy_flops(proxy))
+    judge = cells[0].judge
+    tuning = tuning_record(split, spec.spec_id, store) if spec else None
+    judged_on = judge_text(
+        judge, split.judge_table(judge).rows, split.judges, split.validation.rows, tuning
+    )
+    text = report_markdown(report, cells, split.study_id, judged_on, proxy_flops(proxy))
     if spec is not None:
         text += spec_markdown(spec, registered)
     png = study_plot_png(report, cells)
     prefix = f"study_report/{split.study_id}/{recipe}" + (f"/{spec.spec_id}" if spec else "")
-    body = {**report.to_dict(), "costs": costs(cells), "cells": [asdict(c) for c in cells]}
+    body = {**report.to_dict(), "judge": judge, "judged_on": judged_on, "tuning": tuning,
+            "costs": costs(cells), "cells": [asdict(c) for c in cells]}  # fmt: skip
     if spec is not None:
         body["spec"] = {"spec_id": spec.spec_id, "registration": registered, **spec.to_dict()}
         store.write_text(f"{prefix}/spec.yaml", spec_yaml(spec))

@@ -63,7 +63,7 @@ def study_grid(
 
 @dataclass(frozen=True)
 class CellResult:
-    """One finished cell: its score on the validation split and what it cost."""
+    """One finished cell: its score on its judge (validation or test) and what it cost."""
 
     key: str
     method: str
@@ -92,7 +92,8 @@ class CellResult:
     rows_hash: str = ""
     selector: str = ""  # the method the arm runs (``method`` is the arm's name); "" : method
     arm_options: dict = field(default_factory=dict)  # the arm's selector options
-    correct: str = ""  # per validation row, '1'/'0' in the predictions' order (math sets)
+    correct: str = ""  # per judged row, '1'/'0' in the predictions' order (math sets)
+    judge: str = "validation"  # what scored it: the validation split, or the held-out test
 
     def tracked_metrics(self) -> dict:
         """What a tracking run records of a finished cell."""

@@ -64,14 +64,34 @@ def _low(p) -> str:
 NO_PROXY = ("random", "stratified_random", "longest", "zip", "embedding_cluster_random", FULL)
 
 
+def judge_text(judge: str, rows: int, where: dict, validation_rows: int,
+               tuning: dict | None = None) -> str:  # fmt: skip
+    """Which judge the report's numbers come from, and where choices were made."""
+    made = "carved per source from the training data" if where.get(judge) != "files" else (
+        "from files held out of the pool")  # fmt: skip
+    if judge == "validation":
+        return f"a validation split of {rows} rows {made} (never a test set)"
+    text = f"a held-out test split of {rows} rows {made}, read once per cell"
+    if tuning:
+        chosen = ", ".join(f"{k} {v:g}" for k, v in tuning["chosen"].items())
+        text += (
+            f"; {chosen} chosen on the validation split ({validation_rows} rows) alone, "
+            f"by {tuning['arm']} at {tuning['budget']:.0%} over {tuning['seeds']} seed(s)"
+        )
+    else:
+        text += f"; the validation split ({validation_rows} rows) judged no number here"
+    return text
+
+
 def report_markdown(
     r: StudyReport,
     cells: list[CellResult],
     study_id: str,
-    validation_rows: int,
+    judged_on: str,
     proxy_flops: float | None = None,
 ) -> str:
-    """The whole report: recommendation first, then every table it rests on."""
+    """The whole report: recommendation first, then every table it rests on. ``judged_on``
+    names the judge its numbers come from (see :func:`judge_text`)."""
     metric = cells[0].metric if cells else "score"
     if r.endpoint != "score":
         metric = f"{r.endpoint} ({ENDPOINTS[r.endpoint]})"
@@ -79,8 +99,7 @@ def report_markdown(
     out = [
         f"# Selection study {study_id}",
         "",
-        f"{len(cells)} cells judged on a validation split of {validation_rows} rows carved from "
-        f"the training data (never a test set); score: {metric}, each validation set weighing "
+        f"{len(cells)} cells judged on {judged_on}; score: {metric}, each set weighing "
         f"the same, in points. Unit of replication: the seed ({len(seeds)}: {seeds}); every "
         "interval is a per-seed paired t interval (95%), every p an exact sign-flip p over "
         "the seeds.",
@@ -187,7 +206,7 @@ def study_plot_png(r: StudyReport, cells: list[CellResult]) -> bytes:
         ax_score.axhline(float(np.mean(scores)), color="grey", lw=1)
         ax_nll.axhline(float(np.mean([c.nll for c in full])), color="grey", lw=1, label="full")
     for ax, label in ((ax_score, f"{cells[0].metric if cells else 'score'} (points)"),
-                      (ax_nll, "validation NLL")):  # fmt: skip
+                      (ax_nll, f"{cells[0].judge if cells else 'validation'} NLL")):  # fmt: skip
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.xaxis.set_minor_formatter(PercentFormatter(1.0, decimals=0))

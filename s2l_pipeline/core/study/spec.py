@@ -30,8 +30,10 @@ ENDPOINTS = {
 # What an arm may set beside its method: the selector's options (SelectionOptions' fields).
 ARM_OPTIONS = tuple(f.name for f in dataclasses.fields(SelectionOptions))
 ARM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # a cell key is '<arm>-<budget>-<seed>'
-TOP_KEYS = ("data", "target", "split", "arms", "budgets", "seeds", "endpoint", "comparisons",
-            "epsilon")  # fmt: skip
+TOP_KEYS = ("data", "target", "split", "proxy", "tuning", "arms", "budgets", "seeds", "endpoint",
+            "comparisons", "epsilon")  # fmt: skip
+# What a tuning grid may choose: the study target's recipe settings, chosen on validation.
+TUNABLE = ("learning_rate", "epochs")
 
 
 class SpecError(ValueError):
@@ -51,6 +53,28 @@ class Arm:
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """Choices made on the validation split only: every grid point trains ``arm`` at
+    ``budget`` for ``seeds`` seeds; the best mean endpoint (ties: the lower NLL) is kept."""
+
+    grid: dict  # setting -> candidate values, e.g. {learning_rate: [5e-4, 1e-3]}
+    arm: str = BASELINE
+    budget: float | None = None  # None: the study's smallest budget
+    seeds: int = 1
+
+    def points(self) -> list[dict]:
+        """Every combination of the grid, in the spec's order."""
+        out: list[dict] = [{}]
+        for name, values in self.grid.items():
+            out = [{**p, name: v} for p in out for v in values]
+        return out
+
+    def to_dict(self) -> dict:
+        """As a spec writes it (the grid's settings beside arm, budget and seeds)."""
+        return {**self.grid, "arm": self.arm, "budget": self.budget, "seeds": self.seeds}
+
+
+@dataclass(frozen=True)
 class StudySpec:
     arms: tuple[Arm, ...]
     budgets: tuple[float, ...]
@@ -62,6 +86,12 @@ class StudySpec:
     target: dict = field(default_factory=dict)  # study_cells' config (the study target)
     split: dict = field(default_factory=dict)  # study_split's config
     source: str = ""  # the file it was read from
+    proxy: dict = field(default_factory=dict)  # proxy_checkpoints' config
+    tuning: Tuning | None = None
+
+    @property
+    def tuning_budget(self) -> float:
+        return self.tuning.budget if self.tuning and self.tuning.budget else self.budgets[0]
 
     @property
     def arm_names(self) -> list[str]:
@@ -77,7 +107,7 @@ class StudySpec:
     def registered(self) -> dict:
         """What decides the answer: fixed before the first cell, hashed into the id."""
         seeds = dataclasses.asdict(self.seeds) if isinstance(self.seeds, SeedPolicy) else self.seeds
-        return {
+        out = {
             "arms": {a.name: a.to_dict() for a in self.arms},
             "budgets": list(self.budgets),
             "seeds": seeds,
@@ -85,6 +115,9 @@ class StudySpec:
             "comparisons": [list(c) for c in self.comparisons],
             "epsilon": self.epsilon,
         }
+        if self.tuning is not None:  # a spec without a grid keeps the id it always had
+            out["tuning"] = self.tuning.to_dict()
+        return out
 
     @property
     def spec_id(self) -> str:
@@ -93,7 +126,7 @@ class StudySpec:
 
     def to_dict(self) -> dict:
         return {"data": self.data, "target": self.target, "split": self.split,
-                **self.registered()}  # fmt: skip
+                **({"proxy": self.proxy} if self.proxy else {}), **self.registered()}  # fmt: skip
 
     def arm_config(self) -> dict:
         """study_cells' ``arms`` config: the arms that are not a plain method of that name."""
@@ -166,15 +199,49 @@ def parse_spec(raw: object, where: str = "study spec") -> StudySpec:
     except (TypeError, ValueError):
         raise bad("epsilon", f"points, e.g. 1.0; not {raw.get('epsilon')!r}") from None
     sections = {}
-    for name in ("data", "target", "split"):
+    for name in ("data", "target", "split", "proxy"):
         value = raw.get(name) or {}
         if not isinstance(value, dict):
             raise bad(name, f"a mapping (the {name} asset's config), not {value!r}")
         sections[name] = value
+    tuning = _tuning(raw.get("tuning"), names, budgets, sections["target"], bad)
     return StudySpec(
         arms, budgets, seeds, endpoint, comparisons, epsilon, sections["data"],
-        sections["target"], sections["split"], where,
+        sections["target"], sections["split"], where, sections["proxy"], tuning,
     )  # fmt: skip
+
+
+def _tuning(raw, names: list[str], budgets: tuple[float, ...], target: dict, bad) -> Tuning | None:
+    if raw is None:
+        return None
+    example = "{learning_rate: [0.0005, 0.001], epochs: [10, 30], arm: random}"
+    if not isinstance(raw, dict):
+        raise bad("tuning", f"a grid, e.g. {example}")
+    grid = {k: v for k, v in raw.items() if k not in ("arm", "budget", "seeds")}
+    if not grid:
+        raise bad("tuning", f"at least one of {', '.join(TUNABLE)} with its values; e.g. {example}")
+    for key, values in grid.items():
+        if key not in TUNABLE:
+            raise bad(f"tuning: {key}", f"not a setting a grid may choose; valid: "
+                      f"{', '.join(TUNABLE)}")  # fmt: skip
+        if not isinstance(values, list) or not values:
+            raise bad(f"tuning: {key}", f"a list of candidate values, not {values!r}")
+        try:
+            grid[key] = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise bad(f"tuning: {key}", f"numbers, not {values!r}") from None
+        if key in target:
+            raise bad(f"tuning: {key}", f"also fixed in target ({target[key]!r}): one or the other")
+    arm = str(raw.get("arm", BASELINE))
+    if arm not in names:
+        raise bad("tuning: arm", f"{arm!r} is not an arm ({', '.join(names)})")
+    budget = raw.get("budget")
+    if budget is not None and float(budget) not in budgets:
+        raise bad("tuning: budget", f"one of the budgets {list(budgets)}, not {budget!r}")
+    seeds = raw.get("seeds", 1)
+    if not isinstance(seeds, int) or seeds < 1:
+        raise bad("tuning: seeds", f"a count of 1 or more, not {seeds!r}")
+    return Tuning(grid, arm, float(budget) if budget is not None else None, seeds)
 
 
 def _arms(raw, bad) -> tuple[Arm, ...]:
