@@ -22,7 +22,7 @@ import yaml
 
 from .core.selection import METHODS
 from .core.selection.budget import resolve_budget
-from .core.study.cells import CellSpec, parse_cell_key, study_grid
+from .core.study.cells import CellSpec, parse_cell_key
 from .core.study.estimate import (
     IN_PROCESS_START_SECONDS,
     RUN_START_SECONDS,
@@ -128,7 +128,10 @@ def with_spec(config: dict, spec: StudySpec) -> dict:
             raw.setdefault("embedded", {})["enabled"] = False
         raw.update(data)
     if spec.target:
-        asset("study_cells").update(spec.target)
+        target = dict(spec.target)
+        if "model" in target:  # a model folder beside the spec, as data files are
+            target["model"] = _relative_to(spec.source, target["model"])
+        asset("study_cells").update(target)
     if spec.arm_config():
         asset("study_cells")["arms"] = spec.arm_config()
     if spec.split:
@@ -154,7 +157,7 @@ def _relative_to(spec_file: str, entry):
 def cmd_study(args: argparse.Namespace) -> int:
     spec = study_spec(args)
     policy = spec.seeds if isinstance(spec.seeds, SeedPolicy) else None
-    grid = study_grid(spec.arm_names, list(spec.budgets), spec.max_seeds)
+    grid = spec.grid()
     if not os.environ.get("DAGSTER_HOME"):
         raise ValueError(
             "a study keeps its cells in the Dagster instance: set DAGSTER_HOME (e.g. "
@@ -223,7 +226,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         from .core.stages.study import record_tuning
 
         record_tuning(split, spec.spec_id, tuned, store)
-    settings = _cell_settings(cell_ops, split, proxy, store)  # (run, selection, evaluation)
+    settings = _cell_settings(cell_ops, split, proxy, store)  # run, selection, eval, numerics
     judge = _judge(cell_ops, split)
     find = _finder(split, settings, store, spec, judge)
     todo, done = _pending(grid, find)
@@ -480,7 +483,8 @@ def _ends(values: list[float]) -> tuple[float, float]:
 
 
 def _cell_settings(cell_ops: dict, split, proxy, store):
-    """The cells' config as the asset will see it: (run, selection options, eval options)."""
+    """The cells' config as the asset will see it: (run, selection options, eval options,
+    numerics)."""
     from .core.stages.selection import selection_options
     from .core.support.tables import read_table
     from .defs.study import StudyCellConfig
@@ -491,7 +495,7 @@ def _cell_settings(cell_ops: dict, split, proxy, store):
     clusters = read_manifest(store, ClustersManifest, "trajectory_clusters")
     traj = read_table(split.trajectories, store)
     opts = selection_options(clusters, proxy, traj, **cfg.selection_changes())
-    return cfg.to_run(), opts, cfg.eval_options()
+    return cfg.to_run(), opts, cfg.eval_options(), cfg.numerics()
 
 
 def _finder(split, settings, store, spec: StudySpec, judge: str):
@@ -500,7 +504,8 @@ def _finder(split, settings, store, spec: StudySpec, judge: str):
     instance, whose latest materialization of a key may be another arm's of the same name."""
     from .core.stages import study as stage
 
-    recipe = stage.recipe_id(*settings, judge)
+    run, opts, eval_opts, numerics = settings
+    recipe = stage.recipe_id(run, opts, eval_opts, judge, numerics)
 
     def find(key: str):
         arm = spec.arm(parse_cell_key(key).method)
@@ -523,7 +528,7 @@ def _measure(split, proxy, settings, store) -> StepTimes:
     from .core.study.estimate import measure_eval_row, measure_train_step
     from .core.support.tables import read_table
 
-    run, _, eval_opts = settings
+    run, _, eval_opts, _ = settings
     rows = read_table(split.train, store)
     tokenizer_dir = store.fetch_dir(proxy.checkpoints[0].uri)
     step = measure_train_step(run, rows, tokenizer_dir)

@@ -108,6 +108,20 @@ def test_named_format_overrides_detection(tmp_path: Path) -> None:
         load_dataset(files_only(FileSource(str(path), format="csv")))
 
 
+def test_a_table_in_the_products_own_schema_reads_back(tmp_path: Path) -> None:
+    """Its null ``messages`` column does not make it a chat file: prompt, response, answer
+    and source come through as written."""
+    rows = [{"example_id": f"e{i}", "source": "gcd", "prompt": f"gcd of {i} and 4?",
+             "response": "2", "answer": "2", "task": "math", "messages": None,
+             "metadata": None} for i in range(3)]  # fmt: skip
+    path = tmp_path / "pool.parquet"
+    pl.DataFrame(rows, schema=RAW_SCHEMA).write_parquet(path)
+    out = load_dataset(files_only(FileSource(str(path))))
+    assert out.rejected.is_empty() and out.train.height == 3
+    assert out.train["source"].unique().to_list() == ["gcd"]
+    assert out.train["answer"].to_list() == ["2"] * 3
+
+
 def test_bad_rows_are_rejected_with_file_line_field_and_reason() -> None:
     path = str(FIXTURES / "bad_rows.jsonl")
     out = load_dataset(files_only(FileSource(path), duplicates="reject"))

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from ..core.data.readers import FileReadError
 from ..core.evaluation.sanity import reference_accuracy
+from ..core.lm.numerics import Numerics
 from ..core.selection import METHODS
 from ..core.stages import study as stage
 from ..core.stages.manifests import (
@@ -207,11 +208,28 @@ class StudyCellConfig(TargetConfig):
         description="Named arms (a spec's): a cell key's first part names one of these, or a "
         "method run with the settings above.",
     )
+    threads: int | None = Field(
+        None,
+        description="Torch threads for each cell (None: torch's default). With the two below: "
+        "how the arithmetic is done, not what it computes; set them to reproduce cells trained "
+        "under other settings byte for byte.",
+    )
+    micro_batch_tokens: int | None = Field(
+        None,
+        description="Padded tokens per micro-batch (0: whole batches; None: micro-batches of "
+        "1,024 for pretrained models on CPU).",
+    )
+    loss_at_labels: bool | None = Field(
+        None, description="Apply the LM head at response tokens only (None: pretrained only)."
+    )
     judge: str = Field(
         "auto",
         description="What scores a cell: validation (choices), test (the numbers reported), or "
         "auto: test when the split holds one, else validation.",
     )
+
+    def numerics(self) -> Numerics:
+        return Numerics(self.threads, self.micro_batch_tokens, self.loss_at_labels)
 
     def judge_of(self, split: StudySplitManifest) -> str:
         if self.judge not in JUDGES:
@@ -284,7 +302,7 @@ def study_cells(
         trajectory_clusters, proxy_checkpoints, traj, **config.selection_changes()
     )
     run, eval_opts = config.to_run(), config.eval_options()
-    recipe = stage.recipe_id(run, opts, eval_opts, judge)
+    recipe = stage.recipe_id(run, opts, eval_opts, judge, config.numerics())
     found = stage.cached_cell(study_split, recipe, key, store, arm_options)
     if found is not None:
         context.log.info(f"{key}: finished before (score {100 * found.score:.1f}); reused")
@@ -298,7 +316,7 @@ def study_cells(
             cell = stage.run_study_cell(
                 key, study_split, proxy_checkpoints, opts, run, eval_opts, store,
                 artifact_store.work_path("study_cells"), training_hooks(context, mt),
-                context.log.info, selector, arm_options, judge,
+                context.log.info, selector, arm_options, judge, config.numerics(),
             )  # fmt: skip
         except ValueError as exc:  # a budget too small for the method, say: this cell only
             raise dg.Failure(description=f"{key}: {exc}", allow_retries=False) from exc

@@ -51,6 +51,9 @@ class Format:
                 if isinstance(given, str) and given.strip()
                 else last_boxed(rec["solution"])
             )
+        if self.name == "s2l":
+            given = rec.get("answer")
+            return given.strip() if isinstance(given, str) and given.strip() else None
         if self.name == "alpaca":  # a bare short output is its own answer ('5', '3/4')
             output = rec["output"].strip()
             short = "\n" not in output and len(output) <= 40
@@ -91,6 +94,15 @@ FORMATS: dict[str, Format] = {
             ("answer",),
         ),
         Format("gsm8k", "question", "answer", "math", "GSM8K: question, answer ending in '#### N'"),
+        Format(
+            "s2l",
+            "prompt",
+            "response",
+            "math",
+            "this project's own tables (raw_dataset, exported subsets): prompt, response, "
+            "optional answer and source (task: summarization for summaries)",
+            ("answer", "source"),
+        ),
         Format(
             "alpaca",
             "instruction",
@@ -189,10 +201,11 @@ def supported_schemas() -> str:
 
 def detect_format(records: Iterable[dict], file: str) -> Format | ChatFormat:
     """The first schema (chat first, then most specific first) whose required fields the
-    sampled records carry."""
+    sampled records carry. A field that is null in every sampled record is not carried: a
+    table in the product's own schema has a ``messages`` column, null unless it is chat."""
     keys: set[str] = set()
     for rec in records:
-        keys.update(rec)
+        keys.update(k for k, v in rec.items() if v is not None)
     for fmt in (*CHAT_FORMATS.values(), *FORMATS.values()):
         if set(fmt.required) <= keys:
             return fmt

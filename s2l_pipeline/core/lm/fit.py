@@ -18,6 +18,7 @@ from ..support.records import from_plain, to_plain
 from ..support.storage import ArtifactStore
 from .encoding import encode, tokenizer_texts
 from .models import SIZES, build_gpt_neox, count_parameters, load_causal_lm, save_model
+from .numerics import current as current_numerics
 from .order import OrderReport, order_report
 from .tokenizer import train_bpe_tokenizer
 from .train_config import CheckpointSchedule, TrainConfig, TrainHooks, in_micro_batches
@@ -50,7 +51,10 @@ class TrainRun:
 
     def fingerprint(self, data_hash: str) -> str:
         """Same data and settings -> same folder, so an interrupted run finds its state."""
-        ident = json.dumps([data_hash, asdict(self)], sort_keys=True, default=str)
+        parts = [data_hash, asdict(self)]
+        if numerics := current_numerics().identity():  # none given: the id it always had
+            parts.append(numerics)
+        ident = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
@@ -200,6 +204,9 @@ def as_trained(run: TrainRun, max_length: int) -> TrainConfig:
     (their bytes as published)."""
     import torch
 
+    cap = current_numerics().micro_batch_tokens
+    if cap is not None:  # set for this block of work (numerics.py): 0, whole batches
+        return in_micro_batches(run.train, max_length, cap) if cap else run.train
     if run.model.name == EMBEDDED or torch.cuda.is_available():
         return run.train
     return in_micro_batches(run.train, max_length, MICRO_BATCH_TOKENS)
@@ -210,7 +217,8 @@ def head_at_labels(run: TrainRun) -> bool:
     a pretrained model's vocabulary (49K for SmolLM2) makes logits at every position most of a
     step's memory. The embedded models keep the library's loss, and so every checkpoint's
     bytes as published."""
-    return run.model.name != EMBEDDED
+    given = current_numerics().loss_at_labels
+    return run.model.name != EMBEDDED if given is None else given
 
 
 class StoreExporter:

@@ -15,9 +15,13 @@ from pathlib import Path
 
 import polars as pl
 
+from ..evaluation.endpoints import collapse_answers, off_mode_scores
 from ..evaluation.sanity import answer_floor, collapsed_sets, modal_answers, summary_floor
 from ..evaluation.stats import pack_correct
 from ..lm.fit import TrainRun
+from ..lm.numerics import DEFAULT as DEFAULT_NUMERICS
+from ..lm.numerics import Numerics
+from ..lm.numerics import using as using_numerics
 from ..lm.train_config import TrainHooks
 from ..selection import MODEL_METHODS, SelectionOptions
 from ..study.cells import CellResult, CellSpec, parse_cell_key, validation_score
@@ -103,13 +107,17 @@ def cell_run(run: TrainRun, seed: int) -> TrainRun:
 
 
 def recipe_id(
-    run: TrainRun, opts: SelectionOptions, eval_opts: EvalOptions, judge: str = "validation"
-) -> str:
-    """The settings every cell of one study shares (the seed aside), and its judge, hashed."""
+    run: TrainRun, opts: SelectionOptions, eval_opts: EvalOptions, judge: str = "validation",
+    numerics: Numerics = DEFAULT_NUMERICS,
+) -> str:  # fmt: skip
+    """The settings every cell of one study shares (the seed aside), its judge and numerics,
+    hashed."""
     parts = [dataclasses.asdict(cell_run(run, 0)), dataclasses.asdict(opts),
              dataclasses.asdict(eval_opts)]  # fmt: skip
     if judge != "validation":  # validation-judged cells keep the ids they always had
         parts.append({"judge": judge})
+    if numerics.identity():  # so do cells without numerics of their own
+        parts.append({"numerics": numerics.identity()})
     return _digest(parts)[:12]
 
 
@@ -148,6 +156,7 @@ def run_study_cell(
     selector: str | None = None,
     arm_options: dict | None = None,
     judge: str = "validation",
+    numerics: Numerics = DEFAULT_NUMERICS,
 ) -> StudyCellManifest:
     """Select the cell's rows, train the study target on them, score it on its judge (the
     validation split, or the held-out test split, read once); the result is kept in the store,
@@ -156,11 +165,26 @@ def run_study_cell(
     spec = parse_cell_key(key)
     selector = selector or spec.method
     arm_options = dict(arm_options or {})
-    judged_on = split.judge_table(judge)  # before any training: no test split is an error now
-    recipe = recipe_id(run, opts, eval_opts, judge)  # shared by every arm: the report's grouping
+    split.judge_table(judge)  # before any training: no test split is an error now
+    recipe = recipe_id(run, opts, eval_opts, judge, numerics)  # every arm's: the report's group
     found = cached_cell(split, recipe, key, store, arm_options)
     if found is not None:
         return found
+    with using_numerics(numerics):
+        result = _run_cell(spec, key, split, proxy, opts, run, eval_opts, store, work_root,
+                           hooks, progress, selector, arm_options, judge, recipe)  # fmt: skip
+    result = dataclasses.replace(result, numerics=numerics.identity())
+    store.write_text(
+        _result_key(split, recipe, key, arm_options),
+        json.dumps(result.to_dict(), indent=1, sort_keys=True),
+    )
+    return result
+
+
+def _run_cell(spec, key, split, proxy, opts, run, eval_opts, store, work_root, hooks, progress,
+              selector, arm_options, judge, recipe) -> StudyCellManifest:  # fmt: skip
+    """Select, train and judge one cell (run_study_cell keeps its result)."""
+    judged_on = split.judge_table(judge)
     data = read_table(split.train, store)
     traj = read_table(split.trajectories, store)
     arm_opts = dataclasses.replace(opts, **arm_options)
@@ -187,6 +211,7 @@ def run_study_cell(
     floor = pl.Series([v for v in floors.values() if v is not None], dtype=pl.Float64)
     score, nll, metric, per_set = validation_score(metrics)
     collapsed = {k: [p, round(share, 4)] for k, (p, share) in collapsed_sets(preds, judged).items()}
+    off_mode = _off_mode(preds, data)
     version = table_hash(preds)
     pred_ref = write_table(preds, store, f"study_cells/predictions/{version[:16]}.parquet", version)
     result = StudyCellManifest(
@@ -219,15 +244,29 @@ def run_study_cell(
                 arm_options=arm_options,
                 correct=_packed_correct(preds),
                 judge=judge,
+                off_mode=off_mode,
                 **cost,
             )
         )
     )
-    store.write_text(
-        _result_key(split, recipe, key, arm_options),
-        json.dumps(result.to_dict(), indent=1, sort_keys=True),
-    )
     return result
+
+
+def _off_mode(preds: pl.DataFrame, pool: pl.DataFrame) -> dict:
+    """Per judged math set ('<judge>:<source>'): accuracy without the items whose answer is one
+    of its source's collapse answers in the pool the cells select from."""
+    if "correct" not in preds.columns or "answer" not in preds.columns:
+        return {}
+    math = preds.filter(pl.col("correct").is_not_null())
+    if math.is_empty():
+        return {}
+    modes = collapse_answers(pool)
+    by_set = {
+        name: modes[name.split(":", 1)[-1]]
+        for name in math["eval_set"].unique().to_list()
+        if name.split(":", 1)[-1] in modes
+    }
+    return {k: v.to_dict() for k, v in sorted(off_mode_scores(math, by_set).items())}
 
 
 def _packed_correct(preds: pl.DataFrame) -> str:

@@ -45,10 +45,12 @@ def parse_cell_key(key: str) -> CellSpec:
 
 
 def study_grid(
-    methods: list[str], budgets: list[float], seeds: int, full: bool = True
-) -> list[CellSpec]:
-    """Every cell of the grid, plus full data once per seed (what 'within epsilon' compares
-    with); 'random' is added when missing, since every method is compared with it."""
+    methods: list[str], budgets: list[float], seeds: int, full: bool = True,
+    full_seeds: int | None = None,
+) -> list[CellSpec]:  # fmt: skip
+    """Every cell of the grid, plus full data once per seed (or for its first ``full_seeds``:
+    what 'within epsilon' compares with); 'random' is added when missing, since every method
+    is compared with it."""
     bad = [b for b in budgets if not 0 < b < 1]
     if bad:
         raise ValueError(f"--budgets are fractions of the pool in (0, 1); not {bad}")
@@ -57,7 +59,9 @@ def study_grid(
     names = list(dict.fromkeys([*methods, "random"]))
     cells = [CellSpec(m, float(b), s) for m in names for b in sorted(budgets) for s in range(seeds)]
     if full:
-        cells += [CellSpec(FULL, 1.0, s) for s in range(seeds)]
+        cells += [
+            CellSpec(FULL, 1.0, s) for s in range(seeds if full_seeds is None else full_seeds)
+        ]
     return cells
 
 
@@ -94,6 +98,9 @@ class CellResult:
     arm_options: dict = field(default_factory=dict)  # the arm's selector options
     correct: str = ""  # per judged row, '1'/'0' in the predictions' order (math sets)
     judge: str = "validation"  # what scored it: the validation split, or the held-out test
+    # Per set: accuracy on the items whose answer is none of the pool's collapse answers.
+    off_mode: dict = field(default_factory=dict)  # set -> {accuracy, items, floor}
+    numerics: dict = field(default_factory=dict)  # threads etc. when set (lm/numerics.py)
 
     def tracked_metrics(self) -> dict:
         """What a tracking run records of a finished cell."""
@@ -114,14 +121,26 @@ class CellResult:
             return self.score - self.floor
         if endpoint == "nll":
             return -self.nll
+        if endpoint == "off_mode":
+            if not self.off_mode:
+                raise ValueError(f"cell {self.key}: no off-mode score (no math set judged)")
+            return sum(s["accuracy"] for s in self.off_mode.values()) / len(self.off_mode)
         raise ValueError(f"unknown endpoint {endpoint!r}")
 
     def study_cell(self, endpoint: str = "score") -> StudyCell:
-        floor = {"score": self.floor, "score_over_floor": 0.0}.get(endpoint)
+        floor = {"score": self.floor, "score_over_floor": 0.0, "off_mode": self.off_mode_floor
+                 }.get(endpoint)  # fmt: skip
         return StudyCell(
             self.method, self.budget, self.seed, self.endpoint_score(endpoint), self.nll, floor,
             bool(self.collapsed),
         )  # fmt: skip
+
+    @property
+    def off_mode_floor(self) -> float | None:
+        """What one answer per set earns on the off-mode items (their commonest answer)."""
+        if not self.off_mode:
+            return None
+        return sum(s["floor"] for s in self.off_mode.values()) / len(self.off_mode)
 
     @property
     def train_flops(self) -> float:

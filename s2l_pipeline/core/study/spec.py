@@ -25,13 +25,16 @@ ENDPOINTS = {
     "score": "accuracy (math) or ROUGE-L (summaries), each validation set weighing the same",
     "score_over_floor": "the score minus each cell's most-common-answer floor (the answer "
     "prior): what the target learned beyond guessing the commonest answer",
-    "nll": "the validation NLL of the references, negated so that higher is better",
+    "nll": "the judge's NLL of the references, negated so that higher is better",
+    "off_mode": "accuracy on the items whose answer is neither the pool's commonest nor their "
+    "source's commonest in the pool (credit a collapsed model cannot earn), each set weighing "
+    "the same",
 }
 # What an arm may set beside its method: the selector's options (SelectionOptions' fields).
 ARM_OPTIONS = tuple(f.name for f in dataclasses.fields(SelectionOptions))
 ARM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # a cell key is '<arm>-<budget>-<seed>'
-TOP_KEYS = ("data", "target", "split", "proxy", "tuning", "arms", "budgets", "seeds", "endpoint",
-            "comparisons", "epsilon")  # fmt: skip
+TOP_KEYS = ("data", "target", "split", "proxy", "tuning", "arms", "budgets", "seeds",
+            "full_seeds", "endpoint", "comparisons", "epsilon")  # fmt: skip
 # What a tuning grid may choose: the study target's recipe settings, chosen on validation.
 TUNABLE = ("learning_rate", "epochs")
 
@@ -88,6 +91,7 @@ class StudySpec:
     source: str = ""  # the file it was read from
     proxy: dict = field(default_factory=dict)  # proxy_checkpoints' config
     tuning: Tuning | None = None
+    full_seeds: int | None = None  # full-data cells (the costliest): None, as many as seeds
 
     @property
     def tuning_budget(self) -> float:
@@ -99,6 +103,13 @@ class StudySpec:
 
     def arm(self, name: str) -> Arm | None:
         return next((a for a in self.arms if a.name == name), None)
+
+    def grid(self) -> list:
+        """Every cell of the study (full data for ``full_seeds`` seeds)."""
+        from .cells import study_grid
+
+        return study_grid(self.arm_names, list(self.budgets), self.max_seeds,
+                          full_seeds=self.full_seeds)  # fmt: skip
 
     @property
     def max_seeds(self) -> int:
@@ -117,6 +128,8 @@ class StudySpec:
         }
         if self.tuning is not None:  # a spec without a grid keeps the id it always had
             out["tuning"] = self.tuning.to_dict()
+        if self.full_seeds is not None:
+            out["full_seeds"] = self.full_seeds
         return out
 
     @property
@@ -205,9 +218,13 @@ def parse_spec(raw: object, where: str = "study spec") -> StudySpec:
             raise bad(name, f"a mapping (the {name} asset's config), not {value!r}")
         sections[name] = value
     tuning = _tuning(raw.get("tuning"), names, budgets, sections["target"], bad)
+    full_seeds = raw.get("full_seeds")
+    most = seeds.max if isinstance(seeds, SeedPolicy) else seeds
+    if full_seeds is not None and not (isinstance(full_seeds, int) and 0 <= full_seeds <= most):
+        raise bad("full_seeds", f"a count from 0 to the seeds ({most}), not {full_seeds!r}")
     return StudySpec(
         arms, budgets, seeds, endpoint, comparisons, epsilon, sections["data"],
-        sections["target"], sections["split"], where, sections["proxy"], tuning,
+        sections["target"], sections["split"], where, sections["proxy"], tuning, full_seeds,
     )  # fmt: skip
 
 
