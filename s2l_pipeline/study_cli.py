@@ -206,10 +206,13 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     for budget in sorted({c.budget for c in grid}):  # before any cell: each budget has rows
         resolve_budget(budget, split.train.rows)
+    if args.plan:  # what the cells would be, and where their records go; nothing runs
+        print(json.dumps(_plan(spec, cell_ops, split, proxy, store, grid)))
+        return 0
     from .core.stages.study import register_spec
     from .defs.study import finished_cells
 
-    before = len(finished_cells(instance, store, split.study_id))
+    before = len(finished_cells(store, split.study_id))
     registered = register_spec(spec, split, store, before)  # before any result, tuning's too
     parallel = args.parallel or default_parallel()
     tuned = None
@@ -420,6 +423,29 @@ def _hours(h: float) -> str:
     if h * 60 < 1:
         return f"{h * 3600:.0f} s"
     return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def _plan(spec: StudySpec, cell_ops, split, proxy, store, grid) -> dict:
+    """The study's id, its store, and each recipe its cells would have: per tuning point, the
+    validation recipe (the grid's cells) and the reported one (had that point been chosen)."""
+    from .core.stages.study import recipe_id
+
+    def recipes(ops: dict) -> dict:
+        run, opts, eval_opts, numerics = _cell_settings(ops, split, proxy, store)
+        judge = _judge(ops, split)
+        return {"validation": recipe_id(run, opts, eval_opts, "validation", numerics),
+                judge: recipe_id(run, opts, eval_opts, judge, numerics)}  # fmt: skip
+
+    points = spec.tuning.points() if spec.tuning else [{}]
+    return {
+        "study_id": split.study_id,
+        "spec_id": spec.spec_id,
+        "artifact_root": store.root,
+        "judge": _judge(cell_ops, split),
+        "cells": [c.key for c in grid],
+        "tuning_cells": _tuning_keys(spec) if spec.tuning else [],
+        "recipes": [{"settings": p, **recipes(_with_settings(cell_ops, p))} for p in points],
+    }
 
 
 def _tuning_keys(spec: StudySpec) -> list[str]:
@@ -725,4 +751,10 @@ def add_parser(sub) -> None:
     st.add_argument("--fields", help="templates mapping the --data records, as JSON")
     st.add_argument("--task", choices=["math", "summarization"], help="task of the --data files")
     st.add_argument("--verbose", action="store_true", help="every Dagster event")
+    st.add_argument(
+        "--plan",
+        action="store_true",
+        help="prepare the proxy and the split, print the study's id, cells and recipes (where "
+        "their records go) as JSON, and run no cell",
+    )
     st.set_defaults(func=cmd_study, eval=None, budget=None, method=None)

@@ -68,8 +68,9 @@ def readme_commands(prefix: str) -> list[str]:
     return [line for b in blocks for line in b.splitlines() if prefix in line]
 
 
-def load_benchmark(name: str):
-    folder = PROJECT_ROOT / "benchmarks"
+def load_benchmark(name: str, under: str = ""):
+    """A benchmark script as a module (``under``: its folder below benchmarks/)."""
+    folder = PROJECT_ROOT / "benchmarks" / under
     sys.path.insert(0, str(folder))
     spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

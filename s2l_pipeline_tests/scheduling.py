@@ -40,7 +40,6 @@ MODULE_SECONDS = {
     "test_training.py": 95.0,
     "test_readme.py": 75.0,
     "test_sequential.py": 70.0,
-    "test_selection_study.py": 60.0,
 }
 
 

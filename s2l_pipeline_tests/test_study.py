@@ -124,12 +124,33 @@ def test_a_tuning_grid_is_part_of_the_registered_spec() -> None:
         ({"weight_decay": [0.1]}, "not a setting a grid may choose"),
         ({"learning_rate": []}, "a list of candidate values"),
         ({"learning_rate": [1e-3], "arm": "zip"}, "is not an arm"),
-        ({"learning_rate": [1e-3], "budget": 0.5}, "one of the budgets"),
+        ({"learning_rate": [1e-3], "budget": 1.5}, "a fraction of the pool"),
     ):
         with pytest.raises(SpecError, match=said):
             parse_spec({**base, "tuning": bad})
     with pytest.raises(SpecError, match="also fixed in target"):
         parse_spec({**base, "target": {"epochs": 3}, "tuning": {"epochs": [1, 2]}})
+
+
+def test_full_seeds_and_the_off_mode_endpoint() -> None:
+    from s2l_pipeline.core.study.cells import CellResult
+    from s2l_pipeline.core.study.spec import SpecError, parse_spec
+
+    spec = parse_spec({"arms": {"s2l": {}}, "budgets": [0.1], "seeds": 5, "full_seeds": 2,
+                       "endpoint": "off_mode"})  # fmt: skip
+    keys = [c.key for c in spec.grid()]
+    assert [k for k in keys if k.startswith("full")] == ["full-1-0", "full-1-1"]
+    assert len(keys) == 2 * 5 + 2 and spec.registered()["full_seeds"] == 2
+    with pytest.raises(SpecError, match="full_seeds"):
+        parse_spec({"arms": {"s2l": {}}, "budgets": [0.1], "seeds": 3, "full_seeds": 4})
+    off = {"test:gcd": {"accuracy": 0.5, "items": 10, "floor": 0.4},
+           "test:chain_sum": {"accuracy": 0.1, "items": 20, "floor": 0.0}}  # fmt: skip
+    cell = CellResult("s2l-0.1-0", "s2l", 0.1, 0, "x", "r", 60, 0.9, 1.0, "accuracy",
+                      off_mode=off)  # fmt: skip
+    assert cell.endpoint_score("off_mode") == pytest.approx(0.3)
+    assert cell.study_cell("off_mode").floor == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="no off-mode score"):
+        CellResult("a-0.1-0", "a", 0.1, 0, "x", "r", 1, 0, 0, "ROUGE-L").endpoint_score("off_mode")
 
 
 def test_cell_keys_round_trip_and_bad_ones_are_named() -> None:

@@ -294,6 +294,7 @@ def test_s2l_study_chooses_on_validation_and_reports_the_held_out_test(tmp_path:
     assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
     for r in by_judge["test"]:  # each reported cell read the test split, item by item
         assert len(r["correct"]) == test.height
+        assert r["off_mode"] and set(r["off_mode"]) <= set(test["eval_set"])
     for r in by_judge["validation"]:
         assert len(r["correct"]) == val.height
     report = Path(out["report"]).read_text()
@@ -302,6 +303,17 @@ def test_s2l_study_chooses_on_validation_and_reports_the_held_out_test(tmp_path:
     body = json.loads(Path(out["report_json"]).read_text())
     assert body["judge"] == "test" and all(c["judge"] == "test" for c in body["cells"])
     assert body["tuning"]["chosen"] == tuned["chosen"]
+
+    # --plan names the study and the recipe each record is filed under, and runs nothing.
+    planned, plan = _study(tmp_path, spec, "--plan")
+    assert planned.returncode == 0 and "started" not in planned.stderr, planned.stderr[-2000:]
+    assert plan["study_id"] == split_dir.name and plan["judge"] == "test"
+    by_rate = {r["settings"]["learning_rate"]: r for r in plan["recipes"]}
+    assert {r["recipe"] for r in by_judge["validation"]} == {
+        r["validation"] for r in plan["recipes"]
+    }
+    chosen = by_rate[tuned["chosen"]["learning_rate"]]["test"]
+    assert {r["recipe"] for r in by_judge["test"]} == {chosen}
 
     # Run again: nothing trains, the same choice is made from the kept records.
     again, out2 = _study(tmp_path, spec)

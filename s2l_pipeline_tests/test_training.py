@@ -309,3 +309,28 @@ def test_micro_batches_train_the_weights_whole_batches_train(tmp_path: Path, dat
     assert (in_micro_batches(whole, 64, 256).batch_size, last["step"]) == (4, 16)
     for key, value in weights["whole"].items():
         assert torch.allclose(value, weights["micro"][key], atol=2e-5), key
+
+
+def test_numerics_are_set_per_block_and_join_a_runs_id_only_when_given() -> None:
+    """Threads, micro-batches and the loss path hold inside the block and are undone after it;
+    a run without numerics keeps the fingerprint it always had."""
+    import torch
+
+    from s2l_pipeline.core.lm import fit
+    from s2l_pipeline.core.lm.numerics import Numerics, using
+
+    run = fit.TrainRun(model=fit.ModelSpec("some/pretrained"),
+                       train=TrainConfig(batch_size=64, max_length=96))  # fmt: skip
+    plain_id, threads = run.fingerprint("d"), torch.get_num_threads()
+    with using(Numerics()):
+        assert run.fingerprint("d") == plain_id
+    assert fit.as_trained(run, 96).batch_size < 64  # pretrained on CPU: micro-batches
+    assert fit.head_at_labels(run)
+    with using(Numerics(threads=1, micro_batch_tokens=0, loss_at_labels=False)):
+        assert torch.get_num_threads() == 1
+        assert fit.as_trained(run, 96) == run.train  # whole batches
+        assert not fit.head_at_labels(run)
+        assert run.fingerprint("d") != plain_id  # another run's state is never resumed
+    assert torch.get_num_threads() == threads and run.fingerprint("d") == plain_id
+    with using(Numerics(micro_batch_tokens=2048)):
+        assert fit.as_trained(run, 96).batch_size == 16

@@ -20,7 +20,6 @@ from ..core.stages.manifests import (
     StudyCellManifest,
     StudyReportManifest,
     StudySplitManifest,
-    read_manifest,
 )
 from ..core.stages.models import EvalOptions
 from ..core.stages.selection import selection_options
@@ -368,14 +367,10 @@ class StudyReportConfig(dg.Config):
     )
 
 
-def finished_cells(instance: dg.DagsterInstance, store, study_id: str) -> list[StudyCellManifest]:
-    """Every cell of this study stored by a finished run (the instance's partition keys)."""
-    found = []
-    for key in instance.get_dynamic_partitions(STUDY_CELLS.name):
-        cell = read_manifest(store, StudyCellManifest, "study_cells", key)
-        if cell is not None and cell.study_id == study_id:
-            found.append(cell)
-    return found
+def finished_cells(store, study_id: str) -> list[StudyCellManifest]:
+    """Every cell of this study with a record in the store: the records decide, not the
+    instance, so a study resumes on an empty one and converted records count."""
+    return stage.study_records(study_id, store)
 
 
 @dg.asset(
@@ -397,7 +392,7 @@ def study_report(
     mlflow: MlflowTracking,
 ) -> dg.Output[StudyReportManifest]:
     store = artifact_store.store()
-    every = finished_cells(context.instance, store, study_split.study_id)
+    every = finished_cells(store, study_split.study_id)
     if not every:
         raise dg.Failure(
             description=f"study {study_split.study_id}: no finished cell yet; materialize "

@@ -126,9 +126,24 @@ def arm_digest(arm_options: dict | None) -> str:
     return _digest(sorted((arm_options or {}).items()))[:8] if arm_options else ""
 
 
-def _result_key(split: StudySplitManifest, recipe: str, key: str, arm: dict | None) -> str:
+def record_key(study_id: str, recipe: str, key: str, arm: dict | None) -> str:
+    """Where a finished cell's durable record is kept in the artifact store."""
     suffix = f".{arm_digest(arm)}" if arm else ""  # an arm renamed or reset is another cell
-    return f"study_cells/{split.study_id}/{recipe}/{key}{suffix}.json"
+    return f"study_cells/{study_id}/{recipe}/{key}{suffix}.json"
+
+
+def _result_key(split: StudySplitManifest, recipe: str, key: str, arm: dict | None) -> str:
+    return record_key(split.study_id, recipe, key, arm)
+
+
+def study_records(study_id: str, store: ArtifactStore) -> list[StudyCellManifest]:
+    """Every finished cell of the study, from its durable records (whatever made them: this
+    instance, another machine's, or records converted from elsewhere)."""
+    return [
+        StudyCellManifest.from_dict(json.loads(store.read_text(key)))
+        for key in store.keys(f"study_cells/{study_id}")
+        if key.endswith(".json")
+    ]
 
 
 def cached_cell(
@@ -350,9 +365,18 @@ def registration(split: StudySplitManifest, spec_id: str, store: ArtifactStore) 
     return json.loads(store.read_text(path)) if store.exists(path) else None
 
 
+def _grid_keys(spec: StudySpec) -> frozenset[str]:
+    return frozenset(c.key for c in spec.grid())
+
+
 def _of_spec(cell: CellResult, spec: StudySpec | None) -> bool:
-    """A cell of one of the spec's arms, with that arm's options (full data always)."""
-    if spec is None or cell.method == FULL:
+    """A cell of the spec's grid (its arms, budgets and seeds; full data for its full
+    seeds), with its arm's options."""
+    if spec is None:
+        return True
+    if cell.key not in _grid_keys(spec):
+        return False
+    if cell.method == FULL:
         return True
     arm = spec.arm(cell.method)
     return (

@@ -101,6 +101,7 @@ class CellResult:
     # Per set: accuracy on the items whose answer is none of the pool's collapse answers.
     off_mode: dict = field(default_factory=dict)  # set -> {accuracy, items, floor}
     numerics: dict = field(default_factory=dict)  # threads etc. when set (lm/numerics.py)
+    converted_from: str = ""  # a record made by another engine and converted: where it was
 
     def tracked_metrics(self) -> dict:
         """What a tracking run records of a finished cell."""

@@ -33,6 +33,7 @@ def costs(cells: list[CellResult]) -> list[dict]:
                 "rows": int(np.mean([c.rows for c in group])),
                 "selection_cpu_seconds": float(np.mean([c.selection_cpu_seconds for c in group])),
                 "selection_flops": float(np.mean([c.selection_flops for c in group])),
+                "converted": all(c.converted_from for c in group),
                 "train_seconds": train_s,
                 "train_seconds_saved": None if full_s is None else full_s - train_s,
                 "train_flops": train_f,
@@ -93,16 +94,24 @@ def report_markdown(
     """The whole report: recommendation first, then every table it rests on. ``judged_on``
     names the judge its numbers come from (see :func:`judge_text`)."""
     metric = cells[0].metric if cells else "score"
+    described = metric
     if r.endpoint != "score":
-        metric = f"{r.endpoint} ({ENDPOINTS[r.endpoint]})"
+        metric, described = r.endpoint, f"{r.endpoint} ({ENDPOINTS[r.endpoint]})"
     seeds = sorted({c.seed for c in cells})
+    converted = sorted({c.converted_from.split(":")[0] for c in cells if c.converted_from})
     out = [
         f"# Selection study {study_id}",
         "",
-        f"{len(cells)} cells judged on {judged_on}; score: {metric}, each set weighing "
+        f"{len(cells)} cells judged on {judged_on}; score: {described}, each set weighing "
         f"the same, in points. Unit of replication: the seed ({len(seeds)}: {seeds}); every "
         "interval is a per-seed paired t interval (95%), every p an exact sign-flip p over "
-        "the seeds.",
+        "the seeds."
+        + (
+            f" Cells converted from another engine's records ({', '.join(converted)}) carry "
+            "what those held: no selection cost, most-common-answer floor or checkpoint (n/a)."
+            if converted
+            else ""
+        ),
         "",
         "## Recommendation",
         "",
@@ -156,7 +165,9 @@ def report_markdown(
     out += _table(
         ["method", "budget", "rows", "selection CPU s", "selection FLOPs", "training s",
          "training s saved vs full", "training FLOPs", "training FLOPs saved vs full"],
-        [[c["method"], _pct(c["budget"]), c["rows"], f"{c['selection_cpu_seconds']:.2f}",
+        [[c["method"], _pct(c["budget"]), c["rows"],
+          "n/a" if c["converted"] else f"{c['selection_cpu_seconds']:.2f}",
+          "n/a" if c["converted"] else
           f"{c['selection_flops']:.3g}" if c["selection_flops"] else "0 (no model)",
           f"{c['train_seconds']:.1f}",
           "" if c["train_seconds_saved"] is None else f"{c['train_seconds_saved']:.1f}",

@@ -31,7 +31,7 @@ class StudyCell:
     score: float
     nll: float | None = None
     floor: float | None = None  # the most common training answer's score on the same split
-    collapsed: bool = False  # one prediction for most rows of a validation set
+    collapsed: bool = False  # one prediction for most rows of a judged set
 
 
 @dataclass(frozen=True)
@@ -322,7 +322,7 @@ def recommend(r: StudyReport) -> list[str]:
     n_collapsed = sum(r.collapsed.values())
     if r.cells and n_collapsed == r.cells:
         out.append(
-            "Every cell's target answers one string to most rows of a validation set (a "
+            "Every cell's target answers one string to most rows of a judged set (a "
             "collapsed model): its scores are that string's, not the data's, so no comparison "
             "of them is made here. Train the study target longer, or a larger one, or allow "
             "longer generations (max_new_tokens)."
@@ -331,7 +331,7 @@ def recommend(r: StudyReport) -> list[str]:
     if n_collapsed:
         where = ", ".join(f"{k} ({n})" for k, n in r.collapsed.items())
         out.append(
-            f"{n_collapsed} of {r.cells} cells answer one string to most rows of a validation "
+            f"{n_collapsed} of {r.cells} cells answer one string to most rows of a judged "
             f"set (a collapsed model; cells per point): {where}. Their scores are that "
             "string's; read those points with care."
         )

@@ -27,8 +27,7 @@ ENDPOINTS = {
     "prior): what the target learned beyond guessing the commonest answer",
     "nll": "the judge's NLL of the references, negated so that higher is better",
     "off_mode": "accuracy on the items whose answer is neither the pool's commonest nor their "
-    "source's commonest in the pool (credit a collapsed model cannot earn), each set weighing "
-    "the same",
+    "source's commonest in the pool: credit a collapsed model cannot earn",
 }
 # What an arm may set beside its method: the selector's options (SelectionOptions' fields).
 ARM_OPTIONS = tuple(f.name for f in dataclasses.fields(SelectionOptions))
@@ -253,8 +252,11 @@ def _tuning(raw, names: list[str], budgets: tuple[float, ...], target: dict, bad
     if arm not in names:
         raise bad("tuning: arm", f"{arm!r} is not an arm ({', '.join(names)})")
     budget = raw.get("budget")
-    if budget is not None and float(budget) not in budgets:
-        raise bad("tuning: budget", f"one of the budgets {list(budgets)}, not {budget!r}")
+    try:
+        if budget is not None and not 0 < float(budget) < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise bad("tuning: budget", f"a fraction of the pool in (0, 1), not {budget!r}") from None
     seeds = raw.get("seeds", 1)
     if not isinstance(seeds, int) or seeds < 1:
         raise bad("tuning: seeds", f"a count of 1 or more, not {seeds!r}")

@@ -206,6 +206,14 @@ class ArtifactStore:
             raise StorageError(f"cannot write {target}: {exc}") from exc
         return target
 
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (a folder), sorted; none when it does not exist."""
+        root = self.uri(prefix)
+        if not is_s3(root) and not Path(root).exists():
+            return []
+        start = len(self.root) + 1
+        return [uri[start:] for uri in list_uris(root.rstrip("/") + "/", self.endpoint_url)]
+
     def exists(self, key: str) -> bool:
         target = self.uri(key)
         if not is_s3(target):
