@@ -112,9 +112,10 @@ def study_spec(args: argparse.Namespace) -> StudySpec:
                       _seeds(value["seeds"]), float(value["epsilon"]))  # fmt: skip
 
 
-def with_spec(config: dict, spec: StudySpec) -> dict:
+def with_spec(config: dict, spec: StudySpec, draw: int | None = None) -> dict:
     """The spec's data, target, split and arms as the assets' run config (over --config's);
-    data files relative to the spec's folder."""
+    data files relative to the spec's folder. ``draw``: that draw's split seed (and the
+    embedded generator's, when it makes the pool)."""
     ops = config.setdefault("ops", {})
 
     def asset(name: str) -> dict:
@@ -142,6 +143,14 @@ def with_spec(config: dict, spec: StudySpec) -> dict:
         asset("study_split").update(split)
     if spec.proxy:
         asset("proxy_checkpoints").update(spec.proxy)
+    if draw is not None:
+        split = asset("study_split")
+        split["seed"] = int(split.get("seed", 0)) + draw
+        raw = asset("raw_dataset")
+        if not raw.get("files") and not raw.get("hf"):  # the pool is generated: draw it too
+            embedded = raw.setdefault("embedded", {})
+            if embedded.get("enabled", True):
+                embedded["seed"] = int(embedded.get("seed", 0)) + draw
     return config
 
 
@@ -154,8 +163,11 @@ def _relative_to(spec_file: str, entry):
     return {**entry, "path": path} if isinstance(entry, dict) else path
 
 
-def cmd_study(args: argparse.Namespace) -> int:
-    spec = study_spec(args)
+def _study_draw(
+    args: argparse.Namespace, spec: StudySpec, draw: int | None
+) -> tuple[int, dict | None]:
+    """One draw of the study (the only one without ``draws``): prep, cells, its report.
+    (exit code, JSON summary; its '_split' and '_proxy' are for the draws' report)."""
     policy = spec.seeds if isinstance(spec.seeds, SeedPolicy) else None
     grid = spec.grid()
     if not os.environ.get("DAGSTER_HOME"):
@@ -172,7 +184,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     mlflow = defs.resources["mlflow"]
     sweep_dead_runs(instance, on_dead=mlflow.end_orphaned_runs, say=_say)
-    config = with_spec(with_overrides(run_config_file(args.config), args), spec)
+    config = with_spec(with_overrides(run_config_file(args.config), args), spec, draw)
     config = with_log_level(config, args)
     ops = config.get("ops", {})
     cell_ops = {k: v for k, v in ops.items() if k == "study_cells"}
@@ -187,7 +199,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if mistakes:
         for line in mistakes:
             _say(f"config: {line}")
-        return 2
+        return 2, None
     if not args.verbose:
         from .console import step_console
 
@@ -199,7 +211,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if not result.success:
         for step, reason in failures(result).items():
             _say(f"step {step} failed: {reason}")
-        return 1
+        return 1, None
     split = result.output_for_node("study_split")
     proxy = result.output_for_node("proxy_checkpoints")
     store = defs.resources["artifact_store"].store()
@@ -207,8 +219,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     for budget in sorted({c.budget for c in grid}):  # before any cell: each budget has rows
         resolve_budget(budget, split.train.rows)
     if args.plan:  # what the cells would be, and where their records go; nothing runs
-        print(json.dumps(_plan(spec, cell_ops, split, proxy, store, grid)))
-        return 0
+        return 0, _plan(spec, cell_ops, split, proxy, store, grid)
     from .core.stages.study import register_spec
     from .defs.study import finished_cells
 
@@ -222,9 +233,9 @@ def cmd_study(args: argparse.Namespace) -> int:
             tuned = _tune(spec, cell_ops, split, proxy, store, parallel, instance, cell_job)
         except KeyboardInterrupt:
             _say("interrupted: every finished cell is kept; the same command resumes from them")
-            return 130
+            return 130, None
         if tuned is None:
-            return 1
+            return 1, None
         cell_ops = _with_settings(cell_ops, tuned["chosen"])
         from .core.stages.study import record_tuning
 
@@ -273,7 +284,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             "fewer cells (--methods, --budgets, --seeds), a cheaper study target (--config "
             "ops: study_cells: config: epochs/size), more --parallel, or --go-past-max-hours"
         )
-        return 2
+        return 2, None
     instance.add_dynamic_partitions("study_cells", [c.key for c in grid])
     t0 = time.monotonic()
     run = functools.partial(
@@ -288,7 +299,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             failed, ran, sequential = _run_looks(grid, spec, run, todo, find)
     except KeyboardInterrupt:  # Ctrl-C: no further cell starts, the finished ones are kept
         _say("interrupted: every finished cell is kept; the same command resumes from them")
-        return 130
+        return 130, None
     took = time.monotonic() - t0
     if ran:
         _say(f"{ran} cells ran in {_hours(took / 3600)} (estimated {_hours(hours)})")
@@ -306,7 +317,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if not out.success:
         for step, reason in failures(out).items():
             _say(f"step {step} failed: {reason}")
-        return 1
+        return 1, None
     m = out.output_for_node("study_report")
     _say(f"report: {m.report_md} (plot {m.plot}; {m.cells} cells)")
     for line in m.recommendation:
@@ -332,8 +343,55 @@ def cmd_study(args: argparse.Namespace) -> int:
     if tuned is not None:
         summary["tuning"] = tuned
     summary["judge"] = judge
-    print(json.dumps(summary))
-    return 1 if failed else 0
+    return (1 if failed else 0), {**summary, "_split": split, "_proxy": proxy}
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    spec = study_spec(args)
+    if spec.draws == 1:
+        code, summary = _study_draw(args, spec, None)
+        if summary is not None:
+            print(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}))
+        return code
+    return _study_draws(args, spec)
+
+
+def _study_draws(args: argparse.Namespace, spec: StudySpec) -> int:
+    """``draws: N``: the study once per draw (its own split, and pool when generated), then
+    one report whose every interval is made over the draws."""
+    done = []
+    for draw in range(spec.draws):
+        _say(f"draw {draw + 1} of {spec.draws}")
+        code, summary = _study_draw(args, spec, draw)
+        if code != 0 or summary is None or args.plan:
+            if summary is not None and args.plan:
+                print(json.dumps(summary))
+            return code
+        done.append(summary)
+    from .core.stages.study import make_draws_report
+    from .defs.study import finished_cells
+
+    store = _store()
+    per_draw = [(s["_split"], finished_cells(store, s["_split"].study_id)) for s in done]
+    report = make_draws_report(per_draw, spec.epsilon, done[0]["_proxy"], store, spec)
+    m = report.manifest
+    _say(f"report over {spec.draws} draws: {m.report_md} ({m.cells} cells)")
+    for line in m.recommendation:
+        print(f"  {line}", file=sys.stderr)
+    print(json.dumps({
+        "draws": [{k: v for k, v in s.items() if not k.startswith("_")} for s in done],
+        "study_ids": [s["study_id"] for s in done], "cells": m.cells, "report": m.report_md,
+        "report_json": m.report_json, "plot": m.plot, "recommendation": m.recommendation,
+        "spec_id": spec.spec_id, "endpoint": spec.endpoint,
+        "cells_run": sum(s["cells_run"] for s in done),
+    }))  # fmt: skip
+    return 0
+
+
+def _store():
+    from .definitions import defs
+
+    return defs.resources["artifact_store"].store()
 
 
 def _arm(cell: CellSpec) -> str:

@@ -153,6 +153,30 @@ def test_full_seeds_and_the_off_mode_endpoint() -> None:
         CellResult("a-0.1-0", "a", 0.1, 0, "x", "r", 1, 0, 0, "ROUGE-L").endpoint_score("off_mode")
 
 
+def test_draws_nest_seeds_and_say_when_nothing_is_drawn() -> None:
+    from s2l_pipeline.core.study.report import StudyCell, paired
+    from s2l_pipeline.core.study.spec import SpecError, parse_spec
+
+    base = {"arms": {"s2l": {}}, "budgets": [0.1], "seeds": 3}
+    assert parse_spec({**base, "draws": 3}).registered()["draws"] == 3
+    assert "draws" not in parse_spec(base).registered()
+    with pytest.raises(SpecError, match="fixed seed count"):
+        parse_spec({**base, "draws": 2, "seeds": {"min": 5, "max": 10, "look_every": 5}})
+    judged = {"validation_files": ["v.jsonl"], "test_files": ["t.jsonl"]}
+    with pytest.raises(SpecError, match="nothing is drawn"):
+        parse_spec({**base, "draws": 2, "data": {"files": ["a.jsonl"]}, "split": judged})
+    # Seeds within a draw agree closely, draws differ: the interval is over the draws.
+    cells = [StudyCell(m, 0.1, s, score, draw=d)
+             for d, shift in enumerate((0.0, 0.2, -0.1))
+             for s in range(3)
+             for m, score in (("a", 0.5 + shift + 0.01 * s), ("b", 0.4 + 0.01 * s))]  # fmt: skip
+    p = paired(cells, "a", 0.1, "b", 0.1)
+    assert (p.seeds, p.draws) == (3, 3) and p.difference == pytest.approx(100 * (0.1 + 0.1 / 3))
+    flat = paired([StudyCell(c.method, c.budget, 10 * c.draw + c.seed, c.score) for c in cells],
+                  "a", 0.1, "b", 0.1)  # fmt: skip
+    assert flat.seeds == 9 and (flat.high - flat.low) < (p.high - p.low)
+
+
 def test_cell_keys_round_trip_and_bad_ones_are_named() -> None:
     grid = study_grid(["s2l", "learning_percentage"], [0.05, 0.2], 2)
     assert len(grid) == 3 * 2 * 2 + 2  # random joins; full data once per seed

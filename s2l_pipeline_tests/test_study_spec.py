@@ -320,3 +320,32 @@ def test_s2l_study_chooses_on_validation_and_reports_the_held_out_test(tmp_path:
     assert again.returncode == 0, again.stderr[-3000:]
     assert out2["cells_run"] == 0 and out2["tuning"]["chosen"] == tuned["chosen"]
     assert "0 of 1 cells to run" in again.stderr
+
+
+@pytest.mark.slow
+def test_s2l_study_over_data_draws_makes_the_draw_the_unit(tmp_path: Path) -> None:
+    """`draws: 2` on the embedded generator: each draw its own pool and split (its own study),
+    seeds nested in draws, and one report whose intervals are made over the draws."""
+    spec = {"arms": {"stratified_random": {}, "random": {}}, "budgets": [0.3], "seeds": 2,
+            "full_seeds": 0, "draws": 2, "comparisons": [["stratified_random", "random"]],
+            "target": {"epochs": 1.0}}  # fmt: skip
+    done, out = _study(tmp_path, spec)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(out["draws"]) == 2 and len(set(out["study_ids"])) == 2  # two splits
+    assert out["cells"] == out["cells_run"] == 8
+    pools = [json.loads(s["report_json"] and Path(s["report_json"]).read_text())
+             for s in out["draws"]]  # fmt: skip
+    ids = [{c["rows_hash"] for c in p["cells"]} for p in pools]
+    assert not ids[0] & ids[1]  # other pools, other rows
+    body = json.loads(Path(out["report_json"]).read_text())
+    assert sorted({c["draw"] for c in body["cells"]}) == [0, 1]
+    [reg] = body["registered"]
+    assert reg["seeds"] == 2  # two draws are the replicates, not four seeds
+    by = {(c["draw"], c["seed"], c["method"]): c["score"] for c in body["cells"]}
+    per_draw = [
+        sum(by[(d, s, "stratified_random")] - by[(d, s, "random")] for s in (0, 1)) / 2
+        for d in (0, 1)
+    ]
+    assert reg["difference"] == pytest.approx(100 * sum(per_draw) / 2)
+    report = Path(out["report"]).read_text()
+    assert "Unit of replication: the data draw (2 draws" in report

@@ -465,6 +465,56 @@ def make_study_report(
     return Report(manifest, report, text, png, left_out)
 
 
+def make_draws_report(
+    draws: list[tuple[StudySplitManifest, list[CellResult]]],
+    epsilon: float,
+    proxy: ModelManifest,
+    store: ArtifactStore,
+    spec: StudySpec,
+) -> Report:
+    """One report over every draw's cells (each draw its own split, its seeds nested in it):
+    the draw is the unit every interval is made over."""
+    cells, nested = [], []
+    for d, (split, every) in enumerate(draws):
+        every = [_record_of_spec(c, spec, split, store) for c in every]
+        recipes = Counter(c.recipe for c in every if _of_spec(c, spec))
+        if not recipes:
+            raise ValueError(f"draw {d} (study {split.study_id}): no finished cell of the spec")
+        recipe = max(recipes, key=lambda r: (recipes[r], r))
+        mine = sorted((c for c in every if c.recipe == recipe and _of_spec(c, spec)),
+                      key=lambda c: c.key)  # fmt: skip
+        cells += mine
+        nested += [dataclasses.replace(c.study_cell(spec.endpoint), draw=d) for c in mine]
+    report = build_report(nested, epsilon, spec.comparisons, spec.endpoint)
+    first = draws[0][0]
+    ids = [split.study_id for split, _ in draws]
+    judge = cells[0].judge
+    rows = first.judge_table(judge).rows
+    judged_on = judge_text(judge, rows, first.judges, first.validation.rows)
+    judged_on += " (draw 0's; every draw has its own)"
+    text = report_markdown(report, cells, " + ".join(ids), judged_on, proxy_flops(proxy),
+                           draws=len(draws))  # fmt: skip
+    text += spec_markdown(spec, registration(first, spec.spec_id, store))
+    png = study_plot_png(report, cells)
+    prefix = f"study_report/draws/{_digest(ids)[:16]}/{spec.spec_id}"
+    body = {**report.to_dict(), "draws": ids, "judge": judge, "judged_on": judged_on,
+            "cells": [{**asdict(c), "draw": n.draw} for c, n in zip(cells, nested, strict=True)],
+            "spec": {"spec_id": spec.spec_id, **spec.to_dict()}}  # fmt: skip
+    store.write_text(f"{prefix}/spec.yaml", spec_yaml(spec))
+    json_uri = store.write_text(f"{prefix}/report.json", json.dumps(body, indent=1, default=str))
+    md_uri = store.write_text(f"{prefix}/report.md", text)
+    with store.writing(f"{prefix}/plot.png") as path:
+        path.write_bytes(png)
+    curve = pl.DataFrame([asdict(p) for p in report.curve])
+    manifest = StudyReportManifest(
+        report=write_table(curve, store, f"{prefix}/curve.parquet"),
+        report_json=json_uri, report_md=md_uri, plot=store.uri(f"{prefix}/plot.png"),
+        study_id=" + ".join(ids), cells=len(cells), recommendation=report.recommendation,
+        spec_id=spec.spec_id,
+    )  # fmt: skip
+    return Report(manifest, report, text, png, {})
+
+
 def proxy_flops(proxy: ModelManifest) -> float:
     """The proxy's training (6 x parameters x tokens x epochs) and its scoring of every
     checkpoint (2 x parameters x tokens each): the cost trajectory selectors share."""

@@ -90,6 +90,7 @@ def report_markdown(
     study_id: str,
     judged_on: str,
     proxy_flops: float | None = None,
+    draws: int = 0,
 ) -> str:
     """The whole report: recommendation first, then every table it rests on. ``judged_on``
     names the judge its numbers come from (see :func:`judge_text`)."""
@@ -103,9 +104,16 @@ def report_markdown(
         f"# Selection study {study_id}",
         "",
         f"{len(cells)} cells judged on {judged_on}; score: {described}, each set weighing "
-        f"the same, in points. Unit of replication: the seed ({len(seeds)}: {seeds}); every "
-        "interval is a per-seed paired t interval (95%), every p an exact sign-flip p over "
-        "the seeds."
+        f"the same, in points. "
+        + (
+            f"Unit of replication: the data draw ({draws} draws, each its own split and pool, "
+            f"with seeds {seeds} nested in every draw); every interval is a t interval over the "
+            "draws of each draw's mean paired difference (95%), every p an exact sign-flip p "
+            "over the draws, and a 'seeds' column counts draws."
+            if draws
+            else f"Unit of replication: the seed ({len(seeds)}: {seeds}); every interval is a "
+            "per-seed paired t interval (95%), every p an exact sign-flip p over the seeds."
+        )
         + (
             f" Cells converted from another engine's records ({', '.join(converted)}) carry "
             "what those held: no selection cost, most-common-answer floor or checkpoint (n/a)."

@@ -32,6 +32,7 @@ class StudyCell:
     nll: float | None = None
     floor: float | None = None  # the most common training answer's score on the same split
     collapsed: bool = False  # one prediction for most rows of a judged set
+    draw: int | None = None  # with draws, the data draw the seed is nested in
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,9 @@ class Paired:
     high: float
     one_sided_low: float  # the one-sided (level) lower bound, for non-inferiority
     minimum_detectable: float
-    seeds: int
+    seeds: int  # the replicates behind the interval: seeds, or draws when ``draws``
     p: float
+    draws: int = 0  # > 0: seeds nested in this many data draws, the draw the unit
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,7 +113,7 @@ class StudyReport:
 def _by_key(cells: Iterable[StudyCell]) -> dict[tuple[str, float], dict[int, StudyCell]]:
     found: dict[tuple[str, float], dict[int, StudyCell]] = defaultdict(dict)
     for c in cells:
-        found[(c.method, float(c.budget))][c.seed] = c
+        found[(c.method, float(c.budget))][c.seed if c.draw is None else (c.draw, c.seed)] = c
     return found
 
 
@@ -144,14 +146,32 @@ def paired(
     level: float = 0.95,
 ) -> Paired | None:
     """``method`` at ``budget`` minus ``against`` at ``against_budget``, seed by seed; None
-    with fewer than two shared seeds."""
+    with fewer than two shared seeds. With seeds nested in data draws, the unit is the draw:
+    each draw's mean paired difference over the seeds every draw has, a t interval over the
+    draws (the seeds' spread within a draw is not the spread between draws)."""
     by = _by_key(cells)
     a, b = by.get((method, float(budget)), {}), by.get((against, float(against_budget)), {})
     seeds = sorted(set(a) & set(b))
+    if seeds and isinstance(seeds[0], tuple):
+        return _paired_over_draws(a, b, seeds, method, budget, against, level)
     if len(seeds) < 2:
         return None
     x = np.array([a[s].score for s in seeds]) * 100
     y = np.array([b[s].score for s in seeds]) * 100
+    return _paired(x, y, method, budget, against, level)
+
+
+def _paired_over_draws(a, b, keys, method, budget, against, level) -> Paired | None:
+    draws = sorted({d for d, _ in keys})
+    seeds = sorted(set.intersection(*({s for d2, s in keys if d2 == d} for d in draws)))
+    if len(draws) < 2 or not seeds:
+        return None
+    x = np.array([[a[(d, s)].score for s in seeds] for d in draws]) * 100
+    y = np.array([[b[(d, s)].score for s in seeds] for d in draws]) * 100
+    return _paired(x, y, method, budget, against, level, draws=len(draws))
+
+
+def _paired(x, y, method, budget, against, level, draws: int = 0) -> Paired:
     d = per_seed_difference(x, y, level=level)
     one_sided = per_seed_difference(x, y, level=1 - 2 * (1 - level)).low
     return Paired(
@@ -165,6 +185,7 @@ def paired(
         d.minimum_detectable,
         d.seeds,
         d.p_sign_flip,
+        draws,
     )
 
 

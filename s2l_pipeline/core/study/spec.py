@@ -33,7 +33,7 @@ ENDPOINTS = {
 ARM_OPTIONS = tuple(f.name for f in dataclasses.fields(SelectionOptions))
 ARM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # a cell key is '<arm>-<budget>-<seed>'
 TOP_KEYS = ("data", "target", "split", "proxy", "tuning", "arms", "budgets", "seeds",
-            "full_seeds", "endpoint", "comparisons", "epsilon")  # fmt: skip
+            "full_seeds", "draws", "endpoint", "comparisons", "epsilon")  # fmt: skip
 # What a tuning grid may choose: the study target's recipe settings, chosen on validation.
 TUNABLE = ("learning_rate", "epochs")
 
@@ -91,6 +91,7 @@ class StudySpec:
     proxy: dict = field(default_factory=dict)  # proxy_checkpoints' config
     tuning: Tuning | None = None
     full_seeds: int | None = None  # full-data cells (the costliest): None, as many as seeds
+    draws: int = 1  # the split (and a generated pool) drawn this many times, seeds nested
 
     @property
     def tuning_budget(self) -> float:
@@ -129,6 +130,8 @@ class StudySpec:
             out["tuning"] = self.tuning.to_dict()
         if self.full_seeds is not None:
             out["full_seeds"] = self.full_seeds
+        if self.draws != 1:
+            out["draws"] = self.draws
         return out
 
     @property
@@ -221,9 +224,21 @@ def parse_spec(raw: object, where: str = "study spec") -> StudySpec:
     most = seeds.max if isinstance(seeds, SeedPolicy) else seeds
     if full_seeds is not None and not (isinstance(full_seeds, int) and 0 <= full_seeds <= most):
         raise bad("full_seeds", f"a count from 0 to the seeds ({most}), not {full_seeds!r}")
+    draws = raw.get("draws", 1)
+    if not isinstance(draws, int) or draws < 1:
+        raise bad("draws", f"a count of data draws, 1 or more (3 for an interval), not {draws!r}")
+    if draws > 1 and isinstance(seeds, SeedPolicy):
+        raise bad("draws", "draws take a fixed seed count (seeds: 5), not sequential seeds")
+    judged_by_files = "validation_files" in sections["split"] and (
+        "test_files" in sections["split"] or not sections["split"].get("test_share")
+    )
+    if draws > 1 and judged_by_files and sections["data"].get("files"):
+        raise bad("draws", "nothing is drawn: the pool is your files and every judge a file "
+                  "(carve a split, or use the embedded generator)")  # fmt: skip
     return StudySpec(
         arms, budgets, seeds, endpoint, comparisons, epsilon, sections["data"],
         sections["target"], sections["split"], where, sections["proxy"], tuning, full_seeds,
+        draws,
     )  # fmt: skip
 
 
