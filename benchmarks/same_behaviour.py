@@ -70,7 +70,9 @@ def summary(home: Path) -> dict:
 
 
 def artifacts(home: Path) -> dict[str, str]:
-    """Every stored file by its path under the artifact root, with its bytes' sha256."""
+    """Every stored file by its path under the artifact root, with its bytes' sha256; the
+    root's own path inside a file (a manifest's uris) reads as '<root>', since the two runs
+    store under two folders."""
     root = home / "artifacts"
     found = {}
     for p in sorted(root.rglob("*")):
@@ -78,7 +80,10 @@ def artifacts(home: Path) -> dict[str, str]:
         top = rel.split("/")[0]
         if not p.is_file() or top in SKIP or RUN_ID.match(top):
             continue
-        found[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        data = p.read_bytes()
+        if p.suffix == ".json":
+            data = data.replace(str(root.resolve()).encode(), b"<root>")
+        found[rel] = hashlib.sha256(data).hexdigest()
     return found
 
 

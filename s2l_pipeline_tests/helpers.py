@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import yaml
 
 from s2l_pipeline.core.data.generator import generate_mixture
 from s2l_pipeline.defs.automation import RetrainPolicy
@@ -106,3 +107,31 @@ MC_FIELDS = {
     "response": "{rationale}",
     "answer": "{correct}",
 }
+
+
+def readme_spec(name: str = "study.yaml") -> dict:
+    """The README's spec that opens with the comment '# <name>'."""
+    import re
+
+    text = (PROJECT_ROOT / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+    [spec] = [yaml.safe_load(b) for b in blocks if b.startswith(f"# {name}\n")]
+    return spec
+
+
+def run_study(tmp_path: Path, spec: dict, *extra: str, machine: str | None = None):
+    """`s2l study --spec` as a user runs it; ``machine``: a new Dagster instance and data
+    folder under that name, the same artifact store (where the cells' records are)."""
+    import subprocess
+
+    from .conftest import s2l_cmd, s2l_env
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    cmd = [*s2l_cmd(), "study", "--profile", "tiny", "--spec", str(path), *extra]
+    home = tmp_path / machine if machine else tmp_path
+    home.mkdir(exist_ok=True)
+    env = {**s2l_env(home, profile=None), "S2L_ARTIFACT_ROOT": str(tmp_path / "art")}
+    done = subprocess.run(cmd, env=env, cwd=home, capture_output=True, text=True, timeout=600)
+    out = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    return done, out
