@@ -727,9 +727,18 @@ def _run_cells_here(todo, cell_ops, cell_job, instance, logs: Path, progress: _P
 
 
 def _interrupted(result) -> bool:
+    """Whether Ctrl-C ended the run: in a step (its failure), or before any step started,
+    while the run's resources were set up (the run's own failure)."""
+    import dagster as dg
+
     errors = [e.step_failure_data.error for e in result.get_step_failure_events()]
+    errors += [
+        e.event_specific_data.error
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.RUN_FAILURE and e.event_specific_data is not None
+    ]
     names = {c.cls_name for e in errors if e is not None for c in (e, e.cause) if c is not None}
-    return "DagsterExecutionInterruptedError" in names
+    return bool(names & {"DagsterExecutionInterruptedError", "KeyboardInterrupt"})
 
 
 def _run_cells_apart(todo, cell_ops, parallel, logs: Path, progress: _Progress) -> None:

@@ -433,3 +433,34 @@ def test_a_fraction_that_rounds_to_no_rows_is_an_error() -> None:
     assert resolve_budget(0.003, 365) == 1
     with pytest.raises(ValueError, match="0.001 of 365 usable rows is 0 rows"):
         resolve_budget(0.001, 365)
+
+
+def test_ctrl_c_is_seen_before_a_step_starts_as_in_one() -> None:
+    """Ctrl-C while a cell's resources are set up fails the run before any step: s2l study
+    must stop there too, not go on to the next cell (a race its Ctrl-C test once hit)."""
+    import dagster as dg
+
+    from s2l_pipeline.study_cli import _interrupted
+
+    @dg.resource
+    def setting_up(_):
+        raise KeyboardInterrupt
+
+    @dg.op(required_resource_keys={"setting_up"})
+    def cell() -> int:
+        return 1
+
+    @dg.op
+    def training() -> int:
+        raise KeyboardInterrupt
+
+    @dg.op
+    def failing() -> int:
+        raise ValueError("a cell that fails on its own")
+
+    jobs = [dg.GraphDefinition(name="a", node_defs=[cell]).to_job(
+                resource_defs={"setting_up": setting_up}),
+            dg.GraphDefinition(name="b", node_defs=[training]).to_job(),
+            dg.GraphDefinition(name="c", node_defs=[failing]).to_job()]  # fmt: skip
+    seen = [_interrupted(j.execute_in_process(raise_on_error=False)) for j in jobs]
+    assert seen == [True, True, False]
