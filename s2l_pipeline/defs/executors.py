@@ -156,9 +156,21 @@ def _extra(module: str, attr: str, extra: str) -> Any:
 
 
 # Each multiprocess step forks from a server that imported these once, where a spawned step
-# imported them anew: about 4 CPU-s a step (docs/benchmarks.md, "forkserver"). Importing torch
-# starts no thread and touches no GPU, so a forked step still leases its GPU before CUDA starts.
-FORKSERVER_PRELOAD = ("dagster", "s2l_pipeline.definitions", "torch", "transformers", "mlflow")
+# imported them anew: about 4 CPU-s a step (docs/benchmarks.md, "forkserver"). `transformers`
+# alone is a lazy shell: the Trainer, the model classes and the tokenizers behind it are another
+# 2.4 s a step that loads a model. Importing them starts no thread and touches no GPU, so a
+# forked step still leases its GPU before CUDA starts.
+FORKSERVER_PRELOAD = (
+    "dagster",
+    "s2l_pipeline.definitions",
+    "torch",
+    "transformers",
+    "mlflow",
+    "s2l_pipeline.core.lm.trainer",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.models.gpt_neox.modeling_gpt_neox",
+)
 
 
 def deployment_executor() -> dg.ExecutorDefinition:
