@@ -7,6 +7,7 @@ in-process run in test_live_stack, on the production-shaped stack.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -57,9 +58,22 @@ def test_multiprocess_gives_each_gpu_step_its_own_gpu_and_the_same_bytes(
     for asset in ("loss_trajectories", "selected_subset", "target_model", "target_evaluation"):
         assert run.data_versions[asset] == baseline.data_versions[asset], asset
     gpu_steps = [k for k in run.step_s if is_gpu_step(k)]
-    devices = {run.workers[k][-1]["CUDA_VISIBLE_DEVICES"] for k in gpu_steps}
-    assert devices == {"0", "1"}, devices  # both GPUs used, each step holding one
-    pids = {run.workers[k][-1]["pid"] for k in gpu_steps}
+    held = {k: run.workers[k][-1] for k in gpu_steps}
+    assert {w["CUDA_VISIBLE_DEVICES"] for w in held.values()} <= {"0", "1"}, held
+    # Steps holding a GPU at the same time held different ones. Whether two overlap at all is
+    # the scheduler's timing (steps forked from a preloaded server can each end before the next
+    # starts): where some did, both GPUs were in use.
+    overlapping = [
+        (a, b)
+        for a, b in itertools.combinations(gpu_steps, 2)
+        if held[a]["leased_at"] < held[b]["leased_at"] + held[b]["held_s"]
+        and held[b]["leased_at"] < held[a]["leased_at"] + held[a]["held_s"]
+    ]
+    shared = [(a, b) for a, b in overlapping
+              if held[a]["CUDA_VISIBLE_DEVICES"] == held[b]["CUDA_VISIBLE_DEVICES"]]  # fmt: skip
+    assert not shared, (shared, held)
+    print(f"{len(overlapping)} pairs of GPU steps held their GPUs at the same time")
+    pids = {w["pid"] for w in held.values()}
     assert len(pids) == len(gpu_steps)  # every step its own process
 
 

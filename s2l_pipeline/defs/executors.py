@@ -264,13 +264,16 @@ def gpu_lease(log=None, poll_s: float = 1.0) -> Iterator[str | None]:
 
 def on_gpu(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a GPU step's body under :func:`gpu_lease`, and record :func:`worker_metadata` as its
-    output's ``worker`` metadata (which GPU it was given, on which engine)."""
+    output's ``worker`` metadata (which GPU it was given, on which engine, and when it held it:
+    steps whose leases overlapped must have had different GPUs)."""
 
     @functools.wraps(fn)
     def step(context, *args: Any, **kwargs: Any) -> dg.Output:
         with gpu_lease(context.log.info):
+            leased_at = time.time()
             out = fn(context, *args, **kwargs)
-            worker = dg.MetadataValue.json(worker_metadata())
+            held = {"leased_at": leased_at, "held_s": time.time() - leased_at}
+            worker = dg.MetadataValue.json({**worker_metadata(), **held})
         if isinstance(out, dg.Output):
             return out.with_metadata({**out.metadata, "worker": worker})
         return dg.Output(out, metadata={"worker": worker})
