@@ -442,22 +442,7 @@ def make_study_report(
             "costs": costs(cells), "cells": [asdict(c) for c in cells]}  # fmt: skip
     if spec is not None:
         body["spec"] = {"spec_id": spec.spec_id, "registration": registered, **spec.to_dict()}
-        store.write_text(f"{prefix}/spec.yaml", spec_yaml(spec))
-    json_uri = store.write_text(f"{prefix}/report.json", json.dumps(body, indent=1, default=str))
-    md_uri = store.write_text(f"{prefix}/report.md", text)
-    with store.writing(f"{prefix}/plot.png") as path:
-        path.write_bytes(png)
-    curve = pl.DataFrame([asdict(p) for p in report.curve])
-    manifest = StudyReportManifest(
-        report=write_table(curve, store, f"{prefix}/curve.parquet"),
-        report_json=json_uri,
-        report_md=md_uri,
-        plot=store.uri(f"{prefix}/plot.png"),
-        study_id=split.study_id,
-        cells=len(cells),
-        recommendation=report.recommendation,
-        spec_id=spec.spec_id if spec else "",
-    )
+    manifest = _write_report(store, prefix, report, body, text, png, spec, split.study_id)
     left_out = {r: n for r, n in recipes.items() if r != recipe}
     others = sum(1 for c in every if not _of_spec(c, spec))
     if others:
@@ -500,19 +485,39 @@ def make_draws_report(
     body = {**report.to_dict(), "draws": ids, "judge": judge, "judged_on": judged_on,
             "cells": [{**asdict(c), "draw": n.draw} for c, n in zip(cells, nested, strict=True)],
             "spec": {"spec_id": spec.spec_id, **spec.to_dict()}}  # fmt: skip
-    store.write_text(f"{prefix}/spec.yaml", spec_yaml(spec))
+    manifest = _write_report(store, prefix, report, body, text, png, spec, " + ".join(ids))
+    return Report(manifest, report, text, png, {})
+
+
+def _write_report(
+    store: ArtifactStore,
+    prefix: str,
+    report: StudyReport,
+    body: dict,
+    text: str,
+    png: bytes,
+    spec: StudySpec | None,
+    study_id: str,
+) -> StudyReportManifest:
+    """A report's files under ``prefix`` (the spec beside them when there is one), and their
+    manifest: one layout for a draw's report and the report over draws."""
+    if spec is not None:
+        store.write_text(f"{prefix}/spec.yaml", spec_yaml(spec))
     json_uri = store.write_text(f"{prefix}/report.json", json.dumps(body, indent=1, default=str))
     md_uri = store.write_text(f"{prefix}/report.md", text)
     with store.writing(f"{prefix}/plot.png") as path:
         path.write_bytes(png)
     curve = pl.DataFrame([asdict(p) for p in report.curve])
-    manifest = StudyReportManifest(
+    return StudyReportManifest(
         report=write_table(curve, store, f"{prefix}/curve.parquet"),
-        report_json=json_uri, report_md=md_uri, plot=store.uri(f"{prefix}/plot.png"),
-        study_id=" + ".join(ids), cells=len(cells), recommendation=report.recommendation,
-        spec_id=spec.spec_id,
-    )  # fmt: skip
-    return Report(manifest, report, text, png, {})
+        report_json=json_uri,
+        report_md=md_uri,
+        plot=store.uri(f"{prefix}/plot.png"),
+        study_id=study_id,
+        cells=len(body["cells"]),
+        recommendation=report.recommendation,
+        spec_id=spec.spec_id if spec else "",
+    )
 
 
 def proxy_flops(proxy: ModelManifest) -> float:
